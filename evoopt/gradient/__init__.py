@@ -1,0 +1,4 @@
+"""Gradient-side optimizers (plain ``torch.optim.Optimizer``s) that suit policy gradients
+and evolution-strategy gradient estimates alike. Each module adds its own import line below."""
+
+__all__: list[str] = []

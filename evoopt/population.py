@@ -1,0 +1,521 @@
+r"""The base of every population optimizer: a :class:`torch.optim.Optimizer` with
+``ask`` / ``tell`` / ``step``.
+
+All parameters of all groups form one flat search vector of ``D`` coordinates. An
+algorithm keeps a search distribution over that vector (its center is ``mean``),
+:meth:`PopulationOptimizer.ask` samples ``popsize`` members from it, and
+:meth:`PopulationOptimizer.tell` takes one loss per member and updates the
+distribution. :meth:`PopulationOptimizer.step` does both around a closure:
+
+- a zero-argument closure (the torch convention) is called once per member, with
+  the member loaded into the parameters and gradients disabled;
+- a *population objective* -- a callable that takes a :class:`Population` and
+  returns ``P`` losses (e.g. :func:`evoopt.vmap_objective`) -- is called once.
+
+After ``step`` (and after ``tell``) the parameters hold the center. Hyperparameters
+(``lr``, ``sigma``, ...) live in ``param_groups`` and are read at every generation, so
+``torch.optim.lr_scheduler`` drives them; a group's value applies to the coordinates
+of that group's parameters.
+
+Subclasses implement three hooks::
+
+    _init_state(st, mean)       # fill the algorithm's entries of the state dict `st`
+    _sample(st, gen) -> [P, D]  # draw the members; keep what tell needs in self._pending
+    _update(st, u)              # update st from u: P losses to minimise (finite)
+
+Everything an algorithm needs to resume lives in ``st = self.state["population"]``:
+tensors and plain Python values only, so ``torch.load(weights_only=True)`` reads a
+checkpoint back. (A non-parameter key keeps torch from casting the state to the
+parameters' dtype on load.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import secrets
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ._validation import check_int
+
+__all__ = ["PopulationOptimizer", "Population", "ParamLayout", "Generation", "is_population_objective"]
+
+STATE_KEY = "population"
+META_KEY = "evoopt"
+
+
+class ParamLayout:
+    """The map between a list of parameter tensors and one flat vector of ``D`` numbers."""
+
+    def __init__(self, params: list[Tensor], names: list[str] | None = None):
+        self.params = list(params)
+        self.names = names if names is not None else [str(i) for i in range(len(self.params))]
+        self.shapes = [tuple(p.shape) for p in self.params]
+        self.numels = [p.numel() for p in self.params]
+        self.offsets = [0]
+        for n in self.numels:
+            self.offsets.append(self.offsets[-1] + n)
+        self.num_params = self.offsets[-1]
+
+    def flatten(self, tensors: Iterable[Tensor] | None = None) -> Tensor:
+        """Concatenate ``tensors`` (default: the parameters) into one detached [D] vector."""
+        tensors = self.params if tensors is None else tensors
+        return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+    def unflatten(self, flat: Tensor) -> list[Tensor]:
+        """Split ``flat`` of shape [..., D] into views of shape [..., *param_shape]."""
+        lead = flat.shape[:-1]
+        return [
+            flat[..., a:b].reshape(*lead, *shape)
+            for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
+        ]
+
+    @torch.no_grad()
+    def load_(self, flat: Tensor) -> None:
+        """Copy the [D] vector ``flat`` into the parameters in place (never rebinds them)."""
+        for p, v in zip(self.params, self.unflatten(flat)):
+            p.copy_(v)
+
+
+@dataclass
+class Population:
+    """One generation's members.
+
+    ``flat`` is a [P, D] tensor; :meth:`tensors` splits it per parameter ([P, *shape]),
+    :meth:`params` returns ``{name: [P, *shape]}`` (names from ``named_parameters()``
+    when the optimizer was built from them, else the parameter's index), and
+    ``layout.params`` holds the parameter tensors themselves, so an evaluator can match
+    them to a module's by identity.
+    """
+
+    flat: Tensor
+    layout: ParamLayout
+
+    def __len__(self) -> int:
+        return self.flat.shape[0]
+
+    @property
+    def popsize(self) -> int:
+        return self.flat.shape[0]
+
+    def tensors(self) -> list[Tensor]:
+        return self.layout.unflatten(self.flat)
+
+    def params(self) -> dict[str, Tensor]:
+        return dict(zip(self.layout.names, self.tensors()))
+
+    def member(self, i: int) -> list[Tensor]:
+        return self.layout.unflatten(self.flat[i])
+
+
+@dataclass
+class Generation:
+    """What the last ``tell`` saw, in the user's sign (losses as given).
+
+    ``losses``: [P] (non-finite values kept as given); ``mean_loss``: mean of the finite
+    losses; ``best_loss``/``best_index``: the best member of this generation.
+    """
+
+    generation: int
+    losses: Tensor
+    mean_loss: float
+    best_loss: float
+    best_index: int
+    num_evals: int
+    num_nonfinite: int
+
+
+def is_population_objective(fn: Callable) -> bool:
+    """True if ``fn`` takes the population as an argument, False for a torch closure.
+
+    A callable can say so explicitly with an attribute ``is_population_objective``;
+    otherwise one required positional parameter means a population objective.
+    """
+    flag = getattr(fn, "is_population_objective", None)
+    if flag is not None:
+        return bool(flag)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(required) >= 1
+
+
+class PopulationOptimizer(Optimizer):
+    """Base class: see the module docstring for the contract.
+
+    Args:
+        params: iterable of tensors, of ``(name, tensor)`` pairs, or of param-group dicts.
+        defaults: per-group hyperparameters (validated by the subclass).
+        popsize: number of members per generation.
+        maximize: maximise the objective instead of minimising it.
+        seed: seed of the optimizer's private :class:`torch.Generator` (``None``: a
+            random seed from the OS; the global RNGs are never touched).
+    """
+
+    #: True when members come in antithetic pairs (+eps, -eps): popsize must be even.
+    mirrored: bool = False
+
+    def __init__(
+        self,
+        params,
+        defaults: dict[str, Any],
+        *,
+        popsize: int,
+        maximize: bool = False,
+        seed: int | None = None,
+    ):
+        self.popsize = check_int("popsize", popsize, minimum=2 if self.mirrored else 1,
+                                 even=self.mirrored, why="mirrored sampling draws pairs")
+        if not isinstance(maximize, bool):
+            raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
+        self.maximize = maximize
+        self.seed = secrets.randbits(63) if seed is None else seed
+        super().__init__(params, defaults)
+        self._build_layout()
+        self._gen = torch.Generator(device=self._device)
+        self._gen.manual_seed(self.seed)
+        self._pending: dict[str, Any] | None = None
+        self._pending_pop: Population | None = None
+        self.last: Generation | None = None
+
+    # ------------------------------------------------------------------ layout
+    def _build_layout(self) -> None:
+        params, names = [], []
+        for gi, g in enumerate(self.param_groups):
+            gnames = g.get("param_names")
+            for pi, p in enumerate(g["params"]):
+                params.append(p)
+                names.append(gnames[pi] if gnames else str(len(names)))
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        dev, dt = params[0].device, params[0].dtype
+        for n, p in zip(names, params):
+            if not p.is_floating_point():
+                raise ValueError(f"Invalid parameter {n!r}: dtype {p.dtype} (expected a floating point dtype)")
+            if p.device != dev or p.dtype != dt:
+                raise ValueError(
+                    f"Invalid parameter {n!r}: {p.dtype} on {p.device}, but the first parameter is "
+                    f"{dt} on {dev} (expected all parameters on one device with one dtype)"
+                )
+        self.layout = ParamLayout(params, names)
+        self._device, self._dtype = dev, dt
+        # coordinate slice [a, b) of each group in the flat vector
+        self._group_slices = []
+        a = 0
+        for g in self.param_groups:
+            b = a + sum(p.numel() for p in g["params"])
+            self._group_slices.append((a, b))
+            a = b
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if getattr(self, "layout", None) is not None and self.state.get(STATE_KEY):
+            raise ValueError(
+                f"{type(self).__name__}: cannot add a param group after the first generation "
+                "(the search distribution is already built); add all groups before stepping"
+            )
+        super().add_param_group(param_group)
+        if getattr(self, "layout", None) is not None:
+            self._build_layout()
+
+    @property
+    def num_params(self) -> int:
+        """D, the length of the flat search vector."""
+        return self.layout.num_params
+
+    def group_values(self, key: str) -> float | Tensor:
+        """A hyperparameter read from the groups now: a float when all groups agree, else a
+        [D] tensor with each group's value on its coordinates."""
+        vals = [g[key] for g in self.param_groups]
+        if all(v == vals[0] for v in vals):
+            return float(vals[0])
+        out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
+        for v, (a, b) in zip(vals, self._group_slices):
+            out[a:b] = v
+        return out
+
+    # ------------------------------------------------------------------- state
+    @property
+    def _st(self) -> dict[str, Any]:
+        st = self.state.get(STATE_KEY)
+        if not st:
+            mean = self.layout.flatten().clone()
+            st = {"mean": mean, "generation": 0, "num_evals": 0,
+                  "best_loss": math.nan, "best": mean.clone()}
+            self._init_state(st, mean)
+            self.state[STATE_KEY] = st
+        return st
+
+    @property
+    def mean(self) -> Tensor:
+        """The center of the search distribution, a [D] tensor."""
+        return self._st["mean"]
+
+    @property
+    def generation(self) -> int:
+        return self._st["generation"]
+
+    @property
+    def num_evals(self) -> int:
+        return self._st["num_evals"]
+
+    @property
+    def best_loss(self) -> float:
+        """Best loss seen so far (user's sign), NaN before the first generation."""
+        return self._st["best_loss"]
+
+    @property
+    def best(self) -> Tensor:
+        """The flat parameters of the best member seen so far."""
+        return self._st["best"]
+
+    def load_best_(self) -> None:
+        """Copy the best member seen so far into the parameters."""
+        self.layout.load_(self.best)
+
+    # ----------------------------------------------------------------- hooks
+    def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _update(self, st: dict[str, Any], u: Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _randn(self, *shape: int) -> Tensor:
+        return torch.randn(*shape, generator=self._gen, device=self._device, dtype=self._dtype)
+
+    # ------------------------------------------------------------- ask / tell
+    @torch.no_grad()
+    def ask(self) -> Population:
+        """Sample a generation of ``popsize`` members from the current distribution."""
+        st = self._st
+        flat = self._sample(st, self._gen)
+        self._pending_pop = Population(flat, self.layout)
+        return self._pending_pop
+
+    @torch.no_grad()
+    def tell(self, losses) -> Tensor:
+        """Update the distribution from one loss per member of the last :meth:`ask`.
+
+        Non-finite losses rank worst (with a warning); if every loss is non-finite, a
+        ``ValueError`` is raised and the optimizer's state is left as it was.
+        Returns the generation's mean loss (finite members) as a 0-dim tensor.
+        """
+        if self._pending_pop is None:
+            raise RuntimeError(f"{type(self).__name__}.tell() called without a pending ask()")
+        P = self.popsize
+        losses = self._check_losses(losses, P)
+        finite = torch.isfinite(losses)
+        nbad = int((~finite).sum())
+        if nbad == P:
+            raise ValueError(
+                f"all {P} losses of generation {self.generation} are NaN or infinite; "
+                "the optimizer's state is unchanged (check the objective)"
+            )
+        u = -losses if self.maximize else losses.clone()
+        if nbad:
+            warnings.warn(
+                f"{nbad} of {P} losses are NaN or infinite; those members rank worst",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            good = u[finite]
+            worst = good.max() + (good.max() - good.min()).clamp(min=1.0)
+            u[~finite] = worst
+        u = u.to(device=self._device, dtype=self._dtype)
+        st = self._st
+        pop = self._pending_pop
+        self._update(st, u)
+        self._pending_pop = None
+        self._pending = None
+
+        # bookkeeping in the user's sign
+        masked = torch.where(finite, u, torch.full_like(u, math.inf))
+        bi = int(torch.argmin(masked))
+        gen_best = float(losses[bi])
+        st["generation"] += 1
+        st["num_evals"] += P
+        prev = st["best_loss"]
+        better = gen_best > prev if self.maximize else gen_best < prev
+        if math.isnan(prev) or better:
+            st["best_loss"] = gen_best
+            st["best"] = pop.flat[bi].detach().clone()
+        mean_loss = losses[finite].mean()
+        self.last = Generation(
+            generation=st["generation"], losses=losses, mean_loss=float(mean_loss),
+            best_loss=gen_best, best_index=bi, num_evals=st["num_evals"], num_nonfinite=nbad,
+        )
+        self.layout.load_(st["mean"])
+        return mean_loss
+
+    def _check_losses(self, losses, P: int) -> Tensor:
+        if not isinstance(losses, Tensor):
+            try:
+                losses = torch.as_tensor(losses, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise ValueError(f"Invalid losses: could not convert {type(losses).__name__} to a tensor ({e})") from None
+        losses = losses.detach()
+        if losses.dim() == 2 and losses.shape[1] == 1:
+            losses = losses[:, 0]
+        if losses.shape != (P,):
+            raise ValueError(
+                f"Invalid losses: shape {tuple(losses.shape)} (expected ({P},), one loss per member)"
+            )
+        if not (losses.is_floating_point() or losses.dtype in (torch.int32, torch.int64)):
+            raise ValueError(f"Invalid losses: dtype {losses.dtype} (expected a real dtype)")
+        return losses.to(dtype=torch.float64, device="cpu")
+
+    # ------------------------------------------------------------------ step
+    def step(self, closure: Callable | None = None) -> Tensor:  # type: ignore[override]
+        """One generation: ask, evaluate ``closure``, tell. Returns the mean loss (0-dim).
+
+        ``closure`` is either a torch-style zero-argument closure (called once per member
+        under ``torch.no_grad()``, with the member loaded into the parameters) or a
+        population objective (called once with the :class:`Population`).
+        """
+        if closure is None:
+            raise ValueError(
+                f"{type(self).__name__}.step() needs a closure: a zero-argument function "
+                "returning the loss, or a population objective returning one loss per member"
+            )
+        pop = self.ask()
+        if is_population_objective(closure):
+            losses = closure(pop)
+        else:
+            losses = self._evaluate_members(closure, pop)
+        return self.tell(losses)
+
+    def _evaluate_members(self, closure: Callable, pop: Population) -> Tensor:
+        """Load each member into the parameters and call the closure; a member whose
+        closure raises gets a NaN loss (so it ranks worst) unless every member raises."""
+        out = torch.empty(pop.popsize, dtype=torch.float64)
+        first_error = None
+        with torch.no_grad():
+            for i in range(pop.popsize):
+                self.layout.load_(pop.flat[i])
+                try:
+                    with torch.no_grad():
+                        loss = closure()
+                    out[i] = float(loss)
+                except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
+                    if first_error is None:
+                        first_error = e
+                    out[i] = math.nan
+        if first_error is not None:
+            if torch.isnan(out).all():
+                raise first_error
+            warnings.warn(
+                f"the closure raised for some members ({type(first_error).__name__}: {first_error}); "
+                "they rank worst", RuntimeWarning, stacklevel=3,
+            )
+        return out
+
+    # ------------------------------------------------------------- state_dict
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "optimizer": type(self).__name__,
+            "num_params": self.num_params,
+            "shapes": [list(s) for s in self.layout.shapes],
+            "popsize": self.popsize,
+            "maximize": self.maximize,
+            "seed": self.seed,
+            "rng": self._gen.get_state(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["state"] = _clone_tree(sd["state"])
+        sd[META_KEY] = self._meta()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: expected an optimizer state_dict, got {type(state_dict).__name__}")
+        meta = state_dict.get(META_KEY)
+        if meta is None:
+            raise ValueError(
+                f"{name}.load_state_dict: this state_dict was not saved by an evoopt population "
+                "optimizer (no 'evoopt' entry)"
+            )
+        if meta.get("optimizer") != name:
+            raise ValueError(
+                f"{name}.load_state_dict: the state_dict was saved by {meta.get('optimizer')!r}, not {name!r}"
+            )
+        shapes = [list(s) for s in self.layout.shapes]
+        if meta.get("shapes") != shapes:
+            raise ValueError(
+                f"{name}.load_state_dict: parameter shapes differ: saved {meta.get('shapes')}, "
+                f"this optimizer has {shapes}"
+            )
+        for key in ("popsize", "maximize"):
+            if meta.get(key) != getattr(self, key):
+                raise ValueError(
+                    f"{name}.load_state_dict: saved {key}={meta.get(key)!r}, this optimizer has "
+                    f"{key}={getattr(self, key)!r}"
+                )
+        st = state_dict.get("state", {}).get(STATE_KEY)
+        if st:
+            mean = st.get("mean")
+            if not isinstance(mean, Tensor) or mean.shape != (self.num_params,):
+                raise ValueError(
+                    f"{name}.load_state_dict: saved mean has shape "
+                    f"{getattr(mean, 'shape', None)}, expected ({self.num_params},)"
+                )
+            self._check_loaded_state(st)
+        rng = meta.get("rng")
+        sd = {k: v for k, v in state_dict.items() if k != META_KEY}
+        sd["state"] = _clone_tree(sd.get("state", {}))
+        super().load_state_dict(sd)
+        if STATE_KEY in self.state:
+            self.state[STATE_KEY] = _to_device(self.state[STATE_KEY], self._device, self._dtype)
+        self.seed = meta.get("seed", self.seed)
+        if isinstance(rng, Tensor):
+            self._gen.set_state(rng.cpu())
+        self._pending_pop = None
+        self._pending = None
+        if STATE_KEY in self.state:
+            self.layout.load_(self.state[STATE_KEY]["mean"])
+
+    def _check_loaded_state(self, st: dict[str, Any]) -> None:
+        """Hook: subclasses check algorithm-specific entries; raise ValueError if wrong."""
+
+
+def _clone_tree(x):
+    if isinstance(x, Tensor):
+        return x.detach().clone()
+    if isinstance(x, dict):
+        return {k: _clone_tree(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clone_tree(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_clone_tree(v) for v in x)
+    return x
+
+
+def _to_device(x, device, dtype):
+    """Move a loaded population state to the parameters' device. Float tensors keep their
+    own dtype (float64 state stays float64); only the device follows the parameters."""
+    if isinstance(x, Tensor):
+        return x.to(device=device)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device, dtype) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_to_device(v, device, dtype) for v in x]
+    return x
