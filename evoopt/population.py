@@ -333,7 +333,7 @@ class PopulationOptimizer(Optimizer):
             warnings.warn(
                 f"{nbad} of {P} losses are NaN or infinite; those members rank worst",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             good = u[finite]
             worst = good.max() + (good.max() - good.min()).clamp(min=1.0)
