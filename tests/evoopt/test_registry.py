@@ -1,0 +1,264 @@
+"""Every registered population optimizer, from one table (optax/evosax style): a new
+algorithm is tested the moment it is registered, and must add its row here.
+
+Each row gives the constructor arguments and, per benchmark function, an evaluation
+budget and the value the *center* must reach within it (D = 10)."""
+
+import io
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+import evoopt
+from evoopt import population_optimizers
+
+D = 10
+
+
+def sphere(x):
+    return (x**2).sum(-1)
+
+
+def rosenbrock(x):
+    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+
+
+def rastrigin(x):
+    return 10 * x.shape[-1] + (x**2 - 10 * torch.cos(2 * math.pi * x)).sum(-1)
+
+
+FUNCTIONS = {"sphere": (sphere, 3.0), "rosenbrock": (rosenbrock, 0.0), "rastrigin": (rastrigin, 3.0)}
+
+
+@dataclass
+class Row:
+    kwargs: dict
+    budgets: dict  # function name -> (evaluation budget, threshold on f(center)) ; None: not meant for it
+    overrides: dict = field(default_factory=dict)  # per function constructor overrides
+    loop_kwargs: dict = field(default_factory=dict)  # for the small-model training loop
+
+
+ROWS = {
+    "openai_es": Row(
+        dict(popsize=20, sigma=0.05, lr=0.05),
+        {"sphere": (20_000, 1e-3), "rosenbrock": (60_000, 1.0)},
+        loop_kwargs=dict(popsize=40, sigma=0.05, lr=0.03),
+    ),
+    "pgpe": Row(
+        dict(popsize=20, sigma=0.3, lr=0.2),
+        {"sphere": (20_000, 1e-3), "rosenbrock": (60_000, 1.0)},
+        loop_kwargs=dict(popsize=40, sigma=0.1, lr=0.05),
+    ),
+    "snes": Row(
+        dict(popsize=None, sigma=1.0),
+        {"sphere": (10_000, 1e-8), "rosenbrock": (60_000, 1e-2)},
+        loop_kwargs=dict(popsize=None, sigma=0.1),
+    ),
+    "xnes": Row(
+        dict(popsize=None, sigma=1.0),
+        {"sphere": (10_000, 1e-8), "rosenbrock": (60_000, 1e-4)},
+        loop_kwargs=dict(popsize=None, sigma=0.1),
+    ),
+    "cem": Row(
+        dict(popsize=50, sigma=1.0),
+        {"sphere": (20_000, 1e-6), "rosenbrock": (60_000, 5.0)},
+        loop_kwargs=dict(popsize=50, sigma=0.1),
+    ),
+    "ars": Row(
+        dict(popsize=40, sigma=0.03, lr=0.02),
+        {"sphere": (40_000, 1e-2), "rosenbrock": (80_000, 5.0)},
+        loop_kwargs=dict(popsize=40, sigma=0.03, lr=0.02),
+    ),
+    "cmaes": Row(
+        dict(popsize=None, sigma=1.0),
+        {"sphere": (5_000, 1e-10), "rosenbrock": (20_000, 1e-8), "rastrigin": (60_000, 1e-6)},
+        overrides={"rastrigin": dict(sigma=2.0, restarts=9, restart_strategy="ipop")},
+        loop_kwargs=dict(popsize=None, sigma=0.1),
+    ),
+}
+
+NAMES = sorted(population_optimizers())
+
+
+def make(name, params, seed=0, fn=None, **extra):
+    row = ROWS[name]
+    kwargs = {**row.kwargs, **row.overrides.get(fn, {}), **extra}
+    return evoopt.OPTIMIZERS[name](params, seed=seed, **kwargs)
+
+
+def run_function(name, fn_name, seed=0, dtype=torch.float64):
+    fn, x0 = FUNCTIONS[fn_name]
+    budget, _ = ROWS[name].budgets[fn_name]
+    x = torch.nn.Parameter(torch.full((D,), x0, dtype=dtype))
+    opt = make(name, [x], seed=seed, fn=fn_name)
+    while opt.num_evals < budget:
+        opt.step(lambda pop: fn(pop.flat))
+    return float(fn(x.detach())), opt
+
+
+def test_every_registered_population_optimizer_has_a_row():
+    assert set(NAMES) == set(ROWS), "add a row to ROWS for each registered population optimizer"
+    assert len(NAMES) >= 7
+
+
+CASES = [(n, f) for n in sorted(ROWS) for f in FUNCTIONS if f in ROWS[n].budgets]
+
+
+@pytest.mark.parametrize("name,fn_name", CASES)
+def test_converges_within_budget(name, fn_name):
+    if name not in NAMES:
+        pytest.skip(f"{name} not registered")
+    value, opt = run_function(name, fn_name)
+    budget, threshold = ROWS[name].budgets[fn_name]
+    assert opt.num_evals <= budget + opt.popsize
+    assert value < threshold, f"{name} on {fn_name}: f(center)={value:.3g} after {opt.num_evals} evals"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fixed_seed_reproduces_exactly_and_seeds_differ(name):
+    def trace(seed):
+        x = torch.nn.Parameter(torch.full((D,), 3.0))
+        opt = make(name, [x], seed=seed)
+        return [float(opt.step(lambda pop: sphere(pop.flat))) for _ in range(5)], x.detach().clone()
+
+    a, b, c = trace(1), trace(1), trace(2)
+    assert a[0] == b[0] and torch.equal(a[1], b[1])
+    assert a[0] != c[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_maximize_mirrors_minimizing_the_negated_loss(name):
+    means = []
+    for maximize in (False, True):
+        x = torch.nn.Parameter(torch.full((D,), 2.0, dtype=torch.float64))
+        opt = make(name, [x], seed=4, maximize=maximize)
+        sign = -1.0 if maximize else 1.0
+        trace = []
+        for _ in range(6):
+            loss = opt.step(lambda pop: sign * rosenbrock(pop.flat))
+            trace.append((x.detach().clone(), sign * float(loss), sign * opt.best_loss))
+        means.append(trace)
+    for (xa, la, ba), (xb, lb, bb) in zip(*means):
+        assert torch.equal(xa, xb)
+        assert la == lb and ba == bb
+
+
+def _roundtrip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_resume_from_checkpoint(name):
+    def fresh(seed):
+        x = torch.nn.Parameter(torch.full((D,), 2.0))
+        return x, make(name, [x], seed=seed)
+
+    x, opt = fresh(7)
+    for _ in range(4):
+        opt.step(lambda pop: rosenbrock(pop.flat))
+    ckpt = _roundtrip(opt.state_dict())
+    expected = []
+    for _ in range(4):
+        expected.append((float(opt.step(lambda pop: rosenbrock(pop.flat))), x.detach().clone()))
+
+    x2, opt2 = fresh(12345)  # a different seed: everything must come from the checkpoint
+    opt2.load_state_dict(ckpt)
+    assert torch.equal(x2.detach(), ckpt["state"]["population"]["mean"].to(x2.dtype))
+    for loss, xe in expected:
+        assert float(opt2.step(lambda pop: rosenbrock(pop.flat))) == loss
+        assert torch.equal(x2.detach(), xe)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_of_another_optimizer_is_refused(name):
+    x = torch.nn.Parameter(torch.zeros(D))
+    opt = make(name, [x])
+    other = "pgpe" if name != "pgpe" else "cmaes"
+    y = torch.nn.Parameter(torch.zeros(D))
+    o2 = make(other, [y])
+    o2.step(lambda pop: sphere(pop.flat))
+    with pytest.raises(ValueError, match="saved by"):
+        opt.load_state_dict(_roundtrip(o2.state_dict()))
+    z = torch.nn.Parameter(torch.zeros(D + 1))
+    o3 = make(name, [z])
+    o3.step(lambda pop: sphere(pop.flat))
+    with pytest.raises(ValueError, match="parameter shapes differ"):
+        opt.load_state_dict(_roundtrip(o3.state_dict()))
+
+
+BAD_COMMON = [
+    (dict(sigma=0.0), "Invalid sigma: 0.0"),
+    (dict(sigma=-1.0), "Invalid sigma: -1.0"),
+    (dict(popsize=0), "Invalid popsize: 0"),
+    (dict(popsize=-4), "Invalid popsize: -4"),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kwargs,match", BAD_COMMON)
+def test_bad_common_arguments(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(name, [torch.nn.Parameter(torch.zeros(D))], **kwargs)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "lr" in ROWS.get(n, Row({}, {})).kwargs])
+@pytest.mark.parametrize("lr", [0.0, -0.1])
+def test_bad_lr(name, lr):
+    with pytest.raises(ValueError, match=f"Invalid lr: {lr}"):
+        make(name, [torch.nn.Parameter(torch.zeros(D))], lr=lr)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if evoopt.OPTIMIZERS[n].mirrored])
+def test_odd_popsize_with_mirrored_sampling(name):
+    with pytest.raises(ValueError, match="Invalid popsize: 7 .*even"):
+        make(name, [torch.nn.Parameter(torch.zeros(D))], popsize=7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_parameter_list(name):
+    with pytest.raises(ValueError, match="empty parameter list"):
+        make(name, [])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_loss_shape_and_all_nan_generation(name):
+    x = torch.nn.Parameter(torch.ones(D))
+    opt = make(name, [x], seed=0)
+    opt.step(lambda pop: sphere(pop.flat))
+    pop = opt.ask()
+    with pytest.raises(ValueError, match=rf"Invalid losses: shape \({len(pop) + 1},\)"):
+        opt.tell(torch.zeros(len(pop) + 1))
+    before = _roundtrip(opt.state_dict())
+    with pytest.raises(ValueError, match="NaN or infinite; the optimizer's state is unchanged"):
+        opt.tell(torch.full((len(pop),), math.nan))
+    after = opt.state_dict()
+    torch.testing.assert_close(after["state"]["population"], before["state"]["population"], rtol=0, atol=0)
+    losses = sphere(pop.flat)
+    losses[0] = math.inf
+    with pytest.warns(RuntimeWarning, match="rank worst"):
+        opt.tell(losses)
+    assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_lr_scheduler_and_reduce_on_plateau_accept_the_optimizer(name):
+    x = torch.nn.Parameter(torch.full((D,), 1.0))
+    opt = make(name, [x], seed=0)
+    key = "lr" if "lr" in opt.defaults else "sigma"
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    first = opt.param_groups[0]["lr"] if "lr" in opt.defaults else None
+    for _ in range(4):
+        opt.step(lambda pop: sphere(pop.flat))
+        sched.step()
+    if first is not None:
+        assert opt.param_groups[0]["lr"] == pytest.approx(first * 0.25)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    loss = opt.step(lambda pop: sphere(pop.flat))
+    assert loss.dim() == 0
+    plateau.step(loss)  # accepts the 0-dim tensor
+    assert key in opt.param_groups[0]
