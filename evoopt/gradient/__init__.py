@@ -2,3 +2,7 @@
 and evolution-strategy gradient estimates alike. Each module adds its own import line below."""
 
 __all__: list[str] = []
+
+from .kl_adaptive import KLAdaptive  # noqa: E402
+
+__all__ += ["KLAdaptive"]
