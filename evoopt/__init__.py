@@ -10,6 +10,7 @@ from .algorithms import *  # noqa: F401,F403 - re-exported, see algorithms.__all
 from .algorithms import __all__ as _algorithms_all
 from .gradient import *  # noqa: F401,F403
 from .gradient import __all__ as _gradient_all
+from .evaluation import PopulationObjective, batched_forward, loop_objective, vmap_objective
 from .population import Generation, ParamLayout, Population, PopulationOptimizer, is_population_objective
 from .registry import OPTIMIZERS, get_optimizer, population_optimizers, register
 
@@ -26,6 +27,10 @@ __all__ = [
     "population_optimizers",
     "get_optimizer",
     "shaping",
+    "vmap_objective",
+    "loop_objective",
+    "batched_forward",
+    "PopulationObjective",
     *_algorithms_all,
     *_gradient_all,
 ]

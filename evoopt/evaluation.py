@@ -1,0 +1,356 @@
+r"""Batched population evaluation: all ``P`` members of a generation in one call.
+
+A *population objective* takes a :class:`~evoopt.Population` and returns ``P`` losses;
+:meth:`PopulationOptimizer.step` calls it once per generation instead of calling a
+torch closure ``P`` times::
+
+    objective = evoopt.vmap_objective(model, F.cross_entropy, x, y)
+    loss = opt.step(objective)          # opt built from model.parameters()
+
+For member ``i`` with parameters ``theta_i`` (row ``i`` of ``pop.flat``, split per
+parameter), the objective computes::
+
+    loss_i = loss_fn(functional_call(model, theta_i, inputs[:k]), *inputs[k:])
+
+with ``k = num_model_inputs``, for all members at once with :func:`torch.func.vmap`
+over the stacked parameters (``in_dims=0``); the data, the buffers and the
+parameters the optimizer does not own are shared by every member (unbatched).
+
+The population's tensors are matched to the model's parameters by *identity*
+(``pop.layout.params`` are the model's ``Parameter`` objects), so parameter groups,
+frozen layers and tied weights need no naming convention.
+
+Where vmap cannot go -- data-dependent Python control flow, ``.item()``, a module
+that writes its buffers during ``forward`` -- :func:`loop_objective` evaluates the
+members one after another with the same interface (and is the reference the tests
+compare :func:`vmap_objective` with). :func:`batched_forward` returns the model's
+outputs for every member, with shared or per-member inputs (one observation per
+member per time step in RL).
+
+Train-mode ``BatchNorm`` with ``track_running_stats`` would update its running
+statistics in place from ``P`` different members at once, which vmap refuses; call
+``model.eval()`` (running statistics, the usual choice for evaluation) or
+``torch.func.replace_all_batch_norm_modules_(model)`` (batch statistics, no tracking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from ._validation import check_choice, check_int
+from .population import Population
+
+__all__ = ["vmap_objective", "loop_objective", "batched_forward", "PopulationObjective"]
+
+RANDOMNESS = ("error", "different", "same")
+REDUCTIONS = {"mean": torch.mean, "sum": torch.sum}
+
+
+# ---------------------------------------------------------------------------- helpers
+def _check_module(name: str, model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"Invalid {name}: {type(model).__name__} (expected a torch.nn.Module)")
+    return model
+
+
+def _check_chunk_size(chunk_size) -> int | None:
+    return None if chunk_size is None else check_int("chunk_size", chunk_size, minimum=1)
+
+
+def _check_reduce(reduce) -> Callable | None:
+    if reduce is None or callable(reduce):
+        return reduce
+    return REDUCTIONS[check_choice("reduce", reduce, REDUCTIONS)]
+
+
+def _check_no_running_stats_update(model: nn.Module) -> None:
+    """Refuse train-mode BatchNorm that tracks running statistics: under vmap its
+    in-place update of the shared running_mean/var from P members cannot work."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and m.track_running_stats:
+            where = f"{type(model).__name__}.{name}" if name else type(model).__name__
+            raise ValueError(
+                f"Invalid model: {where} ({type(m).__name__}) is in training mode and tracks "
+                "running statistics, which it would update in place from all members at once; "
+                "call model.eval() to evaluate with the running statistics, or "
+                "torch.func.replace_all_batch_norm_modules_(model) to use batch statistics "
+                "without tracking them"
+            )
+
+
+def _param_names(model: nn.Module, params: list[Tensor]) -> list[str]:
+    """Names in ``model`` of the tensors ``params``, matched by identity."""
+    by_id = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    names = []
+    for i, p in enumerate(params):
+        n = by_id.get(id(p))
+        if n is None:
+            raise ValueError(
+                f"Invalid population: its parameter {i} (shape {tuple(p.shape)}) is not a parameter "
+                f"of the model {type(model).__name__} (build the optimizer from this model's "
+                "parameters, e.g. evoopt.PGPE(model.parameters(), ...))"
+            )
+        names.append(n)
+    return names
+
+
+def _population_params(model: nn.Module, pop, cache: dict | None = None) -> tuple[dict[str, Tensor], int]:
+    """``({name: [P, *shape]}, P)`` for a Population, or for a mapping of such tensors."""
+    if isinstance(pop, Population):
+        if cache is not None and cache.get("layout") is pop.layout:
+            names = cache["names"]
+        else:
+            names = _param_names(model, pop.layout.params)
+            if cache is not None:
+                cache.update(layout=pop.layout, names=names)
+        return dict(zip(names, pop.tensors())), pop.popsize
+    if isinstance(pop, Mapping) and pop:
+        own = dict(model.named_parameters(remove_duplicate=False))
+        sizes = set()
+        for n, t in pop.items():
+            if n not in own:
+                raise ValueError(f"Invalid population: {n!r} is not a parameter name of {type(model).__name__}")
+            if not isinstance(t, Tensor) or tuple(t.shape[1:]) != tuple(own[n].shape):
+                raise ValueError(
+                    f"Invalid population: {n!r} has shape {tuple(getattr(t, 'shape', ()))} "
+                    f"(expected (P, {', '.join(map(str, own[n].shape))}))"
+                )
+            sizes.add(t.shape[0])
+        if len(sizes) != 1:
+            raise ValueError(f"Invalid population: tensors have different leading sizes {sorted(sizes)}")
+        return dict(pop), sizes.pop()
+    raise ValueError(
+        f"Invalid population: {type(pop).__name__} (expected an evoopt.Population or a non-empty "
+        "dict {name: tensor of shape [P, *param_shape]})"
+    )
+
+
+def _to_like(x, ref: Tensor):
+    """Move a tensor input to ``ref``'s device; floating inputs also take its dtype."""
+    if not isinstance(x, Tensor):
+        return x
+    if x.is_floating_point() and x.dtype != ref.dtype:
+        return x.to(device=ref.device, dtype=ref.dtype)
+    return x.to(device=ref.device) if x.device != ref.device else x
+
+
+def _culprit(model: nn.Module, exc: BaseException) -> str:
+    """The qualified name of the innermost submodule of ``model`` in ``exc``'s traceback."""
+    names = {id(m): n for n, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_argcount:
+            obj = tb.tb_frame.f_locals.get(code.co_varnames[0])
+            if id(obj) in names and isinstance(obj, nn.Module):
+                found = obj
+        tb = tb.tb_next
+    if found is None:
+        return type(model).__name__
+    sub = names[id(found)]
+    return f"{type(model).__name__}.{sub} ({type(found).__name__})" if sub else type(model).__name__
+
+
+def _vmap_failure(model: nn.Module, exc: RuntimeError, what: str) -> Exception:
+    if "randomness error mode" in str(exc):
+        return ValueError(
+            f"Invalid randomness: 'error', but the module {_culprit(model, exc)} draws random "
+            "numbers (dropout in training mode?); pass randomness='different' (independent "
+            "draws per member) or randomness='same' (one draw shared by all members), or call "
+            "model.eval()"
+        )
+    return RuntimeError(
+        f"{what}: torch.func.vmap cannot evaluate the module {_culprit(model, exc)} for all "
+        f"members at once ({str(exc).splitlines()[0]}). Typical causes are Python control flow "
+        "that depends on tensor values, .item()/.tolist() calls, or in-place writes to "
+        "buffers in forward. Evaluate the members one at a time instead: "
+        "evoopt.loop_objective(model, loss_fn, *inputs) with the same arguments, or pass a "
+        "zero-argument closure to opt.step()."
+    )
+
+
+def _is_vmap_error(exc: RuntimeError) -> bool:
+    msg = str(exc)
+    return "vmap" in msg or "Batched" in msg or "batched tensor" in msg
+
+
+# ------------------------------------------------------------------------- objective
+class PopulationObjective:
+    """``objective(pop) -> Tensor[P]``: the loss of every member of a population.
+
+    Built by :func:`vmap_objective` (one vmapped call, ``vectorized=True``) or
+    :func:`loop_objective` (one ``functional_call`` per member). Runs under
+    ``torch.no_grad()``; returns a detached [P] tensor on the parameters' device.
+    """
+
+    is_population_objective = True
+
+    def __init__(self, model, loss_fn, inputs, *, num_model_inputs=1, chunk_size=None,
+                 randomness="error", reduce=None, vectorized=True):
+        self.model = _check_module("model", model)
+        if not callable(loss_fn):
+            raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
+        self.loss_fn = loss_fn
+        self.inputs = tuple(inputs)
+        self.num_model_inputs = check_int("num_model_inputs", num_model_inputs, minimum=0)
+        if self.num_model_inputs > len(self.inputs):
+            raise ValueError(
+                f"Invalid num_model_inputs: {num_model_inputs} (expected <= the number of "
+                f"inputs, {len(self.inputs)})"
+            )
+        self.chunk_size = _check_chunk_size(chunk_size)
+        self.randomness = check_choice("randomness", randomness, RANDOMNESS)
+        self.reduce = _check_reduce(reduce)
+        self.vectorized = bool(vectorized)
+        self._names: dict[str, Any] = {}
+        self._moved: dict[tuple, tuple] = {}
+
+    def __repr__(self) -> str:
+        kind = "vmap_objective" if self.vectorized else "loop_objective"
+        return (f"{kind}({type(self.model).__name__}, {getattr(self.loss_fn, '__name__', self.loss_fn)}, "
+                f"{len(self.inputs)} inputs, num_model_inputs={self.num_model_inputs}, "
+                f"chunk_size={self.chunk_size}, randomness={self.randomness!r})")
+
+    def _inputs_like(self, ref: Tensor) -> tuple:
+        key = (ref.device, ref.dtype)
+        if key not in self._moved:
+            self._moved = {key: tuple(_to_like(x, ref) for x in self.inputs)}
+        return self._moved[key]
+
+    def _member_loss(self, params: dict[str, Tensor], inputs: tuple) -> Tensor:
+        k = self.num_model_inputs
+        out = functional_call(self.model, params, inputs[:k])
+        loss = self.loss_fn(out, *inputs[k:])
+        if self.reduce is not None:
+            loss = self.reduce(loss)
+        if not isinstance(loss, Tensor):
+            loss = torch.as_tensor(loss)
+        return loss
+
+    def _check_output(self, loss: Tensor, P: int) -> Tensor:
+        if loss.shape != (P,):
+            per_member = tuple(loss.shape[1:]) if loss.dim() >= 1 and loss.shape[0] == P else tuple(loss.shape)
+            raise ValueError(
+                f"Invalid loss_fn: it returned a tensor of shape {per_member} per member (expected a "
+                "scalar, shape ()); use a reducing loss such as F.cross_entropy with "
+                "reduction='mean', or pass reduce='mean' or reduce='sum'"
+            )
+        return loss
+
+    @torch.no_grad()
+    def __call__(self, pop) -> Tensor:
+        params, P = _population_params(self.model, pop, self._names)
+        ref = next(iter(params.values()))
+        inputs = self._inputs_like(ref)
+        if not self.vectorized:
+            losses = []
+            for i in range(P):
+                loss = self._member_loss({n: t[i] for n, t in params.items()}, inputs)
+                if loss.dim() != 0:
+                    self._check_output(loss.unsqueeze(0), 1)
+                losses.append(loss)
+            return torch.stack(losses).to(ref.device)
+        _check_no_running_stats_update(self.model)
+        f = vmap(lambda p: self._member_loss(p, inputs), in_dims=(0,),
+                 randomness=self.randomness, chunk_size=self.chunk_size)
+        try:
+            loss = f(params)
+        except RuntimeError as e:
+            if _is_vmap_error(e):
+                raise _vmap_failure(self.model, e, "vmap_objective") from e
+            raise
+        return self._check_output(loss, P)
+
+
+def vmap_objective(model: nn.Module, loss_fn: Callable, *inputs, num_model_inputs: int = 1,
+                   chunk_size: int | None = None, randomness: str = "error",
+                   reduce: str | Callable | None = None) -> PopulationObjective:
+    """A population objective evaluating all members in one :func:`torch.func.vmap` call.
+
+    Member ``i`` gets ``loss_fn(functional_call(model, theta_i, inputs[:k]), *inputs[k:])``
+    with ``k = num_model_inputs``; the inputs, buffers and parameters not in the
+    population are shared (unbatched). Pass the result to ``opt.step``.
+
+    Args:
+        model: the module whose parameters the optimizer was built from.
+        loss_fn: ``loss_fn(output, *inputs[k:])`` returning a scalar per member (e.g.
+            ``F.cross_entropy`` with its default mean reduction).
+        *inputs: data; floating-point tensors follow the parameters' dtype, all tensors
+            their device (moved once and cached).
+        num_model_inputs: how many of ``inputs`` go to the model (0 for a module whose
+            ``forward`` takes no input); the rest go to ``loss_fn``.
+        chunk_size: evaluate this many members per vectorized call (vmap's own
+            chunking) to bound peak memory; ``None`` evaluates all at once.
+        randomness: vmap's treatment of random ops (dropout in train mode, noise in the
+            model): ``"error"`` refuses them, ``"different"`` draws independently for each
+            member, ``"same"`` draws once and shares it across members (also across chunks).
+        reduce: ``None`` (loss_fn must return a scalar), ``"mean"``, ``"sum"`` or a
+            callable applied to each member's loss to make it a scalar.
+
+    Raises ``ValueError`` for bad arguments, a non-scalar loss, or train-mode BatchNorm
+    tracking running statistics; ``RuntimeError`` naming the module when vmap cannot
+    trace the model (use :func:`loop_objective` then).
+    """
+    return PopulationObjective(model, loss_fn, inputs, num_model_inputs=num_model_inputs,
+                               chunk_size=chunk_size, randomness=randomness, reduce=reduce,
+                               vectorized=True)
+
+
+def loop_objective(model: nn.Module, loss_fn: Callable, *inputs, num_model_inputs: int = 1,
+                   reduce: str | Callable | None = None) -> PopulationObjective:
+    """The reference population objective: one ``functional_call`` per member, in order.
+
+    Same interface and result as :func:`vmap_objective`, for models vmap cannot trace
+    (data-dependent control flow, ``.item()``) and as the reference in tests. Modules
+    run as they are (a train-mode BatchNorm updates its running statistics once per
+    member, as with a zero-argument closure).
+    """
+    return PopulationObjective(model, loss_fn, inputs, num_model_inputs=num_model_inputs,
+                               reduce=reduce, vectorized=False)
+
+
+# --------------------------------------------------------------------- batched forward
+@torch.no_grad()
+def batched_forward(model: nn.Module, pop, *inputs, per_member_inputs: bool = False,
+                    chunk_size: int | None = None, randomness: str = "error"):
+    """The model's output for every member: ``[P, ...]`` (a pytree of such for tuples).
+
+    Args:
+        model: the module whose parameters the population holds.
+        pop: a :class:`~evoopt.Population`, or a dict ``{name: [P, *param_shape]}`` of
+            (some of) the model's parameters; the others are shared.
+        *inputs: the model's inputs: shared by all members (``per_member_inputs=False``),
+            or one slice per member along dim 0 (``per_member_inputs=True``: each tensor
+            is ``[P, ...]``, member ``i`` sees ``x[i]``; e.g. one observation per member
+            per time step).
+        chunk_size, randomness: as in :func:`vmap_objective`.
+    """
+    _check_module("model", model)
+    chunk_size = _check_chunk_size(chunk_size)
+    randomness = check_choice("randomness", randomness, RANDOMNESS)
+    params, P = _population_params(model, pop)
+    ref = next(iter(params.values()))
+    inputs = tuple(_to_like(x, ref) for x in inputs)
+    if per_member_inputs:
+        for j, x in enumerate(inputs):
+            if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] != P:
+                raise ValueError(
+                    f"Invalid inputs[{j}]: shape {tuple(getattr(x, 'shape', ()))} with "
+                    f"per_member_inputs=True (expected a tensor with leading size P={P})"
+                )
+    _check_no_running_stats_update(model)
+    in_dims = (0, tuple(0 if per_member_inputs else None for _ in inputs))
+    f = vmap(lambda p, xs: functional_call(model, p, xs), in_dims=in_dims,
+             randomness=randomness, chunk_size=chunk_size)
+    try:
+        return f(params, inputs)
+    except RuntimeError as e:
+        if _is_vmap_error(e):
+            raise _vmap_failure(model, e, "batched_forward") from e
+        raise
