@@ -1,0 +1,606 @@
+r"""Population rollouts: evaluate every member of a population in its own environment,
+with one batched policy forward per time step, as a population objective.
+
+Public API (stable)::
+
+    objective = PopulationRollout(env, policy, popsize, *, episodes_per_member=1,
+                                  max_episode_steps=None, reward_shift=0.0,
+                                  action_noise=0.0, update_obs_norm=True, seed=0,
+                                  common_seeds=False, vectorization="auto",
+                                  env_kwargs=None, worst_return=WORST_RETURN)
+    losses = objective(pop)       # Tensor[P] float64: -(mean shifted return) per member
+    opt.step(objective)           # objective.is_population_objective is True
+    objective.last                # RolloutResult of the last call (returns, lengths, ...)
+    objective.evaluate_center(params=None, num_episodes=10, seed=None) -> Tensor[num_episodes]
+    objective.state_dict() / objective.load_state_dict(sd)   # counters + obs normaliser
+    rollout_returns(env, policy, params, seeds, ...)          # the functional core
+    WORST_RETURN                  # -inf: the return of a failed member
+
+How a generation runs. ``pop`` is an :class:`evoopt.Population` (its ``layout.params``
+are matched to the policy's parameters by identity; parameters the optimizer does not
+search keep the policy's values) or a ``[P, D]`` tensor in ``policy.parameters()`` order.
+Member ``i``'s ``k``-th episode runs in env slot ``i * episodes_per_member + k``; every
+slot plays exactly one episode from ``env.reset(seed=s)`` with its own seed ``s``, so a
+slot's return is exactly what ``gymnasium.make(env_id)`` returns for that seed and the
+same member. At each step the policy computes all slots' actions in one batched call
+(:meth:`rl.policies.Policy.population_forward`, or ``torch.func.vmap`` over
+``functional_call`` for any other ``nn.Module``); slots whose episode ended are masked.
+
+Environments. ``vectorization="auto"`` uses Gymnasium's native vector env where one
+exists and we can seed each slot (CartPole: ``make_vec(...,
+vectorization_mode="vector_entry_point")``, which takes one integer seed and autoresets
+NEXT_STEP: each slot's initial state is set from a single env reset with that slot's
+seed, and steps after a slot's episode end are ignored), else a synchronous list of
+``gymnasium.make`` envs stepped in-process (like ``SyncVectorEnv``, which beats
+``AsyncVectorEnv`` on 2 cores for MuJoCo, but stepping only the live slots and isolating
+each env's exceptions). ``env`` is an id or a zero-argument constructor.
+
+Failures never lose a generation: a member whose policy output is NaN/inf, whose env
+raises in ``reset``/``step``, or whose return is not finite gets ``worst_return``
+(default :data:`WORST_RETURN` = ``-inf``: its loss is ``+inf``, which evoopt's
+optimizers rank worst, with a warning); the other members are unaffected.
+
+Seeds and resuming. Generation ``g``'s env seeds are ``SeedSequence([seed, g])``'s
+words (``common_seeds=True``: all members share the same ``episodes_per_member``
+seeds), the action-noise generator is seeded from ``SeedSequence([seed, g, 1])``, and
+``evaluate_center`` without a seed draws from a separate stream. Only counters and the
+normaliser are state, so ``state_dict`` / ``load_state_dict`` resume exactly.
+
+Observation normalisation: when the policy has an ``obs_norm``, it is frozen during a
+generation and then updated from the observations of all members' live steps (OpenAI-ES
+and ARS V2 do the same), unless ``update_obs_norm=False``. ``evaluate_center`` never
+updates it.
+
+Reward shift: ``reward_shift`` is added to every reward of the training objective (ARS
+and EvoTorch subtract the alive bonus, e.g. ``reward_shift=-1.0`` on Hopper);
+``last.episode_returns`` and ``evaluate_center`` report the environment's own returns.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from .normalization import RunningNorm
+from .policies import Policy
+
+__all__ = ["PopulationRollout", "RolloutResult", "rollout_returns", "WORST_RETURN", "resolve_env_id"]
+
+#: The return given to a member whose actions are NaN/inf, whose env raised, or whose
+#: return is not finite. ``-inf`` becomes a loss of ``+inf``, which every evoopt
+#: population optimizer ranks worst (and warns about); set ``worst_return`` to a finite
+#: number for optimizers that use raw fitness values.
+WORST_RETURN = -math.inf
+
+_NATIVE_CLASSES = {"CartPoleVectorEnv"}
+_OBS_FLUSH_ROWS = 1 << 16
+
+
+@dataclass
+class RolloutResult:
+    """What one population evaluation saw.
+
+    ``returns``: [P] mean over the member's episodes of the shifted return (the objective;
+    ``worst_return`` for failed members); ``episode_returns``: [P, K] the environment's
+    own returns per episode (NaN for a failed episode); ``lengths``: [P, K] steps per
+    episode; ``failed``: [P] bool; ``seeds``: [P, K] env seeds; ``num_steps``: env steps
+    taken; ``errors``: messages of the exceptions envs raised (first few).
+    """
+
+    returns: Tensor
+    episode_returns: Tensor
+    lengths: Tensor
+    failed: Tensor
+    seeds: Tensor
+    num_steps: int
+    errors: list[str]
+
+
+def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``; a ``ValueError`` lists close matches otherwise."""
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry.keys()), n=5, cutoff=0.6)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(f"Invalid env: unknown Gymnasium id {env_id!r}{hint}") from None
+
+
+# --------------------------------------------------------------------------- envs
+class _EnvPool:
+    """A growing list of single envs (the synchronous backend) plus cached native vector
+    envs keyed by their number of slots."""
+
+    def __init__(self, env, env_kwargs: dict[str, Any], max_episode_steps: int | None):
+        self.env = env
+        self.env_kwargs = env_kwargs
+        self.max_episode_steps = max_episode_steps
+        self.envs: list[gym.Env] = []
+        self.native: dict[int, gym.vector.VectorEnv] = {}
+
+    def make_one(self) -> gym.Env:
+        if callable(self.env):
+            return self.env()
+        kw = dict(self.env_kwargs)
+        if self.max_episode_steps is not None:
+            kw["max_episode_steps"] = self.max_episode_steps
+        return gym.make(self.env, **kw)
+
+    def singles(self, n: int) -> list[gym.Env]:
+        while len(self.envs) < n:
+            self.envs.append(self.make_one())
+        return self.envs[:n]
+
+    def vector(self, n: int) -> gym.vector.VectorEnv:
+        if n not in self.native:
+            kw = dict(self.env_kwargs)
+            if self.max_episode_steps is not None:
+                kw["max_episode_steps"] = self.max_episode_steps
+            self.native[n] = gym.make_vec(self.env, num_envs=n, vectorization_mode="vector_entry_point", **kw)
+        return self.native[n]
+
+    def close(self) -> None:
+        for e in self.envs:
+            e.close()
+        for v in self.native.values():
+            v.close()
+        self.envs, self.native = [], {}
+
+
+# ------------------------------------------------------------------- policy side
+class _Actor:
+    """Batched actions for M slots from per-slot parameters."""
+
+    def __init__(self, policy: nn.Module, action_space: spaces.Space):
+        self.policy = policy
+        self.space = action_space
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        if not self.discrete and not isinstance(action_space, spaces.Box):
+            raise ValueError(f"Invalid action space: {action_space} (expected Discrete or Box)")
+        self.fast = isinstance(policy, Policy)
+        if not self.discrete:
+            self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
+            self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
+
+    def outputs(self, params: dict[str, Tensor], obs: Tensor) -> Tensor:
+        if self.fast:
+            return self.policy.population_forward(params, obs)
+        call = lambda p, o: torch.func.functional_call(self.policy, p, (o,))  # noqa: E731
+        return torch.func.vmap(call)(params, obs.to(next(iter(params.values())).dtype))
+
+    def actions(self, out: Tensor, noise: Tensor | None) -> Tensor:
+        """Env actions from the forward's output (noise is added before the bounds)."""
+        if self.fast:
+            if noise is not None:
+                out = out + noise.to(out.dtype)
+            return self.policy.action_from_output(out, deterministic=True)
+        if self.discrete:
+            return out.argmax(-1) + int(self.space.start)
+        out = out.reshape(out.shape[0], -1)
+        if noise is not None:
+            out = out + noise.to(out.dtype)
+        return torch.maximum(torch.minimum(out, self.high.to(out.dtype)), self.low.to(out.dtype))
+
+
+def _member_params(policy: nn.Module, pop, P: int | None = None) -> dict[str, Tensor]:
+    """{name: [P, *shape]} for every parameter of ``policy`` from a Population or [P, D]."""
+    named = list(policy.named_parameters())
+    if isinstance(pop, Tensor):
+        flat = pop.detach()
+        D = sum(p.numel() for _, p in named)
+        if flat.dim() != 2 or flat.shape[1] != D:
+            raise ValueError(
+                f"Invalid population: tensor of shape {tuple(flat.shape)} (expected [P, {D}], the "
+                "policy's parameters flattened in policy.parameters() order)"
+            )
+        out, a = {}, 0
+        for name, p in named:
+            out[name] = flat[:, a:a + p.numel()].reshape(flat.shape[0], *p.shape)
+            a += p.numel()
+        return out
+    layout = getattr(pop, "layout", None)
+    if layout is None:
+        raise ValueError(f"Invalid population: {type(pop).__name__} (expected an evoopt Population or a [P, D] tensor)")
+    tensors = pop.tensors()
+    index = {id(p): i for i, p in enumerate(layout.params)}
+    own = {id(p) for _, p in named}
+    for n, p in zip(layout.names, layout.params):
+        if id(p) not in own:
+            raise ValueError(
+                f"Invalid population: parameter {n!r} of the optimizer is not a parameter of the "
+                "policy (build the optimizer from policy.parameters())"
+            )
+    P = pop.flat.shape[0]
+    return {name: tensors[index[id(p)]] if id(p) in index else p.detach().expand(P, *p.shape)
+            for name, p in named}
+
+
+def _expand(params: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    return params if k == 1 else {n: t.repeat_interleave(k, dim=0) for n, t in params.items()}
+
+
+# ---------------------------------------------------------------------- the core
+@torch.no_grad()
+def rollout_returns(
+    pool: _EnvPool,
+    actor: _Actor,
+    params: dict[str, Tensor],
+    seeds: list[int],
+    *,
+    native: bool,
+    max_episode_steps: int | None,
+    reward_shift: float = 0.0,
+    action_noise: float = 0.0,
+    noise_gen: torch.Generator | None = None,
+    obs_stats: RunningNorm | None = None,
+) -> dict[str, Any]:
+    """Play one episode in each of ``M = len(seeds)`` slots; slot j uses ``params[..][j]``
+    and ``env.reset(seed=seeds[j])``. Returns numpy arrays ``returns`` (the env's),
+    ``shifted``, ``lengths``, ``failed`` and ``num_steps``, ``errors``; observations the
+    live slots act on are added to ``obs_stats`` when given."""
+    M = len(seeds)
+    returns = np.zeros(M)
+    shifted = np.zeros(M)
+    lengths = np.zeros(M, dtype=np.int64)
+    failed = np.zeros(M, dtype=bool)
+    alive = np.ones(M, dtype=bool)
+    errors: list[str] = []
+    obs_rows: list[np.ndarray] = []
+    nrows = 0
+
+    def record(obs: np.ndarray, mask: np.ndarray) -> None:
+        nonlocal nrows
+        if obs_stats is None:
+            return
+        rows = obs[mask]
+        obs_rows.append(rows.reshape(rows.shape[0], -1).astype(np.float64, copy=False))
+        nrows += rows.shape[0]
+        if nrows >= _OBS_FLUSH_ROWS:
+            obs_stats.update(torch.from_numpy(np.concatenate(obs_rows)))
+            obs_rows.clear()
+            nrows = 0
+
+    def fail(j: int, err: BaseException) -> None:
+        failed[j] = True
+        alive[j] = False
+        if len(errors) < 5:
+            errors.append(f"slot {j}: {type(err).__name__}: {err}")
+
+    # ----- reset
+    if native:
+        venv = pool.vector(M)
+        single = pool.singles(1)[0]
+        venv.reset(seed=int(seeds[0]))
+        state = venv.unwrapped.state
+        obs = np.empty((M, *single.observation_space.shape), dtype=np.float32)
+        for j, s in enumerate(seeds):
+            obs[j], _ = single.reset(seed=int(s))
+            state[:, j] = single.unwrapped.state
+    else:
+        envs = pool.singles(M)
+        first = None
+        obs_list: list[Any] = [None] * M
+        for j, s in enumerate(seeds):
+            try:
+                obs_list[j], _ = envs[j].reset(seed=int(s))
+                if first is None:
+                    first = np.asarray(obs_list[j])
+            except Exception as e:  # noqa: BLE001 - one env must not lose the generation
+                fail(j, e)
+        if first is None:
+            return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
+                    "num_steps": 0, "errors": errors}
+        obs = np.zeros((M, *first.shape), dtype=first.dtype)
+        for j in range(M):
+            if obs_list[j] is not None:
+                obs[j] = obs_list[j]
+
+    limit = max_episode_steps if max_episode_steps is not None else math.inf
+    num_steps = 0
+    t = 0
+    while alive.any() and t < limit:
+        record(obs, alive)
+        out = actor.outputs(params, torch.from_numpy(obs).reshape(M, -1))
+        bad = ~torch.isfinite(out.reshape(M, -1)).all(-1).numpy()
+        noise = None
+        if action_noise > 0:
+            noise = action_noise * torch.randn(out.shape, generator=noise_gen, dtype=torch.float64)
+        act = actor.actions(out, noise)
+        for j in np.flatnonzero(bad & alive):
+            fail(j, FloatingPointError("the policy's output is NaN or infinite"))
+        live = np.flatnonzero(alive)
+        if native:
+            a = act.numpy().astype(np.int64)
+            a[~alive] = int(actor.space.start)
+            obs, r, term, trunc, _ = venv.step(a)
+            r = np.asarray(r, dtype=np.float64)
+            returns[live] += r[live]
+            shifted[live] += r[live] + reward_shift
+            lengths[live] += 1
+            num_steps += live.size
+            alive &= ~(term | trunc)
+        else:
+            a_np = act.numpy()
+            for j in live:
+                aj = int(a_np[j]) if actor.discrete else a_np[j].astype(actor.space.dtype).reshape(actor.space.shape)
+                try:
+                    o, r, term, trunc, _ = envs[j].step(aj)
+                except Exception as e:  # noqa: BLE001
+                    fail(j, e)
+                    continue
+                obs[j] = o
+                returns[j] += float(r)
+                shifted[j] += float(r) + reward_shift
+                lengths[j] += 1
+                num_steps += 1
+                if term or trunc:
+                    alive[j] = False
+        t += 1
+    if obs_stats is not None and obs_rows:
+        obs_stats.update(torch.from_numpy(np.concatenate(obs_rows)))
+    nonfinite = ~np.isfinite(returns) | ~np.isfinite(shifted)
+    for j in np.flatnonzero(nonfinite & ~failed):
+        fail(j, FloatingPointError("the episode's return is not finite"))
+    return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
+            "num_steps": num_steps, "errors": errors}
+
+
+class PopulationRollout:
+    """A population objective: ``losses = -(mean shifted return)`` of each member, from one
+    batched rollout of the whole population. See the module docstring for the details.
+
+    Args:
+        env: a Gymnasium id (unknown ids raise ``ValueError`` listing close matches) or a
+            zero-argument function returning a ``gymnasium.Env``.
+        policy: the ``nn.Module`` whose parameters the optimizer searches: a
+            :class:`rl.policies.Policy` (fast batched path) or any module mapping an
+            observation to logits (Discrete) or an action (Box, clipped into bounds).
+        popsize: number of members per call.
+        episodes_per_member: episodes averaged per member.
+        max_episode_steps: time limit (default: the env's registered limit).
+        reward_shift: added to every reward of the objective (not to reported returns).
+        action_noise: std of Gaussian noise added to Box actions before the bounds.
+        update_obs_norm: update ``policy.obs_norm`` from all members after each call.
+        seed: root of all env seeds and noise.
+        common_seeds: all members of a generation play the same episode seeds.
+        vectorization: ``"auto"``, ``"native"`` (CartPole's vector env) or ``"sync"``.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+        worst_return: the return of a failed member (default :data:`WORST_RETURN`).
+    """
+
+    is_population_objective = True
+
+    def __init__(
+        self,
+        env: str | Callable[[], gym.Env],
+        policy: nn.Module,
+        popsize: int,
+        *,
+        episodes_per_member: int = 1,
+        max_episode_steps: int | None = None,
+        reward_shift: float = 0.0,
+        action_noise: float = 0.0,
+        update_obs_norm: bool = True,
+        seed: int = 0,
+        common_seeds: bool = False,
+        vectorization: str = "auto",
+        env_kwargs: dict[str, Any] | None = None,
+        worst_return: float = WORST_RETURN,
+    ):
+        def check_int(name, v, lo):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"Invalid {name}: {v!r} (expected an integer >= {lo})")
+            return int(v)
+
+        def check_real(name, v, lo=None):
+            ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (lo is not None and v < lo):
+                raise ValueError(f"Invalid {name}: {v!r} (expected a finite number{'' if lo is None else f' >= {lo}'})")
+            return float(v)
+
+        if not isinstance(policy, nn.Module):
+            raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
+        self.popsize = check_int("popsize", popsize, 1)
+        self.episodes_per_member = check_int("episodes_per_member", episodes_per_member, 1)
+        self.reward_shift = check_real("reward_shift", reward_shift)
+        self.action_noise = check_real("action_noise", action_noise, 0.0)
+        self.seed = check_int("seed", seed, 0)
+        if not isinstance(worst_return, (int, float)) or math.isnan(worst_return):
+            raise ValueError(f"Invalid worst_return: {worst_return!r} (expected a number, -inf allowed)")
+        self.worst_return = float(worst_return)
+        if vectorization not in ("auto", "native", "sync"):
+            raise ValueError(f"Invalid vectorization: {vectorization!r} (expected 'auto', 'native' or 'sync')")
+        env_kwargs = dict(env_kwargs or {})
+
+        if isinstance(env, str):
+            spec = resolve_env_id(env)
+            native_ok = bool(spec.vector_entry_point) and spec.vector_entry_point.rsplit(":", 1)[-1] in _NATIVE_CLASSES
+            default_limit = spec.max_episode_steps
+        elif callable(env):
+            if env_kwargs:
+                raise ValueError("Invalid env_kwargs: only used with an env id (call your constructor with them)")
+            native_ok, default_limit = False, None
+        else:
+            raise ValueError(f"Invalid env: {env!r} (expected a Gymnasium id or a function returning an env)")
+        if vectorization == "native" and not native_ok:
+            raise ValueError(
+                f"Invalid vectorization: 'native' needs an env id with a seedable native vector env "
+                f"(one of {sorted(_NATIVE_CLASSES)}); got {env!r}"
+            )
+        if max_episode_steps is not None:
+            check_int("max_episode_steps", max_episode_steps, 1)
+        self.max_episode_steps = max_episode_steps
+        self.pool = _EnvPool(env, env_kwargs, max_episode_steps)
+        probe = self.pool.singles(1)[0]
+        if default_limit is None and probe.spec is not None:
+            default_limit = probe.spec.max_episode_steps
+        self._limit = max_episode_steps if max_episode_steps is not None else default_limit
+        self.env = env
+        self.observation_space = probe.observation_space
+        self.action_space = probe.action_space
+        self.native = native_ok and vectorization != "sync"
+        if self.action_noise > 0 and isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"Invalid action_noise: {action_noise!r} (only Box action spaces take action noise)")
+        self.policy = policy
+        self._actor = _Actor(policy, self.action_space)
+        self.update_obs_norm = bool(update_obs_norm)
+        self.common_seeds = bool(common_seeds)
+        obs_dim = int(np.prod(self.observation_space.shape))
+        self._obs_dim = obs_dim
+        self.generation = 0
+        self.num_evaluations = 0
+        self.total_steps = 0
+        self.total_episodes = 0
+        self.last: RolloutResult | None = None
+
+    @property
+    def obs_norm(self) -> RunningNorm | None:
+        return getattr(self.policy, "obs_norm", None)
+
+    # --------------------------------------------------------------- seeds
+    def generation_seeds(self, generation: int) -> np.ndarray:
+        """[P, K] env seeds of generation ``generation`` (deterministic from ``seed``)."""
+        P, K = self.popsize, self.episodes_per_member
+        ss = np.random.SeedSequence([self.seed, generation])
+        if self.common_seeds:
+            return np.tile(ss.generate_state(K).astype(np.int64), (P, 1))
+        return ss.generate_state(P * K).astype(np.int64).reshape(P, K)
+
+    # ---------------------------------------------------------------- run
+    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats):
+        gen = None
+        if action_noise > 0:
+            gen = torch.Generator().manual_seed(int(noise_seed))
+        kw = dict(max_episode_steps=self._limit, reward_shift=reward_shift, action_noise=action_noise,
+                  noise_gen=gen, obs_stats=obs_stats)
+        if self.native:
+            try:
+                return rollout_returns(self.pool, self._actor, params, seeds, native=True, **kw)
+            except Exception as e:  # noqa: BLE001 - fall back rather than lose the generation
+                warnings.warn(f"the native vector env raised ({type(e).__name__}: {e}); "
+                              "switching to one env per member", RuntimeWarning, stacklevel=3)
+                self.native = False
+                if gen is not None:
+                    gen.manual_seed(int(noise_seed))
+                if obs_stats is not None:
+                    obs_stats.reset()
+        return rollout_returns(self.pool, self._actor, params, seeds, native=False, **kw)
+
+    def __call__(self, pop) -> Tensor:
+        """Roll out every member; returns ``[P]`` float64 losses (negated mean shifted returns,
+        ``-worst_return`` for failed members)."""
+        params = _member_params(self.policy, pop)
+        P = next(iter(params.values())).shape[0]
+        if P != self.popsize:
+            raise ValueError(f"Invalid population: {P} members (this rollout has popsize={self.popsize})")
+        K = self.episodes_per_member
+        seeds = self.generation_seeds(self.generation)
+        noise_seed = int(np.random.SeedSequence([self.seed, self.generation, 1]).generate_state(1)[0])
+        norm = self.obs_norm if self.update_obs_norm else None
+        stats = RunningNorm(self._obs_dim) if norm is not None else None
+        res = self._run(_expand(params, K), seeds.reshape(-1).tolist(), reward_shift=self.reward_shift,
+                        action_noise=self.action_noise, noise_seed=noise_seed, obs_stats=stats)
+        if stats is not None:
+            norm.merge(stats)
+        failed_slot = res["failed"].reshape(P, K)
+        failed = failed_slot.any(1)
+        shifted = res["shifted"].reshape(P, K).mean(1)
+        shifted[failed] = self.worst_return
+        ep_returns = res["returns"].reshape(P, K).copy()
+        ep_returns[failed_slot] = np.nan
+        self.last = RolloutResult(
+            returns=torch.from_numpy(shifted), episode_returns=torch.from_numpy(ep_returns),
+            lengths=torch.from_numpy(res["lengths"].reshape(P, K)), failed=torch.from_numpy(failed),
+            seeds=torch.from_numpy(seeds), num_steps=int(res["num_steps"]), errors=res["errors"],
+        )
+        self.generation += 1
+        self.total_steps += int(res["num_steps"])
+        self.total_episodes += P * K
+        if failed.any():
+            warnings.warn(
+                f"{int(failed.sum())} of {P} members failed (NaN actions or env errors) and get "
+                f"return {self.worst_return}; first: {res['errors'][:1]}", RuntimeWarning, stacklevel=2)
+        return -torch.from_numpy(shifted)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate_center(self, params=None, num_episodes: int = 10, seed: int | None = None) -> Tensor:
+        """The environment's returns of one policy over ``num_episodes`` episodes, run as a
+        batch: ``params`` is None (the policy's current parameters, i.e. the optimizer's
+        center after a step), a flat ``[D]`` tensor in ``policy.parameters()`` order, or a
+        module with the same parameter shapes as the policy. Episode j is seeded with
+        ``seed + j``; ``seed=None`` draws seeds from a stream separate from training.
+        No reward shift, no action noise, and the normaliser is not updated."""
+        if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
+            raise ValueError(f"Invalid num_episodes: {num_episodes!r} (expected an integer >= 1)")
+        named = list(self.policy.named_parameters())
+        if params is None:
+            flat = torch.cat([p.detach().reshape(-1) for _, p in named])
+        elif isinstance(params, nn.Module):
+            theirs = [p.detach() for p in params.parameters()]
+            if [t.shape for t in theirs] != [p.shape for _, p in named]:
+                raise ValueError("Invalid params: the module's parameter shapes differ from the policy's")
+            flat = torch.cat([t.reshape(-1) for t in theirs])
+        else:
+            flat = torch.as_tensor(params).detach().reshape(-1)
+        D = sum(p.numel() for _, p in named)
+        if flat.numel() != D:
+            raise ValueError(f"Invalid params: {flat.numel()} numbers (expected {D}, the policy's parameters)")
+        if seed is None:
+            ss = np.random.SeedSequence([self.seed, 2**32 - 1, self.num_evaluations])
+            seeds = ss.generate_state(num_episodes).astype(np.int64).tolist()
+        else:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+                raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
+            seeds = [int(seed) + j for j in range(num_episodes)]
+        self.num_evaluations += 1
+        members = _member_params(self.policy, flat.to(named[0][1].dtype).expand(num_episodes, D))
+        res = self._run(members, seeds, reward_shift=0.0, action_noise=0.0, noise_seed=0, obs_stats=None)
+        out = torch.from_numpy(res["returns"].copy())
+        out[torch.from_numpy(res["failed"])] = self.worst_return
+        return out
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and the observation normaliser's statistics (tensors and ints only)."""
+        norm = self.obs_norm
+        return {
+            "seed": self.seed, "popsize": self.popsize, "generation": self.generation,
+            "num_evaluations": self.num_evaluations, "total_steps": self.total_steps,
+            "total_episodes": self.total_episodes,
+            "obs_norm": None if norm is None else {k: v.clone() for k, v in norm.stats().items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        keys = {"seed", "popsize", "generation", "num_evaluations", "total_steps", "total_episodes", "obs_norm"}
+        if not isinstance(state_dict, dict) or not keys <= set(state_dict):
+            raise ValueError(f"Invalid state_dict: expected a PopulationRollout state with keys {sorted(keys)}")
+        if state_dict["popsize"] != self.popsize:
+            raise ValueError(
+                f"Invalid state_dict: saved popsize={state_dict['popsize']}, this rollout has {self.popsize}")
+        norm = self.obs_norm
+        saved = state_dict["obs_norm"]
+        if (saved is None) != (norm is None):
+            raise ValueError("Invalid state_dict: the saved rollout and this policy differ in having an obs_norm")
+        if norm is not None:
+            if tuple(saved["mean"].shape) != norm.shape:
+                raise ValueError(f"Invalid state_dict: obs_norm shape {tuple(saved['mean'].shape)}, expected {norm.shape}")
+            norm.reset()
+            norm.merge(saved)
+        self.seed = int(state_dict["seed"])
+        self.generation = int(state_dict["generation"])
+        self.num_evaluations = int(state_dict["num_evaluations"])
+        self.total_steps = int(state_dict["total_steps"])
+        self.total_episodes = int(state_dict["total_episodes"])
+
+    def close(self) -> None:
+        self.pool.close()
