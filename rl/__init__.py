@@ -18,5 +18,16 @@ evoopt population optimizer (:mod:`rl.rollout`)::
 
 from .normalization import RunningNorm
 from .policies import ActorCritic, LinearPolicy, MLPPolicy, Policy, make_policy
+from .rollout import WORST_RETURN, PopulationRollout, RolloutResult
 
-__all__ = ["RunningNorm", "Policy", "LinearPolicy", "MLPPolicy", "ActorCritic", "make_policy"]
+__all__ = [
+    "RunningNorm",
+    "Policy",
+    "LinearPolicy",
+    "MLPPolicy",
+    "ActorCritic",
+    "make_policy",
+    "PopulationRollout",
+    "RolloutResult",
+    "WORST_RETURN",
+]
