@@ -36,7 +36,6 @@ statistics in place from ``P`` different members at once, which vmap refuses; ca
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +44,7 @@ from torch.func import functional_call, vmap
 from ._validation import check_choice, check_int
 from .population import Population
 
-__all__ = ["vmap_objective", "loop_objective", "batched_forward", "PopulationObjective"]
+__all__ = ["PopulationObjective", "batched_forward", "loop_objective", "vmap_objective"]
 
 RANDOMNESS = ("error", "different", "same")
 REDUCTIONS = {"mean": torch.mean, "sum": torch.sum}
@@ -83,39 +82,18 @@ def _check_no_running_stats_update(model: nn.Module) -> None:
             )
 
 
-def _param_names(model: nn.Module, params: list[Tensor]) -> list[str]:
-    """Names in ``model`` of the tensors ``params``, matched by identity."""
-    by_id = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
-    names = []
-    for i, p in enumerate(params):
-        n = by_id.get(id(p))
-        if n is None:
-            raise ValueError(
-                f"Invalid population: its parameter {i} (shape {tuple(p.shape)}) is not a parameter "
-                f"of the model {type(model).__name__} (build the optimizer from this model's "
-                "parameters, e.g. evoopt.PGPE(model.parameters(), ...))"
-            )
-        names.append(n)
-    return names
-
-
-def _population_params(model: nn.Module, pop, cache: dict | None = None) -> tuple[dict[str, Tensor], int]:
-    """``({name: [P, *shape]}, P)`` for a Population, or for a mapping of such tensors."""
+def _population_tensors(model: nn.Module, pop) -> tuple[dict[int, Tensor], int]:
+    """``({id(parameter): [P, *shape]}, P)`` for a Population (its ``layout.params`` are
+    the parameters) or for a mapping ``{name in model: [P, *shape]}``."""
     if isinstance(pop, Population):
-        if cache is not None and cache.get("layout") is pop.layout:
-            names = cache["names"]
-        else:
-            names = _param_names(model, pop.layout.params)
-            if cache is not None:
-                cache.update(layout=pop.layout, names=names)
-        return dict(zip(names, pop.tensors())), pop.popsize
+        return {id(p): t for p, t in zip(pop.layout.params, pop.tensors())}, pop.popsize
     if isinstance(pop, Mapping) and pop:
         own = dict(model.named_parameters(remove_duplicate=False))
         sizes = set()
         for n, t in pop.items():
             if n not in own:
                 raise ValueError(f"Invalid population: {n!r} is not a parameter name of {type(model).__name__}")
-            if not isinstance(t, Tensor) or tuple(t.shape[1:]) != tuple(own[n].shape):
+            if not isinstance(t, Tensor) or t.dim() == 0 or tuple(t.shape[1:]) != tuple(own[n].shape):
                 raise ValueError(
                     f"Invalid population: {n!r} has shape {tuple(getattr(t, 'shape', ()))} "
                     f"(expected (P, {', '.join(map(str, own[n].shape))}))"
@@ -123,11 +101,27 @@ def _population_params(model: nn.Module, pop, cache: dict | None = None) -> tupl
             sizes.add(t.shape[0])
         if len(sizes) != 1:
             raise ValueError(f"Invalid population: tensors have different leading sizes {sorted(sizes)}")
-        return dict(pop), sizes.pop()
+        return {id(own[n]): t for n, t in pop.items()}, sizes.pop()
     raise ValueError(
         f"Invalid population: {type(pop).__name__} (expected an evoopt.Population or a non-empty "
         "dict {name: tensor of shape [P, *param_shape]})"
     )
+
+
+def _by_name(model: nn.Module, by_id: dict[int, Tensor]) -> dict[str, Tensor]:
+    """The population's tensors keyed by the model's parameter names (matched by identity;
+    for tied weights one name suffices: functional_call ties the others)."""
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    out = {}
+    for i, (pid, t) in enumerate(by_id.items()):
+        if pid not in names:
+            raise ValueError(
+                f"Invalid population: its parameter {i} (shape {tuple(t.shape[1:])}) is not a "
+                f"parameter of the model {type(model).__name__} (build the optimizer from this "
+                "model's parameters, e.g. evoopt.PGPE(model.parameters(), ...))"
+            )
+        out[names[pid]] = t
+    return out
 
 
 def _to_like(x, ref: Tensor):
@@ -180,6 +174,93 @@ def _is_vmap_error(exc: RuntimeError) -> bool:
     return "vmap" in msg or "Batched" in msg or "batched tensor" in msg
 
 
+# ------------------------------------------------------------------ MLP fast path
+# Elementwise, parameter-free modules: applying them to a [P, N, h] tensor is exact.
+_ELEMENTWISE = (nn.Identity, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.LeakyReLU, nn.ELU,
+                nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign,
+                nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink)
+
+
+def _mlp_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of ``model`` if it is a plain ``nn.Sequential`` of ``nn.Linear`` and
+    elementwise activations (exact types, no hooks), else ``None``."""
+    if type(model) is not nn.Sequential or not len(model):
+        return None
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+        return None
+    layers = list(model)
+    for m in [model, *layers]:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return None
+    if not all(type(m) is nn.Linear or type(m) in _ELEMENTWISE for m in layers):
+        return None
+    return layers
+
+
+def _mlp_forward(layers: list[nn.Module], by_id: dict[int, Tensor], x: Tensor, P: int,
+                 per_member: bool) -> Tensor:
+    """A Sequential MLP for all members with batched matmuls (same result as vmap).
+
+    ``h`` is ``[N, d]`` while no member-specific parameter has been applied (shared input)
+    and ``[P, N, d]`` after: a shared ``h`` meets a batched weight in one dense GEMM
+    ``h @ W.reshape(P*out, in).T``, a batched ``h`` a ``bmm``.
+    """
+    lead = x.shape[1:-1] if per_member else x.shape[:-1]
+    h = x.reshape(P, -1, x.shape[-1]) if per_member else x.reshape(-1, x.shape[-1])
+    batched = per_member
+    for i, m in enumerate(layers):
+        if type(m) is not nn.Linear:
+            if getattr(m, "inplace", False) and all(type(a) is not nn.Linear for a in layers[:i]):
+                h = h.clone()  # h is still (a view of) the caller's input
+            h = m(h)
+            continue
+        W = by_id.get(id(m.weight), m.weight)
+        b = None if m.bias is None else by_id.get(id(m.bias), m.bias)
+        if W.dim() == 2:  # a layer shared by all members
+            h = nn.functional.linear(h, W, b if b is None or b.dim() == 1 else None)
+            if b is not None and b.dim() == 2:
+                h = (h if batched else h.unsqueeze(0)) + b.unsqueeze(1)
+                batched = True
+        elif batched:
+            h = torch.bmm(h, W.transpose(1, 2))
+            if b is not None:
+                h += b.unsqueeze(1) if b.dim() == 2 else b
+        else:
+            out = W.shape[1]
+            h = h @ W.reshape(P * out, -1).T  # [N, P*out]: one dense GEMM
+            if b is not None:
+                h += b.reshape(-1) if b.dim() == 2 else b.repeat(P)
+            h = h.view(-1, P, out).transpose(0, 1)
+            batched = True
+    if not batched:
+        h = h.expand(P, *h.shape)
+    return h.reshape(P, *lead, h.shape[-1])
+
+
+def _fast_forward(model, by_id, inputs, P, per_member, chunk_size):
+    """The MLP fast path when it applies (a Sequential MLP, one floating tensor input, all
+    population tensors in its Linear layers), else ``None``."""
+    layers = _mlp_layers(model)
+    if layers is None or len(inputs) != 1 or not isinstance(inputs[0], Tensor):
+        return None
+    x = inputs[0]
+    if x.dim() < (2 if per_member else 1) or not x.is_floating_point():
+        return None
+    own = {id(t) for m in layers if type(m) is nn.Linear for t in (m.weight, m.bias) if t is not None}
+    if not own.issuperset(by_id):
+        return None  # the generic path names the stranger
+    if chunk_size is None or chunk_size >= P:
+        return _mlp_forward(layers, by_id, x, P, per_member)
+    outs = []
+    for a in range(0, P, chunk_size):
+        n = min(chunk_size, P - a)
+        sub = {k: v[a:a + n] for k, v in by_id.items()}
+        outs.append(_mlp_forward(layers, sub, x[a:a + n] if per_member else x, n, per_member))
+    return torch.cat(outs)
+
+
 # ------------------------------------------------------------------------- objective
 class PopulationObjective:
     """``objective(pop) -> Tensor[P]``: the loss of every member of a population.
@@ -208,7 +289,6 @@ class PopulationObjective:
         self.randomness = check_choice("randomness", randomness, RANDOMNESS)
         self.reduce = _check_reduce(reduce)
         self.vectorized = bool(vectorized)
-        self._names: dict[str, Any] = {}
         self._moved: dict[tuple, tuple] = {}
 
     def __repr__(self) -> str:
@@ -225,8 +305,10 @@ class PopulationObjective:
 
     def _member_loss(self, params: dict[str, Tensor], inputs: tuple) -> Tensor:
         k = self.num_model_inputs
-        out = functional_call(self.model, params, inputs[:k])
-        loss = self.loss_fn(out, *inputs[k:])
+        return self._reduced_loss(functional_call(self.model, params, inputs[:k]), inputs[k:])
+
+    def _reduced_loss(self, out, loss_inputs: tuple) -> Tensor:
+        loss = self.loss_fn(out, *loss_inputs)
         if self.reduce is not None:
             loss = self.reduce(loss)
         if not isinstance(loss, Tensor):
@@ -245,22 +327,29 @@ class PopulationObjective:
 
     @torch.no_grad()
     def __call__(self, pop) -> Tensor:
-        params, P = _population_params(self.model, pop, self._names)
-        ref = next(iter(params.values()))
+        by_id, P = _population_tensors(self.model, pop)
+        ref = next(iter(by_id.values()))
         inputs = self._inputs_like(ref)
+        k = self.num_model_inputs
         if not self.vectorized:
+            params = _by_name(self.model, by_id)
             losses = []
             for i in range(P):
                 loss = self._member_loss({n: t[i] for n, t in params.items()}, inputs)
-                if loss.dim() != 0:
-                    self._check_output(loss.unsqueeze(0), 1)
-                losses.append(loss)
+                losses.append(self._check_output(loss.unsqueeze(0), 1)[0])
             return torch.stack(losses).to(ref.device)
-        _check_no_running_stats_update(self.model)
-        f = vmap(lambda p: self._member_loss(p, inputs), in_dims=(0,),
-                 randomness=self.randomness, chunk_size=self.chunk_size)
+        out = _fast_forward(self.model, by_id, inputs[:k], P, False, self.chunk_size)
+        if out is not None:  # Sequential MLP: batched matmuls, then vmap over the loss alone
+            arg = out
+            f = vmap(lambda o: self._reduced_loss(o, inputs[k:]), in_dims=(0,),
+                     randomness=self.randomness, chunk_size=self.chunk_size)
+        else:
+            arg = _by_name(self.model, by_id)
+            _check_no_running_stats_update(self.model)
+            f = vmap(lambda p: self._member_loss(p, inputs), in_dims=(0,),
+                     randomness=self.randomness, chunk_size=self.chunk_size)
         try:
-            loss = f(params)
+            loss = f(arg)
         except RuntimeError as e:
             if _is_vmap_error(e):
                 raise _vmap_failure(self.model, e, "vmap_objective") from e
@@ -334,8 +423,8 @@ def batched_forward(model: nn.Module, pop, *inputs, per_member_inputs: bool = Fa
     _check_module("model", model)
     chunk_size = _check_chunk_size(chunk_size)
     randomness = check_choice("randomness", randomness, RANDOMNESS)
-    params, P = _population_params(model, pop)
-    ref = next(iter(params.values()))
+    by_id, P = _population_tensors(model, pop)
+    ref = next(iter(by_id.values()))
     inputs = tuple(_to_like(x, ref) for x in inputs)
     if per_member_inputs:
         for j, x in enumerate(inputs):
@@ -344,6 +433,10 @@ def batched_forward(model: nn.Module, pop, *inputs, per_member_inputs: bool = Fa
                     f"Invalid inputs[{j}]: shape {tuple(getattr(x, 'shape', ()))} with "
                     f"per_member_inputs=True (expected a tensor with leading size P={P})"
                 )
+    out = _fast_forward(model, by_id, inputs, P, per_member_inputs, chunk_size)
+    if out is not None:
+        return out
+    params = _by_name(model, by_id)
     _check_no_running_stats_update(model)
     in_dims = (0, tuple(0 if per_member_inputs else None for _ in inputs))
     f = vmap(lambda p, xs: functional_call(model, p, xs), in_dims=in_dims,

@@ -228,6 +228,35 @@ def test_batched_forward_shared_and_per_member_inputs():
     torch.testing.assert_close(batched_forward(model, by_name, x, chunk_size=5), shared, atol=1e-6, rtol=0)
 
 
+def _generic_vmap(model, pop, x, per_member):
+    """torch.func.vmap over functional_call, written out: the reference for the MLP path."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = {names[id(p)]: t for p, t in zip(pop.layout.params, pop.tensors())}
+    f = torch.func.vmap(lambda p, x: torch.func.functional_call(model, p, (x,)),
+                        in_dims=(0, 0 if per_member else None))
+    return f(params, x)
+
+
+@pytest.mark.parametrize("owned", ["all", "middle bias", "first layer", "last weight"])
+@pytest.mark.parametrize("per_member, shape", [(False, (6,)), (False, (2, 5, 6)), (True, (P, 6)), (True, (P, 4, 6))])
+def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(6, 16), nn.ELU(), nn.Linear(16, 8),
+                          nn.Tanh(), nn.Linear(8, 3))
+    params = {"all": list(model.parameters()), "middle bias": [model[3].bias],
+              "first layer": [model[1].weight, model[1].bias], "last weight": [model[5].weight]}[owned]
+    pop = _population(model, params=params)
+    x = torch.randn(*shape)
+    x_before = x.clone()
+    out = batched_forward(model, pop, x, per_member_inputs=per_member)
+    assert torch.equal(x, x_before)  # the in-place ReLU did not touch the caller's input
+    ref = _generic_vmap(model, pop, x, per_member)
+    assert out.shape == ref.shape == (P, *shape[1 if per_member else 0:-1], 3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=5),
+                               ref, atol=1e-5, rtol=0)
+
+
 class DataDependent(nn.Module):
     def __init__(self):
         super().__init__()

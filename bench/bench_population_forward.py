@@ -1,0 +1,152 @@
+"""Population forward pass: evoopt.batched_forward vs per-member evaluation, one process.
+
+Model: the MLP obs_dim -> 64 -> 64 -> act_dim with tanh (default 17 -> 64 -> 64 -> 6, a
+HalfCheetah policy), P members (default 256) drawn around the model's parameters.
+
+(a) RL regime, one observation per member (``per_member_inputs=True``, obs [P, 17]):
+    - ``batched_forward`` (evoopt: batched-matmul path for Sequential MLPs);
+    - ``torch.func.vmap`` over ``functional_call`` (the generic path evoopt takes for
+      any other model), timed directly;
+    - a hand-written ``baddbmm`` MLP (the reference for the best one can do by hand);
+    - the per-member Python loop a zero-argument closure amounts to: copy member i into
+      the model's parameters in place, call ``model(obs[i])`` (and, for reference, a
+      loop of ``functional_call`` per member).
+    Printed: microseconds per population forward and the speed-up over the loop.
+
+(b) Shared batch of B rows (default 256; supervised regime): every member sees the
+    same [B, 17] input. FLOP/s of ``batched_forward`` (2 * P * B * sum(in*out) FLOPs,
+    activations not counted) against (i) one dense square matmul with the same FLOPs
+    and (ii) the same MLP run densely as ONE model on P*B rows (same FLOPs and the same
+    activations; the best batching could do). Ratios > 0.5 mean the batched forward runs
+    at more than half the dense matmul rate.
+
+Every figure is the best of ``--repeats`` timing rounds (the machine is shared), after a
+warm-up; ``torch.set_num_threads`` is pinned (``--threads``).
+
+    PYTHONPATH=. python bench/bench_population_forward.py [--threads 1] [--popsize 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from evoopt import batched_forward
+from evoopt.population import ParamLayout, Population
+
+
+def best_time(fn, number: int, repeats: int) -> float:
+    """Best mean seconds per call over ``repeats`` rounds of ``number`` calls."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+def make_mlp(obs_dim: int, act_dim: int, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                         nn.Linear(hidden, act_dim))
+
+
+def baddbmm_mlp(W: list[torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+    """The same MLP by hand for one observation per member: obs [P, in] -> [P, out]."""
+    h = obs.unsqueeze(1)
+    h = torch.tanh(torch.baddbmm(W[1].unsqueeze(1), h, W[0].transpose(1, 2)))
+    h = torch.tanh(torch.baddbmm(W[3].unsqueeze(1), h, W[2].transpose(1, 2)))
+    return torch.baddbmm(W[5].unsqueeze(1), h, W[4].transpose(1, 2)).squeeze(1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--popsize", type=int, default=256)
+    ap.add_argument("--obs-dim", type=int, default=17)
+    ap.add_argument("--act-dim", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=256, help="rows of the shared batch in (b)")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    P = args.popsize
+
+    model = make_mlp(args.obs_dim, args.act_dim)
+    layout = ParamLayout(list(model.parameters()))
+    pop = Population(layout.flatten()[None] + 0.05 * torch.randn(P, layout.num_params), layout)
+    params = dict(zip([n for n, _ in model.named_parameters()], pop.tensors()))
+    W = pop.tensors()
+    obs = torch.randn(P, args.obs_dim)
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, P={P}, "
+          f"MLP {args.obs_dim}->64->64->{args.act_dim} (D={layout.num_params})")
+
+    # ---------------------------------------------------------------- (a) RL regime
+    loop_model = copy.deepcopy(model)
+    loop_layout = ParamLayout(list(loop_model.parameters()))
+    generic = vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(0, 0))
+
+    def member_loop():
+        out = []
+        for i in range(P):
+            loop_layout.load_(pop.flat[i])
+            out.append(loop_model(obs[i]))
+        return torch.stack(out)
+
+    def functional_loop():
+        return torch.stack([functional_call(model, {k: v[i] for k, v in params.items()}, (obs[i],))
+                            for i in range(P)])
+
+    with torch.no_grad():
+        ref = member_loop()
+        for fn in (lambda: batched_forward(model, pop, obs, per_member_inputs=True),
+                   lambda: generic(params, obs), lambda: baddbmm_mlp(W, obs), functional_loop):
+            err = float((fn() - ref).abs().max())
+            assert err < 1e-5, err
+        n_fast, n_loop = 200, 5
+        t_ours = best_time(lambda: batched_forward(model, pop, obs, per_member_inputs=True), n_fast, args.repeats)
+        t_vmap = best_time(lambda: generic(params, obs), n_fast, args.repeats)
+        t_bmm = best_time(lambda: baddbmm_mlp(W, obs), n_fast, args.repeats)
+        t_loop = best_time(member_loop, n_loop, args.repeats)
+        t_floop = best_time(functional_loop, n_loop, args.repeats)
+    print("\n(a) one observation per member (RL regime), time per population forward")
+    print(f"  per-member loop (load member, model(obs[i]))  {t_loop * 1e6:9.0f} us")
+    print(f"  per-member loop of functional_call            {t_floop * 1e6:9.0f} us")
+    print(f"  evoopt.batched_forward                        {t_ours * 1e6:9.0f} us   "
+          f"speed-up {t_loop / t_ours:5.1f}x over the loop (target >= 25x)")
+    print(f"  torch.func.vmap(functional_call) (generic)    {t_vmap * 1e6:9.0f} us   "
+          f"speed-up {t_loop / t_vmap:5.1f}x")
+    print(f"  hand-written baddbmm MLP                      {t_bmm * 1e6:9.0f} us   "
+          f"speed-up {t_loop / t_bmm:5.1f}x")
+
+    # ------------------------------------------------------------ (b) shared batch
+    B = args.batch
+    x = torch.randn(B, args.obs_dim)
+    sizes = [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)]
+    flops = 2 * P * B * sum(i * o for i, o in sizes)
+    n = round((flops / 2) ** (1 / 3))
+    A, Bm = torch.randn(n, n), torch.randn(n, n)
+    big = torch.randn(P * B, args.obs_dim)
+    with torch.no_grad():
+        t_batched = best_time(lambda: batched_forward(model, pop, x), 3, args.repeats)
+        t_generic = best_time(lambda: vmap(lambda p: functional_call(model, p, (x,)))(params), 3, args.repeats)
+        t_dense = best_time(lambda: A @ Bm, 3, args.repeats)
+        t_single = best_time(lambda: model(big), 3, args.repeats)
+    rate = flops / t_batched
+    print(f"\n(b) shared batch of {B} rows, {flops / 1e6:.0f} MFLOP per population forward")
+    print(f"  evoopt.batched_forward        {t_batched * 1e3:7.2f} ms  {rate / 1e9:6.1f} GFLOP/s")
+    print(f"  torch.func.vmap (generic)     {t_generic * 1e3:7.2f} ms  {flops / t_generic / 1e9:6.1f} GFLOP/s")
+    print(f"  dense {n}x{n} @ {n}x{n} matmul    {t_dense * 1e3:7.2f} ms  {2 * n**3 / t_dense / 1e9:6.1f} GFLOP/s")
+    print(f"  one model on P*B={P * B} rows {t_single * 1e3:7.2f} ms  {flops / t_single / 1e9:6.1f} GFLOP/s")
+    print(f"  ratio batched / dense matmul FLOP/s:     {rate / (2 * n**3 / t_dense):.2f} (target >= 0.5)")
+    print(f"  ratio batched / one-model dense forward: {rate / (flops / t_single):.2f}")
+
+
+if __name__ == "__main__":
+    main()
