@@ -29,7 +29,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Task", "init_uniform_", "params_hash"]
+__all__ = ["Task", "init_uniform_", "build_uninitialized", "params_hash"]
+
+
+def build_uninitialized(factory: Callable[[], nn.Module]) -> nn.Module:
+    """``factory()`` built on the meta device and moved to CPU memory without
+    initialisation: module constructors (``nn.Linear``...) then draw nothing from the
+    global RNG. Follow with :func:`init_uniform_`."""
+    with torch.device("meta"):
+        model = factory()
+    return model.to_empty(device="cpu")
 
 
 def init_uniform_(model: nn.Module, seed: int) -> nn.Module:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._validation import check_int, check_positive
 from ..evaluation import vmap_objective
-from .base import Task, init_uniform_
+from .base import Task, build_uninitialized, init_uniform_
 
 __all__ = ["LineRegression"]
 
@@ -49,7 +49,7 @@ class LineRegression(Task):
         self.y_test = self.slope * self.x_test + self.intercept
 
     def make_model(self, seed: int) -> nn.Module:
-        return init_uniform_(nn.Linear(1, 1), seed)
+        return init_uniform_(build_uninitialized(lambda: nn.Linear(1, 1)), seed)
 
     def loss(self, model: nn.Module) -> Tensor:
         return F.mse_loss(model(self.x), self.y)
