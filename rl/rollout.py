@@ -172,9 +172,25 @@ class _Actor:
             self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
             self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
 
-    def outputs(self, params: dict[str, Tensor], obs: Tensor) -> Tensor:
+    def prepare(self, params: dict[str, Tensor]):
+        """Per-call constants: the stacked layer weights and the frozen normaliser."""
+        if not self.fast:
+            return params, None
+        norm = self.policy.obs_norm
+        frozen = None if norm is None else (norm.mean.clone(), norm.std.clone(), norm.clip)
+        return self.policy.population_layers(params), frozen
+
+    def outputs(self, prepared, obs: Tensor) -> Tensor:
+        params, frozen = prepared
         if self.fast:
-            return self.policy.population_forward(params, obs)
+            x = obs
+            if frozen is not None:
+                mean, std, clip = frozen
+                x = (x.to(torch.float64) - mean) / std
+                if clip is not None:
+                    x = x.clamp(-clip, clip)
+            x = x.to(params[0][0].dtype)
+            return self.policy.population_forward(params, x, normalized=True)
         call = lambda p, o: torch.func.functional_call(self.policy, p, (o,))  # noqa: E731
         return torch.func.vmap(call)(params, obs.to(next(iter(params.values())).dtype))
 
@@ -305,12 +321,13 @@ def rollout_returns(
             if obs_list[j] is not None:
                 obs[j] = obs_list[j]
 
+    prepared = actor.prepare(params)
     limit = max_episode_steps if max_episode_steps is not None else math.inf
     num_steps = 0
     t = 0
     while alive.any() and t < limit:
         record(obs, alive)
-        out = actor.outputs(params, torch.from_numpy(obs).reshape(M, -1))
+        out = actor.outputs(prepared, torch.from_numpy(obs).reshape(M, -1))
         bad = ~torch.isfinite(out.reshape(M, -1)).all(-1).numpy()
         noise = None
         if action_noise > 0:
