@@ -1,0 +1,184 @@
+r"""SNES: Separable Natural Evolution Strategies.
+
+Schaul, Glasmachers, Schmidhuber (2011), "High dimensions and heavy tails for natural
+evolution strategies", GECCO, https://doi.org/10.1145/2001576.2001692; in its final form
+Wierstra, Schaul, Glasmachers, Sun, Peters, Schmidhuber (2014), "Natural Evolution
+Strategies", JMLR 15, https://jmlr.org/papers/v15/wierstra14a.html, Algorithm 6.
+
+The search distribution is ``N(mean, diag(sigma_vec**2))`` with one learned standard
+deviation per coordinate. One generation, in the code's names (JMLR Algorithm 6)::
+
+    s_k   ~ N(0, I)                                  k = 1..P  (P = popsize)
+    z_k   = mean + sigma_vec * s_k
+    w_k   = utility of z_k's rank                    (JMLR eq. 11, best member largest)
+    g_mu  = sum_k w_k s_k
+    g_sig = sum_k w_k (s_k**2 - 1)
+    mean      <- mean + lr * sigma_vec * g_mu        (lr is eta_mu)
+    sigma_vec <- sigma_vec * exp(sigma_lr / 2 * g_sig)
+
+Defaults (JMLR Table 1): ``popsize = 4 + floor(3 ln D)``, ``lr = eta_mu = 1``,
+``sigma_lr = eta_sigma = (3 + ln D) / (5 sqrt D)``.
+
+``mirrored=True`` draws ``P/2`` noise vectors and uses ``+s`` and ``-s`` (an option
+beyond the paper; off by default).
+
+A group's ``sigma`` is the *initial* standard deviation of its coordinates. If it is
+changed between generations (by hand or by a schedule), the learned ``sigma_vec`` of
+those coordinates is multiplied by ``new / old`` before the next sample: the schedule
+rescales what was learned instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import check_int, check_positive
+from ..population import PopulationOptimizer
+from ..registry import register
+from ..shaping import nes_utilities
+
+__all__ = ["SNES"]
+
+
+def snes_defaults(num_params: int) -> dict[str, float]:
+    """The paper's defaults for dimension ``D = num_params`` (JMLR 2014, Table 1)."""
+    d = num_params
+    return {
+        "popsize": 4 + math.floor(3 * math.log(d)),       # Table 1, lambda
+        "lr": 1.0,                                        # Table 1, eta_mu
+        "sigma_lr": (3 + math.log(d)) / (5 * math.sqrt(d)),  # Table 1, eta_sigma (SNES)
+    }
+
+
+def _check_group(g: dict[str, Any], *, initial: bool = False) -> None:
+    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+    check_positive("lr", g["lr"], allow_zero=not initial)
+    check_positive("sigma", g["sigma"])
+    if g["sigma_lr"] is not None:
+        check_positive("sigma_lr", g["sigma_lr"], allow_zero=True)
+
+
+@register("snes")
+class SNES(PopulationOptimizer):
+    r"""Separable NES (Schaul et al. 2011; Wierstra et al. 2014, JMLR, Algorithm 6).
+
+    Args:
+        params: parameters or param groups to optimise.
+        lr: center learning rate ``eta_mu`` (default 1.0, Table 1); schedulable.
+        sigma: initial per-coordinate standard deviation (default 0.1; per group).
+        sigma_lr: learning rate ``eta_sigma`` of ``sigma_vec``; ``None`` (default):
+            ``(3 + ln D) / (5 sqrt D)`` (Table 1).
+        popsize: members per generation; ``None`` (default): ``4 + floor(3 ln D)``
+            (Table 1), rounded up to even when ``mirrored``. At least 2.
+        mirrored: antithetic sampling ``+s, -s`` (default False).
+        maximize: maximise the objective.
+        seed: seed of the private generator.
+
+    State (``state["population"]``): ``mean`` [D], ``sigma_vec`` [D] (the learned
+    standard deviations), ``sigma_group`` [D] (the groups' ``sigma`` that ``sigma_vec``
+    refers to, used to rescale it when a group's ``sigma`` changes).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        sigma: float = 0.1,
+        *,
+        sigma_lr: float | None = None,
+        popsize: int | None = None,
+        mirrored: bool = False,
+        maximize: bool = False,
+        seed: int | None = None,
+    ):
+        if not isinstance(mirrored, bool):
+            raise ValueError(f"Invalid mirrored: {mirrored!r} (expected True or False)")
+        if popsize is not None:
+            check_int("popsize", popsize, minimum=2, even=mirrored, why="mirrored sampling draws pairs")
+        self.mirrored = mirrored
+        defaults = dict(lr=lr, sigma=sigma, sigma_lr=sigma_lr)
+        _check_group(defaults, initial=True)
+        super().__init__(params, defaults, popsize=2 if popsize is None else popsize,
+                         maximize=maximize, seed=seed)
+        if popsize is None:
+            p = snes_defaults(self.num_params)["popsize"]
+            self.popsize = p + (p % 2 if mirrored else 0)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1], initial=True)
+
+    def _group_sigma_lr(self) -> float | Tensor:
+        default = snes_defaults(self.num_params)["sigma_lr"]
+        vals = [default if g["sigma_lr"] is None else float(g["sigma_lr"]) for g in self.param_groups]
+        if all(v == vals[0] for v in vals):
+            return vals[0]
+        out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
+        for v, (a, b) in zip(vals, self._group_slices):
+            out[a:b] = v
+        return out
+
+    def _group_sigma(self) -> Tensor:
+        sig = self.group_values("sigma")
+        return torch.as_tensor(sig, device=self._device, dtype=self._dtype).expand(self.num_params).clone()
+
+    # ----------------------------------------------------------------- hooks
+    def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
+        st["sigma_group"] = self._group_sigma()
+        st["sigma_vec"] = st["sigma_group"].clone()
+
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
+        for g in self.param_groups:
+            _check_group(g)
+        new = self._group_sigma()
+        if not torch.equal(new, st["sigma_group"]):  # a schedule moved sigma: rescale
+            st["sigma_vec"] = st["sigma_vec"] * (new / st["sigma_group"])
+            st["sigma_group"] = new
+        P, D = self.popsize, self.num_params
+        if self.mirrored:
+            half = self._randn(P // 2, D)
+            s = torch.cat([half, -half])
+        else:
+            s = self._randn(P, D)
+        self._pending = {"s": s}
+        return st["mean"] + st["sigma_vec"] * s
+
+    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+        s = self._pending["s"]
+        w = -nes_utilities(u)                      # eq. 11 utilities, best member largest
+        g_mu = w @ s                               # sum_k w_k s_k
+        g_sig = w @ (s * s - 1)                    # sum_k w_k (s_k^2 - 1)
+        lr = self.group_values("lr")
+        sigma_lr = self._group_sigma_lr()
+        st["mean"] = st["mean"] + lr * st["sigma_vec"] * g_mu
+        st["sigma_vec"] = st["sigma_vec"] * torch.exp(0.5 * sigma_lr * g_sig)
+
+    # ------------------------------------------------------------ checkpoint
+    def _meta(self) -> dict[str, Any]:
+        meta = super()._meta()
+        meta["mirrored"] = self.mirrored
+        return meta
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        meta = state_dict.get("evoopt") if isinstance(state_dict, dict) else None
+        if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
+            if meta.get("mirrored") != self.mirrored:
+                raise ValueError(
+                    f"SNES.load_state_dict: saved mirrored={meta.get('mirrored')!r}, this optimizer "
+                    f"has mirrored={self.mirrored!r}"
+                )
+        super().load_state_dict(state_dict)
+
+    def _check_loaded_state(self, st: dict[str, Any]) -> None:
+        D = self.num_params
+        for key in ("sigma_vec", "sigma_group"):
+            v = st.get(key)
+            if not isinstance(v, Tensor) or v.shape != (D,):
+                raise ValueError(
+                    f"SNES.load_state_dict: saved {key} has shape {getattr(v, 'shape', None)}, "
+                    f"expected ({D},)"
+                )
