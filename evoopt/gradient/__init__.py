@@ -6,3 +6,7 @@ __all__: list[str] = []
 from .kl_adaptive import KLAdaptive  # noqa: E402
 
 __all__ += ["KLAdaptive"]
+
+from .natural import NaturalGradient  # noqa: E402
+
+__all__ += ["NaturalGradient"]
