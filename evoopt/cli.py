@@ -1,0 +1,343 @@
+"""The ``evoopt`` command.
+
+``evoopt compare``   side-by-side runs of gradient and population optimizers on a task
+                     (no arguments: a quick built-in comparison on the digits task);
+``evoopt list``      the optimizers and tasks by name;
+``evoopt bench``     the scripts in ``bench/`` (or a short built-in micro-benchmark);
+``evoopt train`` / ``evoopt evaluate``  Gymnasium training, provided by the ``rl``
+                     package (``rl.cli.register(subparsers)``, imported lazily).
+
+Exit codes: 0 success, 1 runtime failure (a run raised, a benchmark failed),
+2 usage error (unknown name, bad value); errors list the valid names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "DEFAULT_OPTIMIZERS"]
+
+#: What ``evoopt compare`` runs without ``--optimizers`` (those registered are used).
+DEFAULT_OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "rmsprop",
+                      "pgpe", "openai_es", "snes", "cem", "cmaes")
+DEFAULT_TASK = "digits"
+
+
+class UsageError(Exception):
+    """A bad command line: reported with the command's name, exit code 2."""
+
+
+# ---------------------------------------------------------------- argument types
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 1)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a number > 0)") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a finite number > 0)")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or a range ``"0-4"`` (inclusive)."""
+    try:
+        if "-" in text and "," not in text:
+            a, b = (int(x) for x in text.split("-", 1))
+            seeds = list(range(a, b + 1))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r} (expected integers >= 0: '0,1,2' or a range '0-4')")
+    return seeds
+
+
+def _split_list(text: str) -> list[str]:
+    """Split ``a,b:k=v,c`` at commas that start a new optimizer (a comma followed by a
+    ``key=value`` continues the previous one: ``pgpe:lr=0.1,popsize=50`` is one spec)."""
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if out and "=" in part and ":" not in part and ":" in out[-1]:
+            out[-1] += ":" + part
+        else:
+            out.append(part)
+    return out
+
+
+# ------------------------------------------------------------------------ commands
+def _parse_task(text: str):
+    from .compare import _parse_value
+    from .tasks import get_task
+
+    name, *items = text.split(":")
+    kwargs = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise UsageError(f"invalid task {text!r}: {item!r} is not key=value (e.g. 'rastrigin:dim=30')")
+        kwargs[key.strip()] = _parse_value(value.strip())
+    try:
+        return get_task(name.strip(), **kwargs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_compare(args) -> int:
+    import torch
+
+    from . import OPTIMIZERS
+    from .compare import compare, parse_optimizer
+
+    task = _parse_task(args.task)
+    if args.optimizers:
+        names = _split_list(args.optimizers)
+        if not names:
+            raise UsageError("--optimizers is empty (expected names such as adam,pgpe)")
+    else:
+        names = [n for n in DEFAULT_OPTIMIZERS if n.split(":")[0] in OPTIMIZERS
+                 or n in ("sgd-momentum",)]
+    try:
+        specs = [parse_optimizer(n) for n in names]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    seeds = args.seeds if args.seeds is not None else [0]
+    budget_evals, budget_seconds = args.budget_evals, args.budget_seconds
+    if budget_evals is None and budget_seconds is None:
+        budget_evals = task.default_budget_evals
+        if args.quick:
+            budget_evals = max(1, budget_evals // 5)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{task.name}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"evoopt compare: task {task.name}, optimizers {', '.join(s.label for s in specs)}, "
+          f"seeds {seeds}, {torch.get_num_threads()} thread(s)", flush=True)
+    t0 = time.perf_counter()
+    try:
+        result = compare(task, specs, seeds, budget_evals=budget_evals,
+                         budget_seconds=budget_seconds, progress=args.progress, plot=False)
+    except ValueError as e:  # bad hyperparameters for an optimizer: a usage error
+        raise UsageError(str(e)) from None
+    plot_note = ""
+    try:
+        paths = result.save(out, plot=not args.no_plot)
+    except ImportError as e:
+        paths = result.save(out, plot=False)
+        plot_note = f" (no plots: {e})"
+    print()
+    print(result.table())
+    print(f"\nwall time {time.perf_counter() - t0:.1f} s; results in {out}/ "
+          f"({', '.join(sorted(p.name for p in paths.values()))}){plot_note}")
+    failed = [r for r in result.runs if r.status == "failed"]
+    return 1 if failed else 0
+
+
+def cmd_list(args) -> int:
+    from . import OPTIMIZERS
+    from .compare import ALIASES
+    from .population import PopulationOptimizer
+    from .tasks import TASKS
+
+    pop = {k: v for k, v in OPTIMIZERS.items() if issubclass(v, PopulationOptimizer)}
+    grad = {k: v for k, v in OPTIMIZERS.items() if k not in pop}
+    width = max(len(k) for k in list(OPTIMIZERS) + list(ALIASES) + list(TASKS)) + 2
+    print("population optimizers:")
+    for k, v in sorted(pop.items()):
+        print(f"  {k:<{width}}{v.__module__}.{v.__qualname__}")
+    print("gradient optimizers:")
+    for k, v in sorted(grad.items()):
+        print(f"  {k:<{width}}{v.__module__}.{v.__qualname__}")
+    for k, (name, kw) in ALIASES.items():
+        print(f"  {k:<{width}}{name} with {', '.join(f'{a}={b}' for a, b in kw.items())}")
+    print("tasks:")
+    for k, factory in TASKS.items():
+        print(f"  {k:<{width}}{factory().describe()}")
+    return 0
+
+
+def _bench_dir(arg: str | None) -> Path | None:
+    candidates = [Path(arg)] if arg else [Path("bench"), Path(__file__).resolve().parent.parent / "bench"]
+    for c in candidates:
+        if c.is_dir() and any(c.glob("*.py")):
+            return c
+    if arg:
+        raise UsageError(f"--dir {arg!r}: no bench/*.py scripts there")
+    return None
+
+
+def cmd_bench(args) -> int:
+    bench = _bench_dir(args.dir)
+    if bench is None or args.builtin:
+        return _microbench()
+    scripts = sorted(p for p in bench.glob("*.py") if not p.name.startswith("_"))
+    if args.names:
+        by_name = {p.stem: p for p in scripts}
+        unknown = [n for n in args.names if n not in by_name]
+        if unknown:
+            raise UsageError(f"unknown benchmark(s) {unknown} (expected some of: {', '.join(by_name)})")
+        scripts = [by_name[n] for n in args.names]
+    status = 0
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
+    for p in scripts:
+        print(f"== {p.name}", flush=True)
+        rc = subprocess.call([sys.executable, str(p)], env=env)
+        if rc != 0:
+            print(f"== {p.name} failed with exit code {rc}", flush=True)
+            status = 1
+    return status
+
+
+def _timeit(fn, repeat: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def _microbench() -> int:
+    """Built-in micro-benchmark (1 thread): one batched vmap call vs a per-member loop on
+    the digits MLP, and each population optimizer's ask+tell overhead at D=1000."""
+    import torch
+
+    from . import OPTIMIZERS
+    from .evaluation import loop_objective, vmap_objective
+    from .population import ParamLayout, Population, PopulationOptimizer
+    from .tasks import Digits
+
+    torch.set_num_threads(1)
+    task = Digits()
+    model = task.make_model(0)
+    x, y = task.data[0][:256], task.data[1][:256]
+    from torch.nn.functional import cross_entropy
+
+
+    lay = ParamLayout(list(model.parameters()))
+    flat = lay.flatten().repeat(64, 1) + 0.01 * torch.randn(64, lay.num_params,
+                                                            generator=torch.Generator().manual_seed(0))
+    pop = Population(flat, lay)
+    t_vmap = _timeit(lambda: vmap_objective(model, cross_entropy, x, y)(pop), 5)
+    t_loop = _timeit(lambda: loop_objective(model, cross_entropy, x, y)(pop), 5)
+    print(f"digits MLP (D={lay.num_params}), P=64, 256 rows: vmap {t_vmap * 1e3:.1f} ms, "
+          f"loop {t_loop * 1e3:.1f} ms, loop/vmap = {t_loop / t_vmap:.2f}x")
+    print("ask+tell per generation, D=1000, popsize 50 (sphere, losses given):")
+    for name, cls in sorted(OPTIMIZERS.items()):
+        if not issubclass(cls, PopulationOptimizer) or name in ("xnes",):
+            continue
+        try:
+            p = torch.nn.Parameter(torch.zeros(1000))
+            opt = cls([p], popsize=50, seed=0)
+
+            def gen():
+                q = opt.ask()
+                opt.tell((q.flat ** 2).sum(1))
+
+            print(f"  {name:<12}{_timeit(gen, 20) * 1e3:8.2f} ms")
+        except Exception as e:  # noqa: BLE001 - report and go on
+            print(f"  {name:<12}failed: {type(e).__name__}: {e}")
+    return 0
+
+
+def _rl_missing(exc: ImportError):
+    def fn(args) -> int:
+        print(f"evoopt {args.command}: the rl package is not available ({exc}); "
+              "install the RL extras: pip install 'evoopt[rl]'", file=sys.stderr)
+        return 1
+
+    return fn
+
+
+# -------------------------------------------------------------------------- parser
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(
+        prog="evoopt", description="Evolution strategies and gradient optimizers side by side.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("compare", help="run optimizers side by side on a task and print a table",
+                       description="Run optimizers side by side on a task under equal budgets; "
+                       "without arguments, a quick comparison on the digits task (about a minute).")
+    p.add_argument("--task", default=DEFAULT_TASK,
+                   help="task name, options after colons, e.g. rastrigin:dim=30 (default: digits; "
+                        "see `evoopt list`)")
+    p.add_argument("--optimizers", metavar="A,B,...",
+                   help="comma-separated names, hyperparameters after colons, e.g. "
+                        f"adam:lr=0.01,pgpe:popsize=50 (default: {','.join(DEFAULT_OPTIMIZERS)})")
+    p.add_argument("--seeds", type=_seeds, metavar="0,1,2", help="seeds, or a range 0-4 (default: 0)")
+    p.add_argument("--budget-evals", type=_positive_int, metavar="N",
+                   help="evaluations per run (default: the task's; 1 evaluation = the training "
+                        "loss of one parameter vector on the whole training set)")
+    p.add_argument("--budget-seconds", type=_positive_float, metavar="S",
+                   help="wall time per run inside opt.step")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/compare-<task>)")
+    p.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
+    p.add_argument("--quick", action="store_true",
+                   help="a fifth of the task's default budget (a smoke run)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="torch threads (default: 1, fastest for these small models)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("list", help="list optimizers and tasks")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("bench", help="run the benchmarks in bench/ (or a built-in micro-benchmark)")
+    p.add_argument("names", nargs="*", help="benchmark script names without .py (default: all)")
+    p.add_argument("--dir", help="directory of benchmark scripts (default: ./bench)")
+    p.add_argument("--builtin", action="store_true", help="run the built-in micro-benchmark")
+    p.set_defaults(func=cmd_bench)
+    return parser, sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser, sub = build_parser()
+    try:
+        from rl.cli import register  # lazy: gymnasium is imported only for train/evaluate
+    except ImportError as e:
+        for name in ("train", "evaluate"):
+            p = sub.add_parser(name, help=f"{name} on Gymnasium (needs the rl package)")
+            p.set_defaults(func=_rl_missing(e))
+    else:
+        register(sub)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
+        return int(e.code or 0)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"evoopt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"evoopt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's edge: report and exit 1
+        print(f"evoopt {args.command}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""compare(): identical starts per seed, the evaluation accounting, budgets, files, errors."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from evoopt.compare import Comparison, compare, parse_optimizer
+from evoopt.population import PopulationOptimizer
+from evoopt.registry import OPTIMIZERS
+from evoopt.tasks import FunctionTask, LineRegression
+
+
+class _BestOf(PopulationOptimizer):
+    """A tiny (1, lambda) search used to test the harness without the real algorithms."""
+
+    def __init__(self, params, popsize=6, sigma=0.3, *, seed=None):
+        super().__init__(params, dict(sigma=sigma), popsize=popsize, seed=seed)
+
+    def _init_state(self, st, mean):
+        st["f"] = math.inf
+
+    def _sample(self, st, gen):
+        return st["mean"] + self.group_values("sigma") * self._randn(self.popsize, self.num_params)
+
+    def _update(self, st, u):
+        i = int(torch.argmin(u))
+        if float(u[i]) < st["f"]:
+            st["f"] = float(u[i])
+            st["mean"] = self._pending_pop.flat[i].clone()
+
+
+@pytest.fixture(autouse=True)
+def bestof():
+    OPTIMIZERS["_bestof"] = _BestOf
+    yield
+    OPTIMIZERS.pop("_bestof", None)
+
+
+class _CountingTask(FunctionTask):
+    """Counts the closure calls the optimizers make (not the harness's own measurements)."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.calls = 0
+
+    def closure(self, model, opt):
+        inner = super().closure(model, opt)
+
+        def closure():
+            self.calls += 1
+            return inner()
+
+        return closure
+
+    def population_objective(self, model):
+        inner = super().population_objective(model)
+
+        def objective(pop):
+            self.calls += pop.popsize
+            return inner(pop)
+
+        objective.is_population_objective = True
+        return objective
+
+
+def test_every_optimizer_starts_from_the_same_parameters_per_seed():
+    res = compare("line", ["adam", "sgd-momentum", "_bestof", "lbfgs"], seeds=[0, 1],
+                  budget_evals=24, progress=False)
+    for seed in (0, 1):
+        runs = [r for r in res.runs if r.seed == seed]
+        assert len(runs) == 4
+        assert len({r.init_hash for r in runs}) == 1
+        assert len({r.init_loss for r in runs}) == 1
+        # the first curve point is the common initial loss, measured the same way
+        assert all(r.losses[0] == r.init_loss and r.evals[0] == 0 for r in runs)
+    assert res.runs_of("adam")[0].init_hash != res.runs_of("adam")[1].init_hash
+
+
+def test_population_runs_spend_popsize_per_generation_and_never_exceed_the_budget():
+    task = _CountingTask("sphere", dim=4)
+    res = compare(task, ["_bestof:popsize=6"], seeds=[0], budget_evals=50, progress=False)
+    run = res.runs[0]
+    assert (run.num_steps, run.num_evals) == (8, 48)  # floor(50 / 6) generations
+    assert task.calls == 48
+    assert run.final_loss < run.init_loss
+
+
+def test_gradient_runs_spend_one_evaluation_per_closure_call():
+    task = _CountingTask("sphere", dim=4)
+    res = compare(task, ["adam"], seeds=[0], budget_evals=37, progress=False)
+    assert (res.runs[0].num_steps, res.runs[0].num_evals, task.calls) == (37, 37, 37)
+
+
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_lbfgs_is_charged_for_every_internal_closure_call_and_capped(line_search):
+    task = _CountingTask("rosenbrock", dim=5)
+    opt = f"lbfgs:line_search_fn={line_search!r}" if line_search else "lbfgs:line_search_fn=None"
+    res = compare(task, [opt], seeds=[0], budget_evals=33, progress=False)
+    run = res.runs[0]
+    assert run.num_evals == task.calls <= 33
+    assert run.num_evals >= 30 and run.num_steps < run.num_evals  # several calls per step
+    assert run.final_loss < run.init_loss
+    # the final curve point is the model the run ended with
+    with torch.no_grad():
+        assert run.losses[-1] == run.final_loss
+
+
+def test_wall_time_budget_stops_after_the_budget():
+    res = compare("line", ["adam"], seeds=[0], budget_seconds=0.25, progress=False)
+    run = res.runs[0]
+    assert 0.25 <= run.wall_time < 0.25 + 0.2
+    assert run.num_evals == run.num_steps > 50
+    assert res.budget_evals is None and res.budget_seconds == 0.25
+
+
+def test_the_first_budget_reached_stops_the_run_and_default_budget_is_the_tasks():
+    res = compare("line", ["sgd"], seeds=[0], budget_evals=10, budget_seconds=100.0, progress=False)
+    assert res.runs[0].num_evals == 10
+    task = LineRegression()
+    task.default_budget_evals = 12
+    res = compare(task, ["sgd"], seeds=[0], progress=False)
+    assert res.budget_evals == 12 and res.runs[0].num_evals == 12
+
+
+def test_files_are_written_and_load_back(tmp_path):
+    res = compare("line", ["adam", "_bestof"], seeds=[0, 1], budget_evals=30, num_points=5,
+                  out_dir=tmp_path, plot=True, progress=False)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"curves.csv", "summary.csv", "results.json", "table.txt",
+            "loss_vs_evals.png", "loss_vs_time.png"} <= names
+    assert (tmp_path / "loss_vs_evals.png").stat().st_size > 1000
+    with (tmp_path / "curves.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(r.evals) for r in res.runs)
+    first = rows[0]
+    assert first["optimizer"] == "adam" and int(first["evals"]) == 0
+    assert float(first["train_loss"]) == res.runs[0].init_loss
+    last_bestof = [r for r in rows if r["optimizer"] == "_bestof" and r["seed"] == "1"][-1]
+    assert float(last_bestof["train_loss"]) == res.runs_of("_bestof")[1].final_loss
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["task"] == "line" and len(data["runs"]) == 4
+    assert data["runs"][2]["hyperparameters"] == {"seed": 0}  # the optimizer's own defaults
+    means = {row["optimizer"]: row["final_loss"]["mean"] for row in data["summary"]}
+    assert means["adam"] == pytest.approx(sum(r.final_loss for r in res.runs_of("adam")) / 2)
+    with (tmp_path / "summary.csv").open() as f:
+        summary = list(csv.DictReader(f))
+    assert [r["optimizer"] for r in summary] == ["adam", "_bestof"]
+
+
+def test_table_marks_the_best_and_reports_spread():
+    res = compare("line", ["sgd:lr=0.001", "adam:lr=0.05"], seeds=[0, 1], budget_evals=60,
+                  progress=False)
+    assert res.best() == "adam:lr=0.05"
+    table = res.table()
+    best_line = [ln for ln in table.splitlines() if ln.startswith("*  ")]
+    assert len(best_line) == 1 and "adam:lr=0.05" in best_line[0]
+    assert "±" in table and "test_mse" in table
+
+
+def test_a_failing_run_is_recorded_and_others_go_on():
+    res = compare("line", ["adam:lr=-1.0", "sgd"], seeds=[0], budget_evals=5, progress=False)
+    bad, good = res.runs
+    assert bad.status == "failed" and "Invalid learning rate" in bad.error
+    assert good.status == "ok" and good.num_evals == 5
+    assert "error: adam:lr=-1.0 seed 0: ValueError" in res.table()
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        compare("line", ["adam:lr=-1.0"], seeds=[0], budget_evals=5, on_error="raise")
+
+
+def test_a_diverging_gradient_run_is_marked_and_stopped():
+    res = compare(FunctionTask("rosenbrock", dim=4), ["sgd:lr=10.0"], seeds=[0], budget_evals=200,
+                  progress=False)
+    assert res.runs[0].status == "diverged" and res.runs[0].num_evals < 200
+    assert "1 diverged" in res.table()
+
+
+def test_parse_optimizer_specs():
+    s = parse_optimizer("sgd-momentum:lr=0.05")
+    assert (s.label, s.name, s.kwargs) == ("sgd-momentum:lr=0.05", "sgd", {"momentum": 0.9, "lr": 0.05})
+    s = parse_optimizer(("adam", {"lr": 1e-3}))
+    assert (s.name, s.kwargs, s.family) == ("adam", {"lr": 1e-3}, "gradient")
+    assert parse_optimizer("_bestof:popsize=4:sigma=0.5").kwargs == {"popsize": 4, "sigma": 0.5}
+    assert parse_optimizer("_bestof").family == "population"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(optimizers=["nope"]), r"Unknown optimizer 'nope' \(expected one of: .*adam.*sgd-momentum"),
+    (dict(optimizers=["adam:lr"]), r"'lr' is not key=value"),
+    (dict(optimizers=["adam", "adam"]), r"Invalid optimizers: \['adam'\] given more than once"),
+    (dict(optimizers=[]), r"Invalid optimizers: empty"),
+    (dict(budget_evals=0), r"Invalid budget_evals: 0 \(expected an integer >= 1\)"),
+    (dict(budget_evals=2.5), r"Invalid budget_evals: 2.5"),
+    (dict(budget_seconds=-1), r"Invalid budget_seconds: -1 \(expected a finite number > 0\)"),
+    (dict(budget_seconds=math.inf), r"Invalid budget_seconds: inf"),
+    (dict(seeds=[]), r"Invalid seeds: \[\]"),
+    (dict(seeds=[-1]), r"Invalid seeds: \[-1\]"),
+    (dict(num_points=0), r"Invalid num_points: 0"),
+    (dict(on_error="ignore"), r"Invalid on_error: 'ignore'"),
+    (dict(task="nope"), r"Unknown task 'nope'"),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(task="line", optimizers=["adam"], seeds=[0], budget_evals=5, on_error="raise")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        compare(args.pop("task"), **args)
+
+
+def test_unknown_hyperparameter_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Invalid hyperparameters for 'adam:foo=1': \['foo'\] "
+                                         r"\(expected some of: lr, betas"):
+        compare("line", ["adam:foo=1"], seeds=[0], budget_evals=5, on_error="raise")
+
+
+def test_zero_gradient_task_leaves_adam_at_its_start():
+    res = compare("digits01", ["adam"], seeds=[0], budget_evals=20, progress=False)
+    run = res.runs[0]
+    assert run.final_loss == run.init_loss and run.num_evals == 20
+    assert isinstance(res, Comparison)
