@@ -1,0 +1,210 @@
+r"""xNES: Exponential Natural Evolution Strategies.
+
+Glasmachers, Schaul, Sun, Wierstra, Schmidhuber (2010), "Exponential natural evolution
+strategies", GECCO, https://doi.org/10.1145/1830483.1830557; in its final form Wierstra,
+Schaul, Glasmachers, Sun, Peters, Schmidhuber (2014), "Natural Evolution Strategies",
+JMLR 15, https://jmlr.org/papers/v15/wierstra14a.html, Algorithm 5.
+
+The search distribution is ``N(mean, A A^T)`` with a full ``D x D`` matrix
+``A = sigma * B``, ``det(B) = 1``. One generation, in the code's names (Algorithm 5)::
+
+    s_k  ~ N(0, I)                                   k = 1..P  (P = popsize)
+    z_k  = mean + sigma * B @ s_k
+    w_k  = utility of z_k's rank                     (JMLR eq. 11, best member largest)
+    G_delta = sum_k w_k s_k
+    G_M     = sum_k w_k (s_k s_k^T - I)
+    G_sigma = tr(G_M) / D
+    G_B     = G_M - G_sigma * I
+    mean  <- mean + lr * sigma * B @ G_delta         (lr is eta_mu)
+    sigma <- sigma * exp(sigma_lr / 2 * G_sigma)
+    B     <- B @ expm(b_lr / 2 * G_B)                (torch.linalg.matrix_exp)
+
+Defaults (JMLR Table 1): ``popsize = 4 + floor(3 ln D)``, ``lr = eta_mu = 1``,
+``sigma_lr = b_lr = eta_sigma = eta_B = (9 + 3 ln D) / (5 D sqrt D)``.
+(The optional adaptation sampling of the paper's Section 4 is not implemented.)
+
+``sigma`` and ``B`` are kept in float64 whatever the parameters' dtype (the repeated
+products ``B @ expm(.)`` drift in float32); members are cast to the parameters' dtype.
+Memory is ``O(D^2)`` and every generation costs a ``D x D`` matrix exponential, so xNES is
+for small ``D``: more than :attr:`XNES.max_params` coordinates raise a ``ValueError``
+(use :class:`evoopt.SNES` or a diagonal CMA-ES there).
+
+Param groups: the initial ``A`` is ``diag(sigma of each coordinate's group)``, factored
+as ``sigma = geometric mean``, ``B = diag(sigma_i) / sigma``. If a group's ``sigma``
+changes between generations, the rows of ``A`` of its coordinates are multiplied by
+``new / old`` (and ``A`` is factored again): a schedule rescales what was learned. ``lr``
+may differ between groups (it scales coordinates of the step); ``sigma_lr`` and ``b_lr``
+act on the whole matrix and must agree across groups.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import check_int, check_positive
+from ..population import PopulationOptimizer
+from ..registry import register
+from ..shaping import nes_utilities
+
+__all__ = ["XNES"]
+
+
+def xnes_defaults(num_params: int) -> dict[str, float]:
+    """The paper's defaults for dimension ``D = num_params`` (JMLR 2014, Table 1)."""
+    d = num_params
+    rate = (9 + 3 * math.log(d)) / (5 * d * math.sqrt(d))  # Table 1, eta_sigma = eta_B (xNES)
+    return {
+        "popsize": 4 + math.floor(3 * math.log(d)),          # Table 1, lambda
+        "lr": 1.0,                                           # Table 1, eta_mu
+        "sigma_lr": rate,
+        "b_lr": rate,
+    }
+
+
+def _check_group(g: dict[str, Any], *, initial: bool = False) -> None:
+    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+    check_positive("lr", g["lr"], allow_zero=not initial)
+    check_positive("sigma", g["sigma"])
+    for key in ("sigma_lr", "b_lr"):
+        if g[key] is not None:
+            check_positive(key, g[key], allow_zero=True)
+
+
+@register("xnes")
+class XNES(PopulationOptimizer):
+    r"""Exponential NES (Glasmachers et al. 2010; Wierstra et al. 2014, JMLR, Algorithm 5).
+
+    Args:
+        params: parameters or param groups to optimise (at most ``max_params`` in all).
+        lr: center learning rate ``eta_mu`` (default 1.0, Table 1); schedulable, may
+            differ per group.
+        sigma: initial standard deviation of each coordinate (default 0.1; per group).
+        sigma_lr: ``eta_sigma``; ``None`` (default): ``(9 + 3 ln D) / (5 D sqrt D)``.
+        b_lr: ``eta_B``; ``None`` (default): the same formula.
+        popsize: members per generation; ``None`` (default): ``4 + floor(3 ln D)``. >= 2.
+        maximize: maximise the objective.
+        seed: seed of the private generator.
+
+    State (``state["population"]``): ``mean`` [D] (parameters' dtype); ``sigma`` (0-dim)
+    and ``B`` [D, D] in float64; ``sigma_group`` [D] float64 (the groups' ``sigma`` that
+    ``A = sigma * B`` refers to).
+    """
+
+    #: The largest D accepted: B is D x D and each generation takes its matrix exponential.
+    max_params: int = 5000
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        sigma: float = 0.1,
+        *,
+        sigma_lr: float | None = None,
+        b_lr: float | None = None,
+        popsize: int | None = None,
+        maximize: bool = False,
+        seed: int | None = None,
+    ):
+        if popsize is not None:
+            check_int("popsize", popsize, minimum=2)
+        defaults = dict(lr=lr, sigma=sigma, sigma_lr=sigma_lr, b_lr=b_lr)
+        _check_group(defaults, initial=True)
+        super().__init__(params, defaults, popsize=2 if popsize is None else popsize,
+                         maximize=maximize, seed=seed)
+        self._check_size()
+        if popsize is None:
+            self.popsize = xnes_defaults(self.num_params)["popsize"]
+
+    def _check_size(self) -> None:
+        if self.num_params > self.max_params:
+            raise ValueError(
+                f"Invalid number of parameters for XNES: {self.num_params} (expected at most "
+                f"XNES.max_params={self.max_params}: xNES keeps a full D x D matrix and takes its "
+                "matrix exponential every generation); use evoopt.SNES or a diagonal CMA-ES instead"
+            )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1], initial=True)
+        if getattr(self, "layout", None) is not None:
+            self._check_size()
+
+    def _matrix_rate(self, key: str) -> float:
+        """``sigma_lr`` / ``b_lr``: one number for the whole matrix."""
+        default = xnes_defaults(self.num_params)[key]
+        vals = [default if g[key] is None else float(g[key]) for g in self.param_groups]
+        if any(v != vals[0] for v in vals):
+            raise ValueError(
+                f"Invalid {key}: {vals} differ between param groups (expected one value: "
+                f"{key} acts on the whole covariance matrix)"
+            )
+        return vals[0]
+
+    def _group_sigma(self) -> Tensor:
+        sig = self.group_values("sigma")
+        return torch.as_tensor(sig, device=self._device, dtype=torch.float64).expand(self.num_params).clone()
+
+    # ----------------------------------------------------------------- hooks
+    def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
+        D = self.num_params
+        sig = self._group_sigma()
+        st["sigma_group"] = sig
+        st["B"] = torch.eye(D, device=self._device, dtype=torch.float64)
+        st["sigma"] = sig[0].clone()
+        if not torch.all(sig == sig[0]):  # A = diag(sig) = sigma * B with det(B) = 1
+            st["sigma"] = torch.exp(torch.log(sig).mean())
+            st["B"] = torch.diag(sig / st["sigma"])
+
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
+        for g in self.param_groups:
+            _check_group(g)
+        self._matrix_rate("sigma_lr")
+        self._matrix_rate("b_lr")
+        new = self._group_sigma()
+        if not torch.equal(new, st["sigma_group"]):  # a schedule moved sigma: rescale A's rows
+            ratio = new / st["sigma_group"]
+            if torch.all(ratio == ratio[0]):
+                st["sigma"] = st["sigma"] * ratio[0]
+            else:
+                log_r = torch.log(ratio)
+                c = log_r.mean()
+                st["sigma"] = st["sigma"] * torch.exp(c)
+                st["B"] = torch.exp(log_r - c)[:, None] * st["B"]
+            st["sigma_group"] = new
+        s = self._randn(self.popsize, self.num_params)
+        self._pending = {"s": s}
+        step = st["sigma"] * (s.to(torch.float64) @ st["B"].T)  # sigma * B @ s_k, row-wise
+        return st["mean"] + step.to(st["mean"].dtype)
+
+    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+        D = self.num_params
+        s = self._pending["s"].to(torch.float64)
+        w = -nes_utilities(u.to(torch.float64))                      # eq. 11, best largest
+        eye = torch.eye(D, device=s.device, dtype=torch.float64)
+        G_delta = w @ s                                              # sum_k w_k s_k
+        G_M = (s * w[:, None]).T @ s - w.sum() * eye                 # sum_k w_k (s s^T - I)
+        G_sigma = torch.trace(G_M) / D
+        G_B = G_M - G_sigma * eye
+        lr = self.group_values("lr")
+        if isinstance(lr, Tensor):
+            lr = lr.to(torch.float64)
+        step = lr * st["sigma"] * (st["B"] @ G_delta)
+        st["mean"] = st["mean"] + step.to(st["mean"].dtype)
+        st["sigma"] = st["sigma"] * torch.exp(0.5 * self._matrix_rate("sigma_lr") * G_sigma)
+        st["B"] = st["B"] @ torch.linalg.matrix_exp(0.5 * self._matrix_rate("b_lr") * G_B)
+
+    # ------------------------------------------------------------ checkpoint
+    def _check_loaded_state(self, st: dict[str, Any]) -> None:
+        D = self.num_params
+        shapes = {"sigma": (), "B": (D, D), "sigma_group": (D,)}
+        for key, shape in shapes.items():
+            v = st.get(key)
+            if not isinstance(v, Tensor) or tuple(v.shape) != shape:
+                raise ValueError(
+                    f"XNES.load_state_dict: saved {key} has shape {getattr(v, 'shape', None)}, "
+                    f"expected {shape}"
+                )
