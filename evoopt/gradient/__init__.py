@@ -10,3 +10,7 @@ __all__ += ["KLAdaptive"]
 from .natural import NaturalGradient  # noqa: E402
 
 __all__ += ["NaturalGradient"]
+
+from .clipup import ClipUp  # noqa: E402
+
+__all__ += ["ClipUp"]
