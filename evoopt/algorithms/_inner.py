@@ -1,0 +1,113 @@
+"""Shared by OpenAI-ES and PGPE: an ES gradient estimate is written into ``p.grad`` of the
+optimizer's own parameters and applied by an *inner* torch optimizer (Adam, SGD, ClipUp,
+...). Estimating the gradient is the algorithm's job; applying it is this mixin's.
+
+- The inner optimizer has one param group per outer group, over the same tensors. The
+  outer group's ``lr`` is copied into its inner group before every inner step, so an
+  ``lr_scheduler`` on the *outer* optimizer drives the step size.
+- The inner optimizer's ``state_dict`` is nested in the outer state_dict's ``"evoopt"``
+  entry (keys ``"inner"`` and ``"inner_class"``) next to the RNG state, outside the
+  per-parameter state, so nothing in it is cast or rebuilt by the outer load and
+  ``torch.load(weights_only=True)`` restores it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ..population import META_KEY, PopulationOptimizer, _clone_tree
+
+
+class InnerOptimizerMixin:
+    """Mixin for a :class:`PopulationOptimizer` whose center moves by an inner optimizer."""
+
+    _inner: Optimizer | None = None
+
+    def _build_inner(self, optimizer) -> None:
+        groups = [{"params": g["params"], "lr": g["lr"]} for g in self.param_groups]
+        what = "a torch.optim.Optimizer class or a callable(params) -> Optimizer"
+        if isinstance(optimizer, type):
+            if not issubclass(optimizer, Optimizer) or issubclass(optimizer, PopulationOptimizer):
+                raise ValueError(f"Invalid optimizer: {optimizer!r} (expected {what}, not a population optimizer)")
+        elif not callable(optimizer):
+            raise ValueError(f"Invalid optimizer: {optimizer!r} (expected {what})")
+        inner = optimizer(groups)
+        if not isinstance(inner, Optimizer) or isinstance(inner, PopulationOptimizer):
+            raise ValueError(
+                f"Invalid optimizer: the factory returned {type(inner).__name__} (expected a gradient "
+                "torch.optim.Optimizer)"
+            )
+        outer_ids = [[id(p) for p in g["params"]] for g in self.param_groups]
+        inner_ids = [[id(p) for p in g["params"]] for g in inner.param_groups]
+        if outer_ids != inner_ids:
+            raise ValueError(
+                "Invalid optimizer: the inner optimizer must have one param group per outer group, "
+                "over the same parameters in the same order (build it from the params it is given)"
+            )
+        for g in inner.param_groups:
+            if g.get("maximize", False):
+                raise ValueError(
+                    "Invalid optimizer: the inner optimizer has maximize=True; it receives the "
+                    "gradient of the loss to minimise (set maximize on the outer optimizer instead)"
+                )
+        self._inner = inner
+
+    @property
+    def inner_optimizer(self) -> Optimizer:
+        """The torch optimizer that applies the gradient estimate to the center."""
+        return self._inner
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self._inner is not None:
+            g = self.param_groups[-1]
+            self._inner.add_param_group({"params": g["params"], "lr": g["lr"]})
+
+    @torch.no_grad()
+    def _apply_gradient(self, st: dict[str, Any], grad: Tensor) -> None:
+        """Put the center into the parameters, write ``grad`` ([D], of the loss to minimise)
+        into ``p.grad``, run one inner step with the outer groups' ``lr``, and store the new
+        center in ``st["mean"]``."""
+        self.layout.load_(st["mean"])
+        for p, g in zip(self.layout.params, self.layout.unflatten(grad)):
+            p.grad = g
+        for outer, inner in zip(self.param_groups, self._inner.param_groups):
+            inner["lr"] = outer["lr"]
+        self._inner.step()
+        st["mean"] = self.layout.flatten()
+
+    # -------------------------------------------------------------- state_dict
+    def _meta(self) -> dict[str, Any]:
+        meta = super()._meta()
+        meta["inner_class"] = type(self._inner).__name__
+        meta["inner"] = _clone_tree(self._inner.state_dict())
+        return meta
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        meta = state_dict.get(META_KEY) if isinstance(state_dict, dict) else None
+        if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
+            self._check_inner(meta)
+        super().load_state_dict(state_dict)  # checks the rest before changing anything
+        self._inner.load_state_dict(meta["inner"])
+
+    def _check_inner(self, meta: dict[str, Any]) -> None:
+        name = type(self).__name__
+        inner_sd, saved = meta.get("inner"), meta.get("inner_class")
+        if not isinstance(inner_sd, dict) or "param_groups" not in inner_sd:
+            raise ValueError(f"{name}.load_state_dict: the checkpoint has no inner optimizer state")
+        if saved != type(self._inner).__name__:
+            raise ValueError(
+                f"{name}.load_state_dict: the checkpoint's inner optimizer is {saved!r}, this "
+                f"optimizer's is {type(self._inner).__name__!r}"
+            )
+        sizes = [len(g["params"]) for g in inner_sd["param_groups"]]
+        mine = [len(g["params"]) for g in self._inner.param_groups]
+        if sizes != mine:
+            raise ValueError(
+                f"{name}.load_state_dict: inner optimizer groups hold {sizes} parameters, this "
+                f"optimizer's hold {mine}"
+            )

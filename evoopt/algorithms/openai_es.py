@@ -1,0 +1,138 @@
+r"""OpenAI-ES: the evolution strategy of Salimans, Ho, Chen, Sidor, Sutskever,
+"Evolution Strategies as a Scalable Alternative to Reinforcement Learning", 2017,
+https://arxiv.org/abs/1703.03864 (Algorithm 2 with mirrored sampling and fitness shaping,
+Sec. 2.2; weight decay and Adam as in the authors' code, openai/evolution-strategies-starter).
+
+One generation, in the code's names (``H = popsize / 2``, all vectors of length ``D``)::
+
+    eps     ~ N(0, I)                 [H, D]          (kept until tell)
+    members = [mean + sigma * eps ; mean - sigma * eps]   [P, D]  (first half +, second half -)
+    shaped  = shaping(losses)         [P]             (centered ranks by default: best -0.5)
+    w       = shaped[:H] - shaped[H:]                  (a mirrored pair's difference)
+    grad    = (w @ eps) / (P * sigma) + weight_decay * mean
+            = sum_i shaped_i * eps_i / (P * sigma) + weight_decay * mean
+    p.grad  <- grad (split per parameter);  inner_optimizer.step()  ->  mean
+
+``grad`` estimates the gradient of the Gaussian-smoothed loss (Salimans et al., eq. 2 with
+the antithetic pairs of Sec. 2.2) plus the L2 term. The authors' code hands
+``-g + l2coeff * theta`` to Adam with ``l2coeff = 0.005``, stepsize 0.01, noise stdev 0.02,
+betas (0.9, 0.999); those are the defaults here. (Their ``g`` omits the ``1 / sigma``
+factor, so with the same ``weight_decay`` the L2 pull here is ``sigma`` times weaker
+relative to the fitness term; Adam's step does not depend on the gradient's scale.)
+
+``optimizer`` is any torch optimizer class or factory ``callable(params) -> Optimizer``:
+Adam (default), SGD, :class:`evoopt.ClipUp`, ... It is built over the same parameters with
+one group per group here, and each group's ``lr`` is copied into it every generation, so
+``torch.optim.lr_scheduler`` on this optimizer drives the step size; ``sigma`` is read from
+the groups every generation too (per group, on that group's coordinates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .._validation import check_choice, check_positive
+from ..population import PopulationOptimizer
+from ..registry import register
+from ..shaping import SHAPINGS
+from ._inner import InnerOptimizerMixin
+
+__all__ = ["OpenAIES"]
+
+
+def _check_group(g: dict[str, Any]) -> None:
+    check_positive("lr", g["lr"])
+    check_positive("sigma", g["sigma"])
+    check_positive("weight_decay", g["weight_decay"], allow_zero=True)
+
+
+def mirrored_members(mean: Tensor, eps: Tensor, sigma: float | Tensor) -> Tensor:
+    """``[mean + sigma * eps ; mean - sigma * eps]`` as a fresh [2H, D] tensor, written in two
+    fused passes (``sigma`` a float or a [D] tensor)."""
+    H, D = eps.shape
+    flat = torch.empty(2 * H, D, device=eps.device, dtype=eps.dtype)
+    if isinstance(sigma, Tensor):
+        torch.addcmul(mean, eps, sigma, value=1.0, out=flat[:H])
+        torch.addcmul(mean, eps, sigma, value=-1.0, out=flat[H:])
+    else:
+        torch.add(mean, eps, alpha=sigma, out=flat[:H])
+        torch.add(mean, eps, alpha=-sigma, out=flat[H:])
+    return flat
+
+
+def draw_half_noise(buf: Tensor | None, H: int, D: int, like: Tensor, gen: torch.Generator) -> Tensor:
+    """Standard normal [H, D] noise from ``gen``, written into ``buf`` when it fits (the
+    buffer is private and reused across generations: fresh pages cost as much as the draw)."""
+    if buf is None or buf.shape != (H, D) or buf.dtype != like.dtype or buf.device != like.device:
+        buf = torch.empty(H, D, device=like.device, dtype=like.dtype)
+    return torch.randn(H, D, generator=gen, out=buf)
+
+
+@register("openai_es")
+class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
+    r"""OpenAI-ES (Salimans et al. 2017): see the module docstring for the maths.
+
+    Args:
+        params: iterable of parameters, ``(name, tensor)`` pairs or param-group dicts.
+        popsize: members per generation, even (mirrored pairs).
+        lr: step size handed to the inner optimizer every generation (> 0; paper 0.01).
+        sigma: noise standard deviation (> 0; paper 0.02).
+        weight_decay: L2 coefficient added to the gradient estimate (>= 0; paper 0.005).
+        optimizer: the inner optimizer: a ``torch.optim.Optimizer`` class (built as
+            ``cls(groups)`` with each group's ``lr``) or a factory ``callable(groups)``.
+            Default :class:`torch.optim.Adam` (betas (0.9, 0.999), as in the paper's code).
+        shaping: a key of :data:`evoopt.shaping.SHAPINGS` (default ``"centered_rank"``).
+        maximize, seed: see :class:`~evoopt.PopulationOptimizer`.
+
+    After each generation ``p.grad`` holds the gradient estimate that was applied.
+    """
+
+    mirrored = True
+
+    def __init__(self, params, popsize: int = 256, lr: float = 0.01, sigma: float = 0.02, *,
+                 weight_decay: float = 0.005, optimizer=torch.optim.Adam, shaping: str = "centered_rank",
+                 maximize: bool = False, seed: int | None = None):
+        defaults = dict(lr=lr, sigma=sigma, weight_decay=weight_decay)
+        _check_group(defaults)
+        self.shaping = check_choice("shaping", shaping, SHAPINGS)
+        super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
+        self._build_inner(optimizer)
+        self._eps: Tensor | None = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1])
+
+    def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
+        pass  # the center (st["mean"]) and the inner optimizer's state are all there is
+
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
+        for g in self.param_groups:
+            if not g["sigma"] > 0:
+                raise ValueError(f"Invalid sigma: {g['sigma']!r} (expected > 0; check the sigma schedule)")
+        sigma = self.group_values("sigma")
+        H, D = self.popsize // 2, self.num_params
+        self._eps = draw_half_noise(self._eps, H, D, st["mean"], gen)
+        self._pending = {"sigma": sigma}
+        return mirrored_members(st["mean"], self._eps, sigma)
+
+    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+        H, P = self.popsize // 2, self.popsize
+        sigma = self._pending["sigma"]
+        shaped = SHAPINGS[self.shaping](u)
+        w = shaped[:H] - shaped[H:]
+        grad = w @ self._eps  # [D]: the one pass over the noise
+        if isinstance(sigma, Tensor):
+            grad.div_(sigma).div_(P)
+        else:
+            grad.div_(P * sigma)
+        wd = self.group_values("weight_decay")
+        if isinstance(wd, Tensor):
+            grad.addcmul_(wd, st["mean"])
+        elif wd != 0.0:
+            grad.add_(st["mean"], alpha=wd)
+        self._apply_gradient(st, grad)

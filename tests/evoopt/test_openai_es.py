@@ -1,0 +1,216 @@
+"""OpenAI-ES (Salimans et al. 2017): a float64 reference of the paper's update with the
+authors' Adam, convergence budgets, inner optimizers, schedulers, exact resume, bad input."""
+
+import io
+import math
+
+import pytest
+import torch
+
+import evoopt
+
+D = 10
+
+
+def sphere(x):
+    return (x**2).sum(-1)
+
+
+def rosenbrock(x):
+    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+
+
+def roundtrip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def centered_rank(u):
+    """Plain reference: rank / (P - 1) - 0.5, ties by index."""
+    order = sorted(range(len(u)), key=lambda i: (float(u[i]), i))
+    r = torch.empty(len(u), dtype=torch.float64)
+    for k, i in enumerate(order):
+        r[i] = k / (len(u) - 1) - 0.5
+    return r
+
+
+def test_two_generations_match_a_float64_reference_with_adam():
+    P, H, lr, sigma, wd, seed = 8, 4, 0.03, 0.1, 0.005, 11
+    x0 = torch.linspace(-1.0, 2.0, D, dtype=torch.float64)
+    x = torch.nn.Parameter(x0.clone())
+    opt = evoopt.OpenAIES([x], popsize=P, lr=lr, sigma=sigma, weight_decay=wd, seed=seed)
+    for _ in range(2):
+        opt.step(lambda pop: rosenbrock(pop.flat))
+
+    # reference: the paper's estimate, the authors' l2 term, torch's Adam written out
+    gen = torch.Generator().manual_seed(seed)
+    mean, m, v = x0.clone(), torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
+    b1, b2, adam_eps = 0.9, 0.999, 1e-8
+    for t in (1, 2):
+        eps = torch.randn(H, D, generator=gen, dtype=torch.float64)
+        noise = torch.cat([eps, -eps])  # members = mean + sigma * noise
+        shaped = centered_rank(rosenbrock(mean + sigma * noise))
+        grad = sum(shaped[i] * noise[i] for i in range(P)) / (P * sigma) + wd * mean
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad**2
+        denom = v.sqrt() / math.sqrt(1 - b2**t) + adam_eps
+        mean = mean - lr / (1 - b1**t) * m / denom
+    torch.testing.assert_close(x.detach(), mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(opt.mean, mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(x.grad, grad, rtol=1e-12, atol=1e-14)  # p.grad = the applied estimate
+
+
+def test_ask_returns_mirrored_pairs_around_the_center():
+    x = torch.nn.Parameter(torch.arange(D, dtype=torch.float64))
+    opt = evoopt.OpenAIES([x], popsize=6, sigma=0.3, seed=3)
+    flat = opt.ask().flat
+    eps = torch.randn(3, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(flat[:3], x.detach() + 0.3 * eps, rtol=0, atol=1e-15)
+    torch.testing.assert_close(flat[3:], x.detach() - 0.3 * eps, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "optimizer,lr,budget,threshold",
+    [
+        (torch.optim.Adam, 0.02, 20_000, 1e-3),
+        (evoopt.ClipUp, 0.01, 20_000, 1e-2),
+        (lambda groups: torch.optim.SGD(groups, momentum=0.9), 0.002, 20_000, 1e-3),
+    ],
+    ids=["adam", "clipup", "sgd-momentum-factory"],
+)
+def test_converges_on_sphere_within_budget(optimizer, lr, budget, threshold):
+    x = torch.nn.Parameter(torch.full((D,), 3.0, dtype=torch.float64))
+    opt = evoopt.OpenAIES([x], popsize=20, lr=lr, sigma=0.05, optimizer=optimizer, seed=0)
+    while opt.num_evals < budget:
+        opt.step(lambda pop: sphere(pop.flat))
+    assert type(opt.inner_optimizer).__name__ in ("Adam", "ClipUp", "SGD")
+    assert float(sphere(x.detach())) < threshold
+
+
+def test_sgd_inner_step_is_lr_times_the_estimate_and_follows_the_outer_scheduler():
+    x = torch.nn.Parameter(torch.ones(D, dtype=torch.float64))
+    opt = evoopt.OpenAIES([x], popsize=4, lr=0.1, sigma=0.1, weight_decay=0.0, optimizer=torch.optim.SGD, seed=0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for lr in (0.1, 0.05, 0.025):
+        before = x.detach().clone()
+        opt.step(lambda pop: sphere(pop.flat))
+        assert opt.inner_optimizer.param_groups[0]["lr"] == lr
+        torch.testing.assert_close(x.detach(), before - lr * x.grad, rtol=0, atol=1e-15)
+        sched.step()
+
+
+def test_per_group_lr_and_sigma_reach_their_coordinates():
+    a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = evoopt.OpenAIES([{"params": [a]}, {"params": [b], "lr": 0.2, "sigma": 0.5}], popsize=4,
+                          lr=0.1, sigma=0.1, optimizer=torch.optim.SGD, seed=0)
+    assert [g["lr"] for g in opt.inner_optimizer.param_groups] == [0.1, 0.2]
+    flat = opt.ask().flat
+    eps = torch.randn(2, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(flat[:2], torch.cat([0.1 * eps[:, :3], 0.5 * eps[:, 3:]], 1), rtol=0, atol=1e-15)
+    opt.tell(sphere(flat))
+    torch.testing.assert_close(a.detach(), -0.1 * a.grad)
+    torch.testing.assert_close(b.detach(), -0.2 * b.grad)
+
+
+def test_changing_sigma_between_generations_changes_the_noise_width():
+    x = torch.nn.Parameter(torch.zeros(D, dtype=torch.float64))
+    opt = evoopt.OpenAIES([x], popsize=4, sigma=0.1, seed=5)
+    ref = torch.Generator().manual_seed(5)
+    for sigma in (0.1, 0.025):
+        opt.param_groups[0]["sigma"] = sigma
+        pop = opt.ask()
+        eps = torch.randn(2, D, generator=ref, dtype=torch.float64)
+        torch.testing.assert_close((pop.flat[:2] - pop.flat[2:]) / 2, sigma * eps)
+        opt.tell(sphere(pop.flat))
+    opt.param_groups[0]["sigma"] = 0.0
+    with pytest.raises(ValueError, match=r"Invalid sigma: 0.0 \(expected > 0; check the sigma schedule\)"):
+        opt.ask()
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, evoopt.ClipUp, torch.optim.SGD])
+def test_maximize_equals_minimizing_the_negated_loss(optimizer):
+    runs = []
+    for maximize, sign in ((False, 1.0), (True, -1.0)):
+        x = torch.nn.Parameter(torch.full((D,), 0.5, dtype=torch.float64))
+        opt = evoopt.OpenAIES([x], popsize=8, lr=0.01, sigma=0.05, optimizer=optimizer, maximize=maximize, seed=2)
+        for _ in range(5):
+            opt.step(lambda pop: sign * rosenbrock(pop.flat))
+        runs.append(x.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, evoopt.ClipUp])
+def test_exact_resume_with_scheduler_and_two_groups(optimizer):
+    def fresh(seed):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = evoopt.OpenAIES([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.05}], popsize=6,
+                              lr=0.02, sigma=0.1, optimizer=optimizer, seed=seed)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.7)
+        return model, opt, sched
+
+    def objective(pop):
+        w, b = pop.tensors()
+        return ((w.sum((1, 2)) - 1.0) ** 2 + (b.sum(1) + 2.0) ** 2)
+
+    model, opt, sched = fresh(7)
+    for _ in range(3):
+        opt.step(objective)
+        sched.step()
+    ckpt = roundtrip({"opt": opt.state_dict(), "sched": sched.state_dict()})
+    assert "inner" in ckpt["opt"]["evoopt"]
+    expected = []
+    for _ in range(4):
+        expected.append(float(opt.step(objective)))
+        sched.step()
+    model2, opt2, sched2 = fresh(999)
+    opt2.load_state_dict(ckpt["opt"])
+    sched2.load_state_dict(ckpt["sched"])
+    for loss in expected:
+        assert float(opt2.step(objective)) == loss
+        sched2.step()
+    assert torch.equal(model.weight, model2.weight) and torch.equal(model.bias, model2.bias)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        for k, val in opt.inner_optimizer.state[p].items():
+            assert torch.equal(val, opt2.inner_optimizer.state[q][k])
+
+
+def test_checkpoint_with_another_inner_optimizer_is_refused():
+    x = torch.nn.Parameter(torch.ones(D))
+    opt = evoopt.OpenAIES([x], popsize=4, optimizer=torch.optim.SGD, seed=0)
+    opt.step(lambda pop: sphere(pop.flat))
+    other = evoopt.OpenAIES([torch.nn.Parameter(torch.ones(D))], popsize=4, seed=0)
+    with pytest.raises(ValueError, match="inner optimizer is 'SGD', this optimizer's is 'Adam'"):
+        other.load_state_dict(roundtrip(opt.state_dict()))
+
+
+def _other_params_factory(groups):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+BAD = [
+    (dict(lr=0.0), r"Invalid lr: 0.0 \(expected a finite number > 0\)"),
+    (dict(sigma=-0.1), r"Invalid sigma: -0.1"),
+    (dict(popsize=5), r"Invalid popsize: 5 \(expected an even integer, mirrored sampling draws pairs\)"),
+    (dict(weight_decay=-1e-3), r"Invalid weight_decay: -0.001 \(expected a finite number >= 0\)"),
+    (dict(shaping="rank"), r"Invalid shaping: 'rank' \(expected one of"),
+    (dict(optimizer="adam"), r"Invalid optimizer: 'adam' \(expected a torch.optim.Optimizer class"),
+    (dict(optimizer=evoopt.PGPE), r"Invalid optimizer: .*not a population optimizer"),
+    (dict(optimizer=lambda groups: None), r"Invalid optimizer: the factory returned NoneType"),
+    (dict(optimizer=_other_params_factory), r"Invalid optimizer: the inner optimizer must have one param group"),
+    (dict(optimizer=lambda g: torch.optim.Adam(g, maximize=True)), r"Invalid optimizer: the inner optimizer has maximize=True"),
+]
+
+
+@pytest.mark.parametrize("kwargs,match", BAD)
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        evoopt.OpenAIES([torch.nn.Parameter(torch.zeros(D))], **{"popsize": 4, **kwargs})
+
+
+def test_bad_sigma_in_a_param_group():
+    with pytest.raises(ValueError, match=r"Invalid sigma: 0"):
+        evoopt.OpenAIES([{"params": [torch.nn.Parameter(torch.zeros(2))], "sigma": 0}], popsize=4)
