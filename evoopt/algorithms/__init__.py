@@ -2,3 +2,11 @@
 :data:`evoopt.OPTIMIZERS`. Each module adds its own import line below."""
 
 __all__: list[str] = []
+
+from .openai_es import OpenAIES  # noqa: E402
+
+__all__ += ["OpenAIES"]
+
+from .pgpe import PGPE  # noqa: E402
+
+__all__ += ["PGPE"]
