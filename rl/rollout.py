@@ -173,39 +173,40 @@ class _Actor:
             self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
 
     def prepare(self, params: dict[str, Tensor]):
-        """Per-call constants: the stacked layer weights and the frozen normaliser."""
+        """Per-call constants: the stacked layer weights and the frozen normaliser (numpy,
+        float64: the same IEEE operations as ``RunningNorm.forward``, with less overhead)."""
         if not self.fast:
-            return params, None
+            return params, None, next(iter(params.values())).dtype
         norm = self.policy.obs_norm
-        frozen = None if norm is None else (norm.mean.clone(), norm.std.clone(), norm.clip)
-        return self.policy.population_layers(params), frozen
+        frozen = None if norm is None else (norm.mean.numpy().copy(), norm.std.numpy().copy(), norm.clip)
+        layers = self.policy.population_layers(params)
+        return layers, frozen, layers[0][0].dtype
 
-    def outputs(self, prepared, obs: Tensor) -> Tensor:
-        params, frozen = prepared
+    def outputs(self, prepared, obs: np.ndarray) -> Tensor:
+        """The policy's outputs [M, k] for the observations ``obs`` [M, ...] (numpy)."""
+        params, frozen, dtype = prepared
+        obs = obs.reshape(obs.shape[0], -1)
+        if frozen is not None:
+            mean, std, clip = frozen
+            obs = (obs.astype(np.float64) - mean) / std
+            if clip is not None:
+                obs = np.clip(obs, -clip, clip)
+        x = torch.from_numpy(obs).to(dtype)
         if self.fast:
-            x = obs
-            if frozen is not None:
-                mean, std, clip = frozen
-                x = (x.to(torch.float64) - mean) / std
-                if clip is not None:
-                    x = x.clamp(-clip, clip)
-            x = x.to(params[0][0].dtype)
             return self.policy.population_forward(params, x, normalized=True)
         call = lambda p, o: torch.func.functional_call(self.policy, p, (o,))  # noqa: E731
-        return torch.func.vmap(call)(params, obs.to(next(iter(params.values())).dtype))
+        return torch.func.vmap(call)(params, x)
 
-    def actions(self, out: Tensor, noise: Tensor | None) -> Tensor:
-        """Env actions from the forward's output (noise is added before the bounds)."""
-        if self.fast:
-            if noise is not None:
-                out = out + noise.to(out.dtype)
-            return self.policy.action_from_output(out, deterministic=True)
-        if self.discrete:
-            return out.argmax(-1) + int(self.space.start)
-        out = out.reshape(out.shape[0], -1)
+    def actions(self, out: Tensor, out_np: np.ndarray, noise: Tensor | None) -> np.ndarray:
+        """Env actions (numpy) from the forward's output (noise is added before the bounds)."""
+        if self.discrete:  # numpy's argmax, like torch's, returns the first maximum
+            return out_np.argmax(-1) + int(self.space.start)
         if noise is not None:
             out = out + noise.to(out.dtype)
-        return torch.maximum(torch.minimum(out, self.high.to(out.dtype)), self.low.to(out.dtype))
+        if self.fast:
+            return self.policy.action_from_output(out, deterministic=True).numpy()
+        out = out.reshape(out.shape[0], -1)
+        return torch.maximum(torch.minimum(out, self.high.to(out.dtype)), self.low.to(out.dtype)).numpy()
 
 
 def _member_params(policy: nn.Module, pop, P: int | None = None) -> dict[str, Tensor]:
@@ -279,12 +280,17 @@ def rollout_returns(
         if obs_stats is None:
             return
         rows = obs[mask]
-        obs_rows.append(rows.reshape(rows.shape[0], -1).astype(np.float64, copy=False))
+        obs_rows.append(rows)
         nrows += rows.shape[0]
         if nrows >= _OBS_FLUSH_ROWS:
-            obs_stats.update(torch.from_numpy(np.concatenate(obs_rows)))
-            obs_rows.clear()
-            nrows = 0
+            flush()
+
+    def flush() -> None:
+        nonlocal nrows
+        rows = np.concatenate(obs_rows).reshape(nrows, -1).astype(np.float64)
+        obs_stats.update(torch.from_numpy(rows))
+        obs_rows.clear()
+        nrows = 0
 
     def fail(j: int, err: BaseException) -> None:
         failed[j] = True
@@ -327,28 +333,28 @@ def rollout_returns(
     t = 0
     while alive.any() and t < limit:
         record(obs, alive)
-        out = actor.outputs(prepared, torch.from_numpy(obs).reshape(M, -1))
-        bad = ~torch.isfinite(out.reshape(M, -1)).all(-1).numpy()
+        out = actor.outputs(prepared, obs)
+        out_np = out.numpy().reshape(M, -1)
+        if not np.isfinite(out_np.sum()):  # one reduction per step; per-row check only then
+            bad = ~np.isfinite(out_np).all(-1)
+            for j in np.flatnonzero(bad & alive):
+                fail(j, FloatingPointError("the policy's output is NaN or infinite"))
         noise = None
         if action_noise > 0:
             noise = action_noise * torch.randn(out.shape, generator=noise_gen, dtype=torch.float64)
-        act = actor.actions(out, noise)
-        for j in np.flatnonzero(bad & alive):
-            fail(j, FloatingPointError("the policy's output is NaN or infinite"))
-        live = np.flatnonzero(alive)
+        a_np = actor.actions(out, out_np, noise)
         if native:
-            a = act.numpy().astype(np.int64)
+            a = a_np.astype(np.int64)
             a[~alive] = int(actor.space.start)
             obs, r, term, trunc, _ = venv.step(a)
             r = np.asarray(r, dtype=np.float64)
-            returns[live] += r[live]
-            shifted[live] += r[live] + reward_shift
-            lengths[live] += 1
-            num_steps += live.size
+            returns += np.where(alive, r, 0.0)
+            shifted += np.where(alive, r + reward_shift, 0.0)
+            lengths += alive
+            num_steps += int(np.count_nonzero(alive))
             alive &= ~(term | trunc)
         else:
-            a_np = act.numpy()
-            for j in live:
+            for j in np.flatnonzero(alive):
                 aj = int(a_np[j]) if actor.discrete else a_np[j].astype(actor.space.dtype).reshape(actor.space.shape)
                 try:
                     o, r, term, trunc, _ = envs[j].step(aj)
@@ -364,7 +370,7 @@ def rollout_returns(
                     alive[j] = False
         t += 1
     if obs_stats is not None and obs_rows:
-        obs_stats.update(torch.from_numpy(np.concatenate(obs_rows)))
+        flush()
     nonfinite = ~np.isfinite(returns) | ~np.isfinite(shifted)
     for j in np.flatnonzero(nonfinite & ~failed):
         fail(j, FloatingPointError("the episode's return is not finite"))
