@@ -10,3 +10,19 @@ __all__ += ["OpenAIES"]
 from .pgpe import PGPE  # noqa: E402
 
 __all__ += ["PGPE"]
+
+from .snes import SNES  # noqa: E402
+
+__all__ += ["SNES"]
+
+from .xnes import XNES  # noqa: E402
+
+__all__ += ["XNES"]
+
+from .cem import CEM  # noqa: E402
+
+__all__ += ["CEM"]
+
+from .ars import ARS  # noqa: E402
+
+__all__ += ["ARS"]
