@@ -20,8 +20,8 @@ HalfCheetah policy), P members (default 256) drawn around the model's parameters
     activations; the best batching could do). Ratios > 0.5 mean the batched forward runs
     at more than half the dense matmul rate.
 
-Every figure is the best of ``--repeats`` timing rounds (the machine is shared), after a
-warm-up; ``torch.set_num_threads`` is pinned (``--threads``).
+Every figure is the best of ``--repeats`` timing rounds, interleaved across the variants
+(the machine is shared), after a warm-up; ``torch.set_num_threads`` is pinned (``--threads``).
 
     PYTHONPATH=. python bench/bench_population_forward.py [--threads 1] [--popsize 256]
 """
@@ -40,15 +40,19 @@ from evoopt import batched_forward
 from evoopt.population import ParamLayout, Population
 
 
-def best_time(fn, number: int, repeats: int) -> float:
-    """Best mean seconds per call over ``repeats`` rounds of ``number`` calls."""
-    fn()
-    best = float("inf")
+def race(fns: dict, number: int, repeats: int) -> dict:
+    """Best mean seconds per call of each function. The rounds interleave the functions
+    (a, b, c, a, b, c, ...) so that load from other processes hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
+        for name, fn in fns.items():
+            n = number[name] if isinstance(number, dict) else number
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / n)
     return best
 
 
@@ -109,12 +113,11 @@ def main() -> None:
                    lambda: generic(params, obs), lambda: baddbmm_mlp(W, obs), functional_loop):
             err = float((fn() - ref).abs().max())
             assert err < 1e-5, err
-        n_fast, n_loop = 200, 5
-        t_ours = best_time(lambda: batched_forward(model, pop, obs, per_member_inputs=True), n_fast, args.repeats)
-        t_vmap = best_time(lambda: generic(params, obs), n_fast, args.repeats)
-        t_bmm = best_time(lambda: baddbmm_mlp(W, obs), n_fast, args.repeats)
-        t_loop = best_time(member_loop, n_loop, args.repeats)
-        t_floop = best_time(functional_loop, n_loop, args.repeats)
+        t = race({"ours": lambda: batched_forward(model, pop, obs, per_member_inputs=True),
+                  "vmap": lambda: generic(params, obs), "bmm": lambda: baddbmm_mlp(W, obs),
+                  "loop": member_loop, "floop": functional_loop},
+                 {"ours": 100, "vmap": 100, "bmm": 100, "loop": 3, "floop": 3}, args.repeats)
+        t_ours, t_vmap, t_bmm, t_loop, t_floop = (t[k] for k in ("ours", "vmap", "bmm", "loop", "floop"))
     print("\n(a) one observation per member (RL regime), time per population forward")
     print(f"  per-member loop (load member, model(obs[i]))  {t_loop * 1e6:9.0f} us")
     print(f"  per-member loop of functional_call            {t_floop * 1e6:9.0f} us")
@@ -134,10 +137,10 @@ def main() -> None:
     A, Bm = torch.randn(n, n), torch.randn(n, n)
     big = torch.randn(P * B, args.obs_dim)
     with torch.no_grad():
-        t_batched = best_time(lambda: batched_forward(model, pop, x), 3, args.repeats)
-        t_generic = best_time(lambda: vmap(lambda p: functional_call(model, p, (x,)))(params), 3, args.repeats)
-        t_dense = best_time(lambda: A @ Bm, 3, args.repeats)
-        t_single = best_time(lambda: model(big), 3, args.repeats)
+        t = race({"ours": lambda: batched_forward(model, pop, x),
+                  "vmap": lambda: vmap(lambda p: functional_call(model, p, (x,)))(params),
+                  "dense": lambda: A @ Bm, "single": lambda: model(big)}, 2, args.repeats)
+        t_batched, t_generic, t_dense, t_single = (t[k] for k in ("ours", "vmap", "dense", "single"))
     rate = flops / t_batched
     print(f"\n(b) shared batch of {B} rows, {flops / 1e6:.0f} MFLOP per population forward")
     print(f"  evoopt.batched_forward        {t_batched * 1e3:7.2f} ms  {rate / 1e9:6.1f} GFLOP/s")

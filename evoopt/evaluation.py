@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.nn.modules import module as _module
 
 from ._validation import check_choice, check_int
 from .population import Population
@@ -186,9 +187,7 @@ def _mlp_layers(model: nn.Module) -> list[nn.Module] | None:
     elementwise activations (exact types, no hooks), else ``None``."""
     if type(model) is not nn.Sequential or not len(model):
         return None
-    from torch.nn.modules import module as _m
-
-    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         return None
     layers = list(model)
     for m in [model, *layers]:
@@ -224,9 +223,12 @@ def _mlp_forward(layers: list[nn.Module], by_id: dict[int, Tensor], x: Tensor, P
                 h = (h if batched else h.unsqueeze(0)) + b.unsqueeze(1)
                 batched = True
         elif batched:
-            h = torch.bmm(h, W.transpose(1, 2))
-            if b is not None:
-                h += b.unsqueeze(1) if b.dim() == 2 else b
+            if b is not None and h.shape[1] <= 16:  # few rows: one fused call is cheapest
+                h = torch.baddbmm(b.unsqueeze(-2) if b.dim() == 2 else b, h, W.transpose(1, 2))
+            else:  # many rows: bmm + in-place add beats baddbmm's broadcast copy
+                h = torch.bmm(h, W.transpose(1, 2))
+                if b is not None:
+                    h += b.unsqueeze(1) if b.dim() == 2 else b
         else:
             out = W.shape[1]
             h = h @ W.reshape(P * out, -1).T  # [N, P*out]: one dense GEMM
