@@ -171,14 +171,18 @@ class PPO:
                 dist = self.agent.distribution(obs)
                 action = sample_action(dist, self.generator)
                 valid = ~self._autoreset
-                obs_l.append(obs); act_l.append(action); valid_l.append(torch.as_tensor(valid))
-                logp_l.append(dist.log_prob(action)); val_l.append(self.agent.value(obs))
+                obs_l.append(obs)
+                act_l.append(action)
+                valid_l.append(torch.as_tensor(valid))
+                logp_l.append(dist.log_prob(action))
+                val_l.append(self.agent.value(obs))
                 next_obs, reward, term, trunc, _ = self.envs.step(to_env_action(self.agent, action, space))
                 self.global_step += N
                 done = np.logical_or(term, trunc)
                 self.episodes.add(reward, valid, done)
                 rew_l.append(torch.as_tensor(reward, dtype=torch.float64))
-                term_l.append(torch.as_tensor(term)); trunc_l.append(torch.as_tensor(trunc))
+                term_l.append(torch.as_tensor(term))
+                trunc_l.append(torch.as_tensor(trunc))
                 self._obs, self._autoreset = next_obs, done
             last_value = self.agent.value(torch.as_tensor(self._obs, dtype=self.dtype))
         b = {"obs": torch.stack(obs_l), "actions": torch.stack(act_l), "logprobs": torch.stack(logp_l),

@@ -1,7 +1,6 @@
 """rl.returns against plain Python sums written per episode segment (float64)."""
 
 import math
-import random
 
 import pytest
 import torch
