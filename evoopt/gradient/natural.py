@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
