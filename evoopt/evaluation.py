@@ -20,6 +20,18 @@ The population's tensors are matched to the model's parameters by *identity*
 (``pop.layout.params`` are the model's ``Parameter`` objects), so parameter groups,
 frozen layers and tied weights need no naming convention.
 
+A plain ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations (the
+usual ES policy) takes a faster route with the same result: a shared input meets the
+stacked weights in one dense GEMM (``x @ W.reshape(P*out, in).T``), later layers are
+``bmm``/``baddbmm`` calls, and only ``loss_fn`` runs under vmap. On CPU this is about
+1.3x (one observation per member) to 1.5x (a shared batch) faster than vmap over
+``functional_call`` (``bench/bench_population_forward.py``).
+
+Chunking (``chunk_size``) uses vmap's own chunking (measured no slower than a loop
+over slices, and it keeps ``randomness="same"`` identical across chunks). It bounds
+memory, and on CPU it can also be faster for convolutional models, whose [N, P*C, H, W]
+intermediates otherwise overflow the caches.
+
 Where vmap cannot go -- data-dependent Python control flow, ``.item()``, a module
 that writes its buffers during ``forward`` -- :func:`loop_objective` evaluates the
 members one after another with the same interface (and is the reference the tests
@@ -172,7 +184,7 @@ def _vmap_failure(model: nn.Module, exc: RuntimeError, what: str) -> Exception:
 
 def _is_vmap_error(exc: RuntimeError) -> bool:
     msg = str(exc)
-    return "vmap" in msg or "Batched" in msg or "batched tensor" in msg
+    return any(k in msg for k in ("vmap", "Batching rule", "BatchedTensor", "batched tensor"))
 
 
 # ------------------------------------------------------------------ MLP fast path
@@ -373,7 +385,8 @@ def vmap_objective(model: nn.Module, loss_fn: Callable, *inputs, num_model_input
         loss_fn: ``loss_fn(output, *inputs[k:])`` returning a scalar per member (e.g.
             ``F.cross_entropy`` with its default mean reduction).
         *inputs: data; floating-point tensors follow the parameters' dtype, all tensors
-            their device (moved once and cached).
+            their device (a converted copy is made once and cached: for a new minibatch,
+            build a new objective -- it is cheap).
         num_model_inputs: how many of ``inputs`` go to the model (0 for a module whose
             ``forward`` takes no input); the rest go to ``loss_fn``.
         chunk_size: evaluate this many members per vectorized call (vmap's own
