@@ -10,7 +10,7 @@ every member of a generation sees the same normalisation.
 
 Public API (stable)::
 
-    norm = RunningNorm(shape, clip=None, min_std=1e-8)   # an nn.Module
+    norm = RunningNorm(shape, clip=None, min_var=1e-2)   # an nn.Module
     norm.update(x)            # x: [..., *shape]; adds the rows to the statistics
     norm.merge(other)         # other: RunningNorm or norm.stats(); Chan et al. merge
     norm(x)                   # (x - mean) / std, clipped to [-clip, clip] when clip is set
@@ -29,10 +29,11 @@ computing sample variances"): for two sets A and B with counts ``n_a, n_b``, mea
     mean  = mean_a + delta * n_b / n
     m2    = m2_a + m2_b + delta**2 * n_a * n_b / n
 
-``var = m2 / n`` (the population variance, numpy's ``np.var`` with ``ddof=0``);
-``std = sqrt(var)``, with coordinates whose std is below ``min_std`` left unscaled
-(std 1, as ARS does for constant coordinates). With no data yet the normaliser is the
-identity.
+``var = m2 / n`` (the population variance, numpy's ``np.var`` with ``ddof=0``). The
+observations are divided by ``std = sqrt(max(var, min_var))``; ``min_var = 1e-2`` is
+OpenAI-ES's (``es_distributed``'s ``RunningStat``) and EvoTorch's default: it keeps nearly
+constant coordinates (CartPole's first observations are within +-0.05) from being blown
+up. With no data yet the normaliser is the identity.
 """
 
 from __future__ import annotations
@@ -51,27 +52,27 @@ class RunningNorm(nn.Module):
     Args:
         shape: the shape of one observation (an int or a tuple).
         clip: clip the normalised values to ``[-clip, clip]`` (``None``: no clipping).
-        min_std: coordinates with a std below this are not scaled (std taken as 1).
+        min_var: lower bound of the variance used to scale (> 0; OpenAI-ES: 1e-2).
     """
 
-    def __init__(self, shape, clip: float | None = None, min_std: float = 1e-8):
+    def __init__(self, shape, clip: float | None = None, min_var: float = 1e-2):
         super().__init__()
         shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
         if any(s < 1 for s in shape):
             raise ValueError(f"Invalid shape: {shape} (expected positive sizes)")
         if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
             raise ValueError(f"Invalid clip: {clip!r} (expected None or a finite number > 0)")
-        if not (isinstance(min_std, (int, float)) and math.isfinite(min_std) and min_std > 0):
-            raise ValueError(f"Invalid min_std: {min_std!r} (expected a finite number > 0)")
+        if isinstance(min_var, bool) or not (isinstance(min_var, (int, float)) and math.isfinite(min_var) and min_var > 0):
+            raise ValueError(f"Invalid min_var: {min_var!r} (expected a finite number > 0)")
         self.shape = shape
         self.clip = None if clip is None else float(clip)
-        self.min_std = float(min_std)
+        self.min_var = float(min_var)
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(shape, dtype=torch.float64))
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, clip={self.clip}, count={int(self.count)}"
+        return f"shape={self.shape}, clip={self.clip}, min_var={self.min_var}, count={int(self.count)}"
 
     # ------------------------------------------------------------------ stats
     @property
@@ -81,10 +82,10 @@ class RunningNorm(nn.Module):
 
     @property
     def std(self) -> Tensor:
-        """The std used to normalise: ``sqrt(var)``, or 1 where it is below ``min_std``
-        (and everywhere before any data)."""
-        std = self.var.sqrt()
-        return torch.where(std < self.min_std, torch.ones_like(std), std)
+        """The std used to normalise: ``sqrt(max(var, min_var))`` (1 before any data)."""
+        if float(self.count) == 0:
+            return torch.ones_like(self.mean)
+        return self.var.clamp(min=self.min_var).sqrt()
 
     def stats(self) -> dict[str, Tensor]:
         """The sufficient statistics, as plain float64 tensors (for :meth:`merge`)."""

@@ -181,8 +181,9 @@ class Policy(nn.Module):
     def normalize(self, obs: Tensor) -> Tensor:
         """The observation as the network sees it: flattened, in the parameters' dtype,
         normalised when the policy has an ``obs_norm``."""
-        dtype = self.layers[0].weight.dtype
-        obs = torch.as_tensor(obs)
+        w = self.layers[0].weight
+        obs = torch.as_tensor(obs, device=w.device)
+        dtype = w.dtype
         obs = obs.reshape(*obs.shape[: obs.dim() - 1], -1) if obs.dim() else obs.reshape(1)
         if self.obs_norm is not None:
             obs = self.obs_norm(obs.to(torch.float64))

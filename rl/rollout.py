@@ -175,23 +175,26 @@ class _Actor:
     def prepare(self, params: dict[str, Tensor]):
         """Per-call constants: the stacked layer weights and the frozen normaliser (numpy,
         float64: the same IEEE operations as ``RunningNorm.forward``, with less overhead)."""
+        first = next(iter(params.values()))
         if not self.fast:
-            return params, None, next(iter(params.values())).dtype
+            return params, None, first.dtype, first.device
         norm = self.policy.obs_norm
-        frozen = None if norm is None else (norm.mean.numpy().copy(), norm.std.numpy().copy(), norm.clip)
+        frozen = None
+        if norm is not None:
+            frozen = (norm.mean.cpu().numpy().copy(), norm.std.cpu().numpy().copy(), norm.clip)
         layers = self.policy.population_layers(params)
-        return layers, frozen, layers[0][0].dtype
+        return layers, frozen, first.dtype, first.device
 
     def outputs(self, prepared, obs: np.ndarray) -> Tensor:
         """The policy's outputs [M, k] for the observations ``obs`` [M, ...] (numpy)."""
-        params, frozen, dtype = prepared
+        params, frozen, dtype, device = prepared
         obs = obs.reshape(obs.shape[0], -1)
         if frozen is not None:
             mean, std, clip = frozen
             obs = (obs.astype(np.float64) - mean) / std
             if clip is not None:
                 obs = np.clip(obs, -clip, clip)
-        x = torch.from_numpy(obs).to(dtype)
+        x = torch.from_numpy(obs).to(device=device, dtype=dtype)
         if self.fast:
             return self.policy.population_forward(params, x, normalized=True)
         call = lambda p, o: torch.func.functional_call(self.policy, p, (o,))  # noqa: E731
@@ -202,11 +205,12 @@ class _Actor:
         if self.discrete:  # numpy's argmax, like torch's, returns the first maximum
             return out_np.argmax(-1) + int(self.space.start)
         if noise is not None:
-            out = out + noise.to(out.dtype)
+            out = out + noise.to(device=out.device, dtype=out.dtype)
         if self.fast:
-            return self.policy.action_from_output(out, deterministic=True).numpy()
+            return self.policy.action_from_output(out, deterministic=True).cpu().numpy()
         out = out.reshape(out.shape[0], -1)
-        return torch.maximum(torch.minimum(out, self.high.to(out.dtype)), self.low.to(out.dtype)).numpy()
+        low, high = self.low.to(out.device, out.dtype), self.high.to(out.device, out.dtype)
+        return torch.maximum(torch.minimum(out, high), low).cpu().numpy()
 
 
 def _member_params(policy: nn.Module, pop, P: int | None = None) -> dict[str, Tensor]:
@@ -334,7 +338,7 @@ def rollout_returns(
     while alive.any() and t < limit:
         record(obs, alive)
         out = actor.outputs(prepared, obs)
-        out_np = out.numpy().reshape(M, -1)
+        out_np = out.cpu().numpy().reshape(M, -1)
         if not np.isfinite(out_np.sum()):  # one reduction per step; per-row check only then
             bad = ~np.isfinite(out_np).all(-1)
             for j in np.flatnonzero(bad & alive):

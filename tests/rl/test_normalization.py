@@ -20,7 +20,7 @@ def test_chunked_updates_equal_numpy_mean_and_var():
     assert norm.count.item() == len(x)
     np.testing.assert_allclose(norm.mean.numpy(), x.mean(0), rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(norm.var.numpy(), x.var(0), rtol=1e-11)
-    np.testing.assert_allclose(norm.std.numpy(), x.std(0), rtol=1e-11)
+    np.testing.assert_allclose(norm.std.numpy(), np.sqrt(np.maximum(x.var(0), 1e-2)), rtol=1e-11)
     assert norm.mean.dtype == torch.float64
 
 
@@ -54,9 +54,9 @@ def test_merge_of_workers_equals_one_pass():
     torch.testing.assert_close(total.mean, one.mean, rtol=1e-13, atol=1e-12)
 
 
-def test_forward_normalizes_clips_and_leaves_constant_coordinates():
+def test_forward_normalizes_clips_and_floors_the_variance():
     x = _data(3, n=100)
-    x[:, 3] = 0.25  # a constant coordinate: std 0 -> left unscaled (ARS)
+    x[:, 3] = 0.25  # a constant coordinate: var 0 -> min_var (OpenAI-ES, EvoTorch: 1e-2)
     norm = RunningNorm(5, clip=2.0)
     y0 = norm(torch.from_numpy(x[:2]))
     torch.testing.assert_close(y0, torch.from_numpy(x[:2]).clamp(-2, 2))  # identity before data
@@ -64,8 +64,8 @@ def test_forward_normalizes_clips_and_leaves_constant_coordinates():
     q = torch.from_numpy(x[:7]).float()
     y = norm(q)
     assert y.dtype == torch.float32
-    std = x.std(0)
-    std[3] = 1.0
+    std = np.sqrt(np.maximum(x.var(0), 1e-2))
+    assert std[3] == 0.1
     expected = np.clip((x[:7] - x.mean(0)) / std, -2.0, 2.0)
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert (y.abs() <= 2.0).all() and (y[:, 3].abs() < 1e-6).all()
@@ -93,7 +93,7 @@ def test_state_dict_round_trips_exactly_with_weights_only_load():
         (lambda: RunningNorm(0), "Invalid shape"),
         (lambda: RunningNorm(3, clip=-1.0), "Invalid clip: -1.0"),
         (lambda: RunningNorm(3, clip=float("inf")), "Invalid clip: inf"),
-        (lambda: RunningNorm(3, min_std=0.0), "Invalid min_std: 0.0"),
+        (lambda: RunningNorm(3, min_var=0.0), "Invalid min_var: 0.0"),
         (lambda: RunningNorm(3).update(torch.zeros(4, 2)), r"Invalid x: shape \(4, 2\)"),
         (lambda: RunningNorm(3).merge({"count": 2.0, "mean": torch.zeros(2), "m2": torch.zeros(2)}),
          r"statistics of shape \(2,\)"),
