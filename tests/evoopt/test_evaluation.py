@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import evoopt  # noqa: F401 - registers the algorithms
 from evoopt.evaluation import batched_forward, loop_objective, vmap_objective
 from evoopt.population import ParamLayout, Population, PopulationOptimizer, is_population_objective
+from evoopt.registry import population_optimizers
 
 P = 12
 
@@ -128,6 +130,20 @@ def test_step_with_vmap_objective_equals_step_with_closure():
     torch.testing.assert_close(m1, m0, atol=1e-5, rtol=0)
     torch.testing.assert_close(p1, p0, atol=1e-5, rtol=0)
     assert float((p0 - ParamLayout(list(_mlp().parameters())).flatten()).abs().max()) > 1e-3  # it moved
+
+
+@pytest.mark.parametrize("name", sorted(population_optimizers()))
+def test_registered_optimizers_step_the_same_with_vmap_objective_and_closure(name):
+    x, y = _cls_data((6,), 3, n=32)
+    results = []
+    for use_objective in (False, True):
+        model = _mlp()
+        opt = population_optimizers()[name](model.parameters(), popsize=8, seed=0)
+        objective = vmap_objective(model, F.cross_entropy, x, y)
+        for _ in range(3):
+            opt.step(objective if use_objective else (lambda: F.cross_entropy(model(x), y)))
+        results.append(ParamLayout(list(model.parameters())).flatten())
+    torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=0)
 
 
 def test_partial_population_frozen_and_tied_parameters_are_shared():
