@@ -11,7 +11,7 @@ timed region; "solved" is a mean return >= 475. Timed: the training steps only.
 EvoTorch runs in-process (``num_actors`` left at its default, no Ray): on this 2-core
 shared box, Ray actors only add overhead. Both pin ``torch.set_num_threads(1)``.
 
-    PYTHONPATH=. python bench/bench_rl_evotorch.py [--seeds 3] [--budget 60]
+    PYTHONPATH=. python bench/bench_rl_evotorch.py [--seeds 5] [--budget 60]
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def run_evotorch(seed: int, budget: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=60, help="max generations per run")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -249,3 +249,50 @@ def test_any_module_runs_through_vmap_and_matches_the_fast_path():
     a = PopulationRollout("CartPole-v1", custom, 6, seed=4)(pop)
     b = PopulationRollout("CartPole-v1", policy, 6, seed=4)(pop)
     assert torch.equal(a, b)
+
+
+def test_population_from_an_optimizer_over_some_parameters_keeps_the_others():
+    import evoopt
+
+    policy = make_policy(gym.make("CartPole-v1"), kind="mlp", hidden=(6,))
+    head = list(policy.layers[1].parameters())
+    opt = evoopt.PGPE([("layers.1.weight", head[0]), ("layers.1.bias", head[1])], popsize=6, sigma=1.0, seed=0)
+    pop = opt.ask()
+    body = torch.cat([p.detach().reshape(-1) for p in policy.layers[0].parameters()])
+    full = torch.cat([body.expand(6, -1), pop.flat], dim=1)  # policy.parameters() order
+    a = PopulationRollout("CartPole-v1", policy, 6, seed=3)(pop)
+    b = PopulationRollout("CartPole-v1", policy, 6, seed=3)(full)
+    assert torch.equal(a, b)
+    other = nn.Linear(2, 2)
+    opt2 = evoopt.PGPE(list(other.parameters()), popsize=6, seed=0)
+    with pytest.raises(ValueError, match="is not a parameter of the policy"):
+        PopulationRollout("CartPole-v1", policy, 6)(opt2.ask())
+
+
+class _BrokenVector:
+    """Stands in for the native vector env and raises in step."""
+
+    def __init__(self, venv):
+        self.venv = venv
+        self.unwrapped = venv.unwrapped
+
+    def reset(self, **kw):
+        return self.venv.reset(**kw)
+
+    def step(self, action):
+        raise RuntimeError("vector env broke")
+
+
+def test_native_env_failure_falls_back_to_single_envs_with_the_same_numbers():
+    policy = make_policy(gym.make("CartPole-v1"), kind="linear", obs_norm=True)
+    pop = _pop(policy, 4, 1.0, seed=5)
+    ro = PopulationRollout("CartPole-v1", policy, 4, seed=2)
+    ro.pool.native[4] = _BrokenVector(ro.pool.vector(4))
+    with pytest.warns(RuntimeWarning, match="vector env broke"):
+        losses = ro(pop)
+    assert not ro.native
+    policy2 = make_policy(gym.make("CartPole-v1"), kind="linear", obs_norm=True)
+    ref = PopulationRollout("CartPole-v1", policy2, 4, seed=2, vectorization="sync")
+    assert torch.equal(losses, ref(pop))
+    assert torch.equal(policy.obs_norm.count, policy2.obs_norm.count)  # counted once
+    assert torch.equal(policy.obs_norm.m2, policy2.obs_norm.m2)
