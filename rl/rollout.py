@@ -13,7 +13,7 @@ Public API (stable)::
     objective.last                # RolloutResult of the last call (returns, lengths, ...)
     objective.evaluate_center(params=None, num_episodes=10, seed=None) -> Tensor[num_episodes]
     objective.state_dict() / objective.load_state_dict(sd)   # counters + obs normaliser
-    rollout_returns(env, policy, params, seeds, ...)          # the functional core
+    resolve_env_id(env_id)        # the EnvSpec, or a ValueError listing close matches
     WORST_RETURN                  # -inf: the return of a failed member
 
 How a generation runs. ``pop`` is an :class:`evoopt.Population` (its ``layout.params``
@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from .normalization import RunningNorm
 from .policies import Policy
 
-__all__ = ["PopulationRollout", "RolloutResult", "rollout_returns", "WORST_RETURN", "resolve_env_id"]
+__all__ = ["PopulationRollout", "RolloutResult", "WORST_RETURN", "resolve_env_id"]
 
 #: The return given to a member whose actions are NaN/inf, whose env raised, or whose
 #: return is not finite. ``-inf`` becomes a loss of ``+inf``, which every evoopt
@@ -135,6 +135,14 @@ class _EnvPool:
         if self.max_episode_steps is not None:
             kw["max_episode_steps"] = self.max_episode_steps
         return gym.make(self.env, **kw)
+
+    def replace(self, j: int) -> None:
+        """Swap single env ``j`` (which raised) for a fresh one."""
+        try:
+            self.envs[j].close()
+        except Exception:  # noqa: BLE001 - a broken env may fail to close too
+            pass
+        self.envs[j] = self.make_one()
 
     def singles(self, n: int) -> list[gym.Env]:
         while len(self.envs) < n:
@@ -252,7 +260,7 @@ def _expand(params: dict[str, Tensor], k: int) -> dict[str, Tensor]:
 
 # ---------------------------------------------------------------------- the core
 @torch.no_grad()
-def rollout_returns(
+def _rollout(
     pool: _EnvPool,
     actor: _Actor,
     params: dict[str, Tensor],
@@ -323,6 +331,7 @@ def rollout_returns(
                     first = np.asarray(obs_list[j])
             except Exception as e:  # noqa: BLE001 - one env must not lose the generation
                 fail(j, e)
+                pool.replace(j)
         if first is None:
             return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
                     "num_steps": 0, "errors": errors}
@@ -364,6 +373,7 @@ def rollout_returns(
                     o, r, term, trunc, _ = envs[j].step(aj)
                 except Exception as e:  # noqa: BLE001
                     fail(j, e)
+                    pool.replace(j)  # its state is unknown: the next call gets a fresh env
                     continue
                 obs[j] = o
                 returns[j] += float(r)
@@ -512,7 +522,7 @@ class PopulationRollout:
                   noise_gen=gen, obs_stats=obs_stats)
         if self.native:
             try:
-                return rollout_returns(self.pool, self._actor, params, seeds, native=True, **kw)
+                return _rollout(self.pool, self._actor, params, seeds, native=True, **kw)
             except Exception as e:  # noqa: BLE001 - fall back rather than lose the generation
                 warnings.warn(f"the native vector env raised ({type(e).__name__}: {e}); "
                               "switching to one env per member", RuntimeWarning, stacklevel=3)
@@ -521,7 +531,7 @@ class PopulationRollout:
                     gen.manual_seed(int(noise_seed))
                 if obs_stats is not None:
                     obs_stats.reset()
-        return rollout_returns(self.pool, self._actor, params, seeds, native=False, **kw)
+        return _rollout(self.pool, self._actor, params, seeds, native=False, **kw)
 
     def __call__(self, pop) -> Tensor:
         """Roll out every member; returns ``[P]`` float64 losses (negated mean shifted returns,

@@ -103,8 +103,10 @@ def test_env_raising_in_step_fails_that_member_only_and_the_generation_completes
     pop = _pop(policy, 6, 0.5, seed=4)
     ro = PopulationRollout(lambda: _RaiseOnStep(gym.make("CartPole-v1")), policy, 6, seed=9)
     _RaiseOnStep.bad_seed = int(ro.generation_seeds(0)[4, 0])
+    broken = ro.pool.singles(6)[4]
     with pytest.warns(RuntimeWarning, match="simulator blew up"):
         losses = ro(pop)
+    assert ro.pool.envs[4] is not broken  # replaced by a fresh env
     assert ro.last.failed.tolist() == [False] * 4 + [True, False]
     assert losses[4].item() == math.inf
     ref = _reference_returns("CartPole-v1", policy, pop, ro.last.seeds.numpy())
