@@ -26,3 +26,7 @@ __all__ += ["CEM"]
 from .ars import ARS  # noqa: E402
 
 __all__ += ["ARS"]
+
+from .cmaes import CMAES  # noqa: E402
+
+__all__ += ["CMAES"]

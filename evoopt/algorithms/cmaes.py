@@ -1,0 +1,559 @@
+r"""CMA-ES: the Covariance Matrix Adaptation Evolution Strategy, driven through pycma.
+
+Hansen & Ostermeier (2001), "Completely Derandomized Self-Adaptation in Evolution
+Strategies", Evolutionary Computation 9(2), https://doi.org/10.1162/106365601750190398;
+defaults and notation from Hansen (2016), "The CMA Evolution Strategy: A Tutorial",
+https://arxiv.org/abs/1604.00772 (Table 1). Diagonal mode (sep-CMA): Ros & Hansen
+(2008), PPSN X, https://doi.org/10.1007/978-3-540-87700-4_30. Restarts: IPOP, Auger &
+Hansen (2005), CEC, https://doi.org/10.1109/CEC.2005.1554902; BIPOP, Hansen (2009),
+GECCO BBOB workshop, https://doi.org/10.1145/1570256.1570333.
+
+The maths lives in pycma (``cma.CMAEvolutionStrategy``, package ``cma`` 4.x); this file
+is the bridge to the :class:`~evoopt.PopulationOptimizer` contract. One generation, in
+pycma's names (``es.sm.B``, ``es.sm.D``, ``es.pc``, ``es.adapt_sigma.ps``)::
+
+    z_k  ~ N(0, I)                        drawn by evoopt's private generator (option randn)
+    y_k  = B D z_k                        (D: sqrt of the eigenvalues of C; diagonal mode: y_k = sigma_vec * z_k)
+    x_k  = mean + sigma y_k               k = 1..popsize          <- ask()
+    mean <- mean + c_m sigma sum_i w_i y_{i:lambda}               <- tell(losses)
+    ps, pc: evolution paths; C <- rank-one (pc) + rank-mu (+ active) update
+    sigma <- sigma exp(c_s/d_s (|ps| / E|N(0,I)| - 1))            (CSA; TPA for D >= 300)
+
+Defaults are pycma's, i.e. Table 1 of the tutorial: ``popsize = 4 + floor(3 ln D)``,
+``mu = popsize // 2``, ``w_i ~ ln((popsize + 1) / 2) - ln i``, ``c_m = 1`` (``lr`` here),
+and pycma's ``c_s, d_s, c_c, c_1, c_mu`` (plus active CMA's negative weights).
+
+Param groups:
+
+- ``lr`` is ``c_m``, the learning rate of the mean (pycma's ``CMA_cmean``), read every
+  generation (so ``torch.optim.lr_scheduler`` drives it). One value for all groups.
+- ``sigma`` is the initial step size ``sigma0``. Groups may differ: pycma then gets
+  ``sigma0 = max`` and per-coordinate factors ``CMA_stds = sigma_group / sigma0``. If the
+  groups' ``sigma`` change between generations, the adapted step size is multiplied by
+  ``new / old`` before the next ``ask`` (so a schedule on ``sigma`` rescales what CMA
+  learned instead of overwriting it); all groups must then change by the same factor.
+  A restart starts from the groups' current ``sigma``.
+
+Bounds use pycma's ``BoundTransform``: ``ask`` returns feasible (transformed) members and
+``tell`` hands pycma back the very arrays it asked, so pycma maps them to its internal
+(genotype) mean. The center written into the parameters is then the feasible image of
+pycma's mean (``es.result.xfavorite``); without bounds it is ``es.mean`` itself.
+
+Restarts (``restarts > 0``): when pycma's ``es.stop()`` reports a termination condition
+other than the user-level ones (``ftarget``, ``maxfevals``, ``timeout``, ``callback``), a
+new run starts from the initial parameters with a larger population: ``"ipop"`` doubles
+``popsize`` at each restart; ``"bipop"`` interleaves such runs with short runs of a
+random small population and step size, as pycma's ``fmin(..., bipop=True)`` does.
+``restarts`` counts the large-population restarts (small BIPOP runs are not counted).
+**``self.popsize`` then changes between generations**: the base class reads it when
+``tell`` checks the losses, so ``ask`` and ``tell`` of one generation always agree;
+evaluators must size their work from ``len(pop)``, not from the constructor argument.
+
+Determinism and checkpoints: pycma samples through its ``randn`` option, which here
+draws from a private CPU ``torch.Generator`` seeded from ``seed`` (numpy's global RNG is
+never used; options that would make pycma use it are refused). pycma has no state API:
+``state_dict`` snapshots the numeric attributes of the pycma objects (mean, sigma, C, B,
+D, paths, counters, fitness history, best solution, stopping state, ...; arrays shared by
+two objects stay shared) as tensors and plain numbers, and ``load_state_dict`` writes them
+onto a freshly built instance, so a resumed run continues with identical numbers. A
+checkpoint taken between ``ask`` and ``tell`` resumes as of after that ``ask`` (the
+pending members are discarded), as for every population optimizer. Constructor
+arguments (``options``, ``bounds``, ``diagonal``, restarts) are not saved: pass the same.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._validation import check_choice, check_int, check_positive
+from ..population import STATE_KEY, PopulationOptimizer
+from ..registry import register
+
+__all__ = ["CMAES", "cmaes_default_popsize"]
+
+# options evoopt sets itself; a user's value for them is refused with the reason
+_QUIET = dict(verbose=-9, verb_log=0, verb_disp=0, verb_plot=0, verb_time=False,
+              signals_filename="", seed=math.nan)
+_RESERVED = {
+    "randn": "samples come from evoopt's private generator (seed=)",
+    "seed": "use the optimizer's seed= argument",
+    "popsize": "use the popsize= argument",
+    "popsize_factor": "use the popsize= argument",
+    "bounds": "use the bounds= argument",
+    "BoundaryHandler": "evoopt uses pycma's BoundTransform (bounds=)",
+    "CMA_diagonal": "use the diagonal= argument",
+    "CMA_stds": "give param groups different sigma values",
+    "CMA_cmean": "use lr= (the mean's learning rate c_m)",
+    "CMA_sampler": "a custom sampler bypasses evoopt's private generator",
+    "integer_variables": "pycma draws from numpy's global RNG for them",
+    "fixed_variables": "freeze parameters in torch instead (requires_grad does not apply; "
+                       "leave them out of the optimizer)",
+    "scaling_of_variables": "give param groups different sigma values",
+    "typical_x": "deprecated in pycma",
+    "transformation": "deprecated in pycma",
+    "signals_filename": "evoopt algorithms read no files",
+}
+_USER_STOPS = frozenset({"ftarget", "maxfevals", "timeout", "callback"})
+_IPOP, _BIPOP = 0, 1
+_SMALL, _LARGE = 0, 1
+
+
+def cmaes_default_popsize(num_params: int) -> int:
+    """``4 + floor(3 ln D)`` (Hansen 2016, Table 1), as pycma computes it."""
+    return 4 + int(3 * math.log(num_params))
+
+
+def _check_options(options) -> dict[str, Any]:
+    import cma
+
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"Invalid options: {options!r} (expected a dict of pycma options)")
+    known = set(cma.CMAOptions().keys())
+    for key, value in options.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"Invalid options key: {key!r} (not a pycma option, see cma.CMAOptions()){hint}")
+        if key.startswith("verb") or key in _RESERVED:
+            why = _RESERVED.get(key, "evoopt algorithms never print or write files")
+            raise ValueError(f"Invalid options key: {key!r} is set by evoopt.CMAES ({why})")
+        if key == "CMA_mirrormethod" and value in (0, 1):
+            raise ValueError(f"Invalid options['CMA_mirrormethod']: {value!r} (expected 2; methods 0 and 1 "
+                             "draw from numpy's global RNG)")
+    return dict(options)
+
+
+def _check_bounds(bounds, num_params: int) -> list | None:
+    """Return pycma's ``[lower, upper]`` (each a float, a list of D floats or None)."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"Invalid bounds: {bounds!r} (expected a pair (lower, upper))")
+    out = []
+    for name, b in zip(("lower", "upper"), bounds):
+        if b is None:
+            out.append(None)
+            continue
+        v = torch.as_tensor(b, dtype=torch.float64).detach().cpu().reshape(-1)
+        if v.numel() not in (1, num_params):
+            raise ValueError(f"Invalid bounds: {name} has {v.numel()} values (expected 1 or D={num_params})")
+        if torch.isnan(v).any():
+            raise ValueError(f"Invalid bounds: {name} contains NaN")
+        out.append(float(v) if v.numel() == 1 else v.tolist())
+    if out[0] is not None and out[1] is not None:
+        lo, up = (torch.as_tensor(o, dtype=torch.float64).expand(num_params) for o in out)
+        bad = (lo >= up).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"Invalid bounds: lower >= upper at coordinates {bad[:10]} "
+                             f"(expected lower < upper)")
+    return out
+
+
+# --------------------------------------------------------------- pycma state codec
+# Snapshots hold tensors, Python numbers, None, lists, tuples and dicts keyed by str only
+# (weights_only-loadable, no strings as values). Every value is a pair (tag, payload);
+# an array is an index into the snapshot's list of tensors.
+_ND, _NPSCALAR, _PY, _LIST, _TUPLE, _DICT, _SDICT = range(7)
+_SKIP = object()
+# es attributes that are data but not state (constructor inputs, the last tell's arguments)
+_NOT_STATE = frozenset({"inputargs", "inopts", "_tell2_args", "pop"})
+
+
+def _components(es) -> dict[str, Any]:
+    """The pycma objects whose attributes make up the state of a run."""
+    return {"es": es, "sm": es.sm, "adapt_sigma": es.adapt_sigma, "sigma_vec": es.sigma_vec,
+            "best": es.best, "best.last": es.best.last, "fit": es.fit,
+            "tolxstagnation": es._stoptolxstagnation}
+
+
+def _encode(v, arrays: list, ids: dict):
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind not in "fiub":
+            return _SKIP
+        i = ids.get(id(v))
+        if i is None:  # one tensor per array object: aliases (es.C is es.sm.C) stay aliases
+            i = ids[id(v)] = len(arrays)
+            arrays.append(torch.from_numpy(np.array(v, copy=True)))
+        return (_ND, i)
+    if isinstance(v, np.generic):
+        return (_NPSCALAR, torch.from_numpy(np.asarray(v).copy())) if v.dtype.kind in "fiub" else _SKIP
+    if v is None or type(v) in (bool, int, float):
+        return (_PY, v)
+    if type(v) in (list, tuple):
+        items = [_encode(x, arrays, ids) for x in v]
+        if any(x is _SKIP for x in items):
+            return _SKIP
+        return (_LIST if type(v) is list else _TUPLE, items)
+    if type(v) is dict and all(type(k) is str for k in v):  # str keys stay keys
+        vals = {k: _encode(x, arrays, ids) for k, x in v.items()}
+        return _SKIP if any(x is _SKIP for x in vals.values()) else (_SDICT, vals)
+    if type(v) is dict:
+        keys = [_encode(k, arrays, ids) for k in v]
+        vals = [_encode(x, arrays, ids) for x in v.values()]
+        if any(x is _SKIP for x in keys + vals):
+            return _SKIP
+        return (_DICT, (keys, vals))
+    return _SKIP
+
+
+def _decode(e, arrays: list):
+    tag, p = e
+    if tag == _ND:
+        return arrays[p]
+    if tag == _NPSCALAR:
+        return p.cpu().numpy()[()]
+    if tag == _PY:
+        return p
+    if tag == _LIST:
+        return [_decode(x, arrays) for x in p]
+    if tag == _TUPLE:
+        return tuple(_decode(x, arrays) for x in p)
+    if tag == _DICT:
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in zip(*p)}
+    if tag == _SDICT:
+        return {k: _decode(v, arrays) for k, v in p.items()}
+    raise ValueError(f"unknown tag {tag!r} in a CMAES checkpoint")
+
+
+def snapshot_pycma(es) -> dict[str, Any]:
+    """The numeric state of a ``cma.CMAEvolutionStrategy`` as tensors and plain values."""
+    arrays: list[Tensor] = []
+    ids: dict[int, int] = {}
+    attrs = {}
+    for name, obj in _components(es).items():
+        enc = {}
+        for k, v in vars(obj).items():
+            if name == "es" and k in _NOT_STATE:
+                continue
+            e = _encode(v, arrays, ids)
+            if e is not _SKIP:
+                enc[k] = e
+        attrs[name] = enc
+    sd = es._stopdict
+    stop = {k: _encode(v, arrays, ids) for k, v in sd.items()}
+    stop = {k: (e if e is not _SKIP else (_PY, None)) for k, e in stop.items()}
+    return {"arrays": arrays, "attrs": attrs, "stop": stop, "stop_lastiter": int(sd.lastiter)}
+
+
+def restore_pycma(es, snap: dict[str, Any]) -> None:
+    """Write a :func:`snapshot_pycma` onto a fresh instance built with the same arguments."""
+    arrays = [t.cpu().numpy().copy() for t in snap["arrays"]]
+    comps = _components(es)
+    for name, enc in snap["attrs"].items():
+        obj = comps[name]
+        for k, e in enc.items():
+            setattr(obj, k, _decode(e, arrays))
+    sd = es._stopdict
+    sd.clear()
+    for k, e in snap["stop"].items():
+        sd[k] = _decode(e, arrays)
+        sd.stoplist.append(k)
+    sd.lastiter = snap["stop_lastiter"]
+    if sd.lastiter:
+        sd.es, sd.opts = es, es.opts
+    if es.countiter > 0:  # pycma starts its wall clock in the first ask (used by 'timeout' only)
+        from cma.utilities.utils import ElapsedWCTime
+
+        es.timer = ElapsedWCTime()
+
+
+def _no_check(es) -> None:
+    """Replaces TPA's ``check_consistency``, which draws from numpy's global RNG."""
+
+
+@register("cmaes")
+class CMAES(PopulationOptimizer):
+    r"""CMA-ES (Hansen & Ostermeier 2001) through pycma, with IPOP/BIPOP restarts.
+
+    Args:
+        params: parameters or param groups to optimise.
+        lr: ``c_m``, the learning rate of the mean (default 1.0, Table 1); schedulable.
+            One value for every group.
+        sigma: initial step size ``sigma0`` (default 0.1; per group, see the module
+            docstring for groups that differ and for changes between generations).
+        popsize: members per generation; ``None`` (default): ``4 + floor(3 ln D)``.
+            At least 2. Restarts change ``self.popsize``.
+        diagonal: sep-CMA (pycma's ``CMA_diagonal=True``): a diagonal covariance learned
+            in ``es.sigma_vec``; O(D) time and memory per member instead of O(D^2).
+        bounds: ``(lower, upper)``, each a number, a sequence of D numbers or None;
+            handled by pycma's ``BoundTransform``. The initial parameters must lie inside.
+        restarts: maximum number of large-population restarts (default 0: none).
+        restart_strategy: ``"ipop"`` (Auger & Hansen 2005) or ``"bipop"`` (Hansen 2009).
+        options: further pycma options (``cma.CMAOptions()``), e.g.
+            ``{"CMA_active": False, "tolfun": 1e-12}``. Logging, seeding, popsize, bounds
+            and the sampler are set by the arguments above and refused here.
+        maximize: maximise the objective.
+        seed: seed of the private generators.
+
+    Attributes: ``es`` (the live ``cma.CMAEvolutionStrategy``, built at the first
+    generation), ``stop_conditions`` (pycma's termination dict of the current run),
+    ``sigma`` (pycma's current step size), ``num_restarts``.
+
+    State (``state["population"]``): ``mean`` [D] (params' dtype), ``x0`` [D] float64
+    (the initial point restarts go back to), ``group_sigma`` (the groups' ``sigma`` the
+    step size refers to), run bookkeeping (``popsize``, ``run_sigma0``, ``run_maxiter``,
+    ``num_restarts``, ``runs``, ...) and, in a ``state_dict``, ``pycma`` (a snapshot of
+    the pycma objects) and ``sampler_rng`` (the sampler generator's state).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        sigma: float = 0.1,
+        *,
+        popsize: int | None = None,
+        diagonal: bool = False,
+        bounds=None,
+        restarts: int = 0,
+        restart_strategy: str = "ipop",
+        options: dict[str, Any] | None = None,
+        maximize: bool = False,
+        seed: int | None = None,
+    ):
+        check_positive("lr", lr)
+        check_positive("sigma", sigma)
+        if popsize is not None:
+            check_int("popsize", popsize, minimum=2)
+        if not isinstance(diagonal, bool):
+            raise ValueError(f"Invalid diagonal: {diagonal!r} (expected True or False)")
+        self.restarts = check_int("restarts", restarts, minimum=0)
+        check_choice("restart_strategy", restart_strategy, {"ipop", "bipop"})
+        self.restart_strategy = restart_strategy
+        self.diagonal = diagonal
+        self.options = _check_options(options)
+        super().__init__(params, dict(lr=lr, sigma=sigma), popsize=popsize or 2,
+                         maximize=maximize, seed=seed)
+        if popsize is None:
+            self.popsize = cmaes_default_popsize(self.num_params)
+        self._popsize0 = self.popsize
+        self.bounds = _check_bounds(bounds, self.num_params)
+        if self.bounds is not None:
+            self._check_inside(self.layout.flatten().double().cpu())
+        self._sampler_gen = torch.Generator()
+        self._sampler_gen.manual_seed(self.seed)
+        self._lr_seen: list | None = None
+        self.es = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        g = self.param_groups[-1]
+        check_positive("lr", g["lr"])
+        check_positive("sigma", g["sigma"])
+
+    def _check_inside(self, x: Tensor) -> None:
+        lo, up = self.bounds
+        bad = torch.zeros(x.shape, dtype=torch.bool)
+        if lo is not None:
+            bad |= x < torch.as_tensor(lo, dtype=torch.float64)
+        if up is not None:
+            bad |= x > torch.as_tensor(up, dtype=torch.float64)
+        idx = bad.nonzero().flatten().tolist()
+        if idx:
+            raise ValueError(f"Invalid bounds: the initial parameters lie outside them at coordinates "
+                             f"{idx[:10]} (expected lower <= params <= upper)")
+
+    # ------------------------------------------------------------ pycma glue
+    def _pycma_randn(self, *shape: int) -> np.ndarray:
+        """pycma's ``randn`` option: N(0, 1) numbers from the private CPU generator."""
+        return torch.randn(*shape, generator=self._sampler_gen, dtype=torch.float64).numpy()
+
+    def _group_sigmas(self) -> list[float]:
+        return [check_positive("sigma", g["sigma"]) for g in self.param_groups]
+
+    def _group_lr(self) -> float:
+        """The groups' common ``lr`` (c_m), validated; remembered so that an unchanged lr
+        is not validated again every generation."""
+        lrs = [check_positive("lr", g["lr"]) for g in self.param_groups]
+        if any(v != lrs[0] for v in lrs):
+            raise ValueError(f"Invalid lr: {lrs} differ between param groups (expected one value: "
+                             "CMA-ES has one learning rate c_m for the mean)")
+        self._lr_seen = [g["lr"] for g in self.param_groups]
+        return lrs[0]
+
+    def _make_es(self, x0: np.ndarray, sigmas: list[float], popsize: int, maxiter, sigma0=None):
+        """A pycma instance for one run; ``sigma0`` defaults to the largest group sigma."""
+        import cma
+
+        opts = dict(self.options)
+        opts.update(_QUIET)
+        opts.update(randn=self._pycma_randn, popsize=popsize, CMA_diagonal=self.diagonal)
+        if maxiter is not None:
+            opts["maxiter"] = maxiter
+        if self.bounds is not None:
+            opts["bounds"] = self.bounds
+        top = max(sigmas)
+        if min(sigmas) != top:
+            stds = np.empty(self.num_params)
+            for s, (a, b) in zip(sigmas, self._group_slices):
+                stds[a:b] = s / top
+            opts["CMA_stds"] = stds
+        es = cma.CMAEvolutionStrategy(x0, top if sigma0 is None else sigma0, opts)
+        es.sp.cmean = self._group_lr()
+        if isinstance(es.adapt_sigma, cma.sigma_adaptation.CMAAdaptSigmaTPA):
+            es.adapt_sigma.check_consistency = _no_check
+        return es
+
+    def _center(self) -> np.ndarray:
+        es = self.es
+        if self.bounds is None:
+            return es.mean
+        return es.gp.pheno(es.mean, into_bounds=es.boundary_handler.repair)
+
+    # ----------------------------------------------------------------- hooks
+    def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
+        x0 = mean.detach().to(device="cpu", dtype=torch.float64).clone()
+        sigmas = self._group_sigmas()
+        self.popsize = self._popsize0
+        self.es = self._make_es(x0.numpy(), sigmas, self.popsize, None)
+        st.update(x0=x0, group_sigma=sigmas, diagonal=self.diagonal, bounded=self.bounds is not None, popsize=self.popsize, run_sigma0=float(self.es.sigma0),
+                  run_maxiter=None, maxiter0=float(self.es.opts["maxiter"]), num_restarts=0, runs=0,
+                  runs_with_small=0, regime=_SMALL, small_evals=[], large_evals=[],
+                  run_start_evals=0, last_stop={})
+
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
+        es = self.es
+        old = st["group_sigma"]
+        if [g["sigma"] for g in self.param_groups] != old:  # a schedule moved sigma: rescale
+            sigmas = self._group_sigmas()
+            ratios = [n / o for n, o in zip(sigmas, old)]
+            if any(not math.isclose(r, ratios[0], rel_tol=1e-12) for r in ratios):
+                raise ValueError(f"Invalid sigma: the groups' sigma changed from {old} to {sigmas} by different "
+                                 "factors (expected one common factor: CMA-ES adapts one global step size)")
+            es.sigma *= ratios[0]
+            st["group_sigma"] = sigmas
+        if [g["lr"] for g in self.param_groups] != self._lr_seen:
+            es.sp.cmean = self._group_lr()
+        X = es.ask()
+        self._pending = {"X": X}
+        flat = torch.from_numpy(np.array(X))  # float64 on the CPU
+        if self._dtype != torch.float64 or self._device.type != "cpu":
+            flat = flat.to(device=self._device, dtype=self._dtype)
+        return flat
+
+    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+        es = self.es
+        if u.dtype != torch.float64 or u.device.type != "cpu":
+            u = u.to(device="cpu", dtype=torch.float64)
+        es.tell(self._pending["X"], u.numpy())
+        stop = es.stop()
+        if self.restarts and any(k not in _USER_STOPS for k in stop):
+            self._restart(st, stop)
+        mean = st["mean"]
+        if mean.device.type == "cpu":
+            np.copyto(mean.numpy(), self._center(), casting="unsafe")
+        else:
+            mean.copy_(torch.from_numpy(np.asarray(self._center(), dtype=np.float64)))
+
+    def _restart(self, st: dict[str, Any], stop) -> None:
+        """IPOP / BIPOP as in pycma's ``fmin`` (``incpopsize=2``)."""
+        es = self.es
+        runs = st["runs"] + 1
+        if runs - st["runs_with_small"] > self.restarts:
+            return
+        this_evals = es.countevals - st["run_start_evals"]
+        sigma_factor, maxiter = 1.0, None
+        if self.restart_strategy == "ipop":
+            popsize = self._popsize0 * 2 ** (runs - st["runs_with_small"])
+        else:
+            (st["small_evals"] if st["regime"] == _SMALL else st["large_evals"]).append(this_evals)
+            small, large = sum(st["small_evals"]), sum(st["large_evals"])
+            if small < max(1, large):  # a short local run with a small population
+                st["runs_with_small"] += 1
+                st["regime"] = _SMALL
+                u1, u2 = torch.rand(2, generator=self._sampler_gen, dtype=torch.float64).tolist()
+                sigma_factor = 0.01**u1
+                mult = 2 ** (runs - st["runs_with_small"])
+                popsize = int(self._popsize0 * mult ** (u2**2))
+                maxiter = min(st["maxiter0"], 0.5 * large / popsize)
+            else:
+                st["regime"] = _LARGE
+                popsize = self._popsize0 * 2 ** (runs - st["runs_with_small"])
+                maxiter = st["maxiter0"]
+        popsize = max(popsize, 2)
+        st["last_stop"] = {k: v if v is None or type(v) in (int, float, bool) else None for k, v in stop.items()}
+        countevals = es.countevals
+        sigmas = self._group_sigmas()
+        self.es = self._make_es(st["x0"].numpy(), sigmas, popsize, maxiter, max(sigmas) * sigma_factor)
+        self.es.countevals = countevals
+        self.popsize = popsize
+        st.update(popsize=popsize, run_sigma0=float(self.es.sigma0), run_maxiter=maxiter, runs=runs,
+                  num_restarts=st["num_restarts"] + 1, run_start_evals=countevals, group_sigma=sigmas)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def stop_conditions(self) -> dict[str, Any]:
+        """pycma's termination conditions of the current run (empty while it goes on)."""
+        self._st  # builds the run if needed
+        return dict(self.es.stop(check=False))
+
+    @property
+    def sigma(self) -> float:
+        """pycma's current step size."""
+        self._st
+        return float(self.es.sigma)
+
+    @property
+    def num_restarts(self) -> int:
+        return self._st["num_restarts"]
+
+    # ------------------------------------------------------------- state_dict
+    def _meta(self) -> dict[str, Any]:
+        meta = super()._meta()
+        meta["popsize"] = self._popsize0  # the constructor's; restarts keep theirs in the state
+        return meta
+
+    def state_dict(self) -> dict[str, Any]:
+        st = self.state.get(STATE_KEY)
+        if not st:
+            return super().state_dict()
+        st["pycma"] = snapshot_pycma(self.es)
+        st["sampler_rng"] = self._sampler_gen.get_state()
+        try:
+            return super().state_dict()
+        finally:
+            del st["pycma"], st["sampler_rng"]
+
+    def _check_loaded_state(self, st: dict[str, Any]) -> None:
+        name = type(self).__name__
+        missing = [k for k in ("pycma", "sampler_rng", "x0", "group_sigma", "popsize", "run_sigma0")
+                   if k not in st]
+        if missing:
+            raise ValueError(f"{name}.load_state_dict: the saved state lacks {missing}")
+        for key, mine in (("diagonal", self.diagonal), ("bounded", self.bounds is not None)):
+            if st.get(key) != mine:
+                raise ValueError(f"{name}.load_state_dict: saved with {key}={st.get(key)!r}, this optimizer "
+                                 f"has {key}={mine!r}")
+        if st["num_restarts"] and not self.restarts:
+            raise ValueError(f"{name}.load_state_dict: the saved run restarted {st['num_restarts']} times, "
+                             "this optimizer has restarts=0")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = self.popsize
+        self.popsize = self._popsize0  # the base compares the constructor's popsize
+        try:
+            super().load_state_dict(state_dict)
+        except BaseException:
+            self.popsize = before
+            raise
+        st = self.state.get(STATE_KEY)
+        if not st:  # saved before the first generation: start afresh from the saved seed
+            self.es = None
+            self._sampler_gen.manual_seed(self.seed)
+            return
+        snap = st.pop("pycma")
+        self._sampler_gen.set_state(st.pop("sampler_rng").cpu())
+        self.popsize = st["popsize"]
+        es = self._make_es(st["x0"].cpu().numpy(), st["group_sigma"], st["popsize"], st["run_maxiter"],
+                           st["run_sigma0"])
+        restore_pycma(es, snap)
+        self.es = es
