@@ -18,7 +18,9 @@ https://arxiv.org/abs/2109.11978)::
 wrapped optimizer's own objects, so ``torch.optim.lr_scheduler`` and
 ``clip_grad_norm_`` see the same groups. The KL can come from anywhere: PPO and
 REINFORCE report their minibatch KL estimate, an evolution strategy the KL between
-successive search distributions.
+successive search distributions: wrap the ES itself (``KLAdaptive(evoopt.OpenAIES(...))``;
+``step`` then passes a population objective through) and report, e.g. for a Gaussian
+search distribution with fixed ``sigma``, ``kl = |mean_new - mean_old|^2 / (2 sigma^2)``.
 
 Usage::
 
@@ -41,6 +43,12 @@ from .._validation import check_positive
 from ..registry import register
 
 __all__ = ["KLAdaptive"]
+
+
+def _is_population_optimizer(opt) -> bool:
+    from ..population import PopulationOptimizer
+
+    return isinstance(opt, PopulationOptimizer)
 
 
 @register("kl_adaptive")
@@ -144,6 +152,8 @@ class KLAdaptive(Optimizer):
         optimizer sees only ``loss`` and the lr is then adapted from ``kl``."""
         if closure is None:
             return self.optimizer.step()
+        if _is_population_optimizer(self.optimizer):  # the closure may be a population objective
+            return self.optimizer.step(closure)
         reported = []
 
         def inner_closure():
@@ -163,8 +173,10 @@ class KLAdaptive(Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
+        inner = self.optimizer.state_dict()
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": inner,
+            "param_groups": inner["param_groups"],  # for code that reads a torch state_dict's groups
             "kl_adaptive": {
                 "target_kl": self.target_kl, "factor": self.factor, "threshold": self.threshold,
                 "lr_min": self.lr_min, "lr_max": self.lr_max, "last_kl": self.last_kl,

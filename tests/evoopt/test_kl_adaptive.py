@@ -154,3 +154,36 @@ def test_bad_kl_and_bad_checkpoint():
         opt.load_state_dict(torch.optim.Adam([_quad_params()]).state_dict())
     with pytest.raises(ValueError, match="Invalid optimizer_kwargs"):
         KLAdaptive(torch.optim.Adam([_quad_params()]), lr=1e-3)
+
+
+def test_wraps_an_evolution_strategy_and_adapts_its_lr_to_the_search_distribution_kl():
+    # OpenAI-ES with fixed sigma: KL(N(m_old, s^2 I) || N(m_new, s^2 I)) = |m_new - m_old|^2 / (2 s^2)
+    import evoopt
+
+    x = torch.nn.Parameter(torch.full((10,), 3.0, dtype=torch.float64))
+    sigma = 0.1
+    es = evoopt.OpenAIES([x], popsize=20, lr=1e-4, sigma=sigma, seed=0)
+    opt = KLAdaptive(es, target_kl=0.05, lr_min=1e-5, lr_max=1.0)
+    assert opt.param_groups is es.param_groups
+
+    def objective(pop):  # a population objective passes straight through to the ES
+        return (pop.flat ** 2).sum(1)
+
+    kls = []
+    for _ in range(60):
+        old = es.mean.clone()
+        opt.step(objective)
+        kl = float(((es.mean - old) ** 2).sum() / (2 * sigma**2))
+        kls.append(kl)
+        opt.update_kl(kl)
+    assert kls[0] < 0.05 / 2 and opt.num_increases > 0
+    # after the warm-up the per-generation KL stays in [target / 2, 2 target] and the ES descends
+    assert sum(0.025 <= k <= 0.1 for k in kls[20:]) >= 30
+    assert float((x.detach() ** 2).sum()) < 80.0
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    es2 = evoopt.OpenAIES([torch.nn.Parameter(x.detach().clone())], popsize=20, lr=1e-4, sigma=sigma, seed=0)
+    opt2 = KLAdaptive(es2, target_kl=0.05, lr_min=1e-5, lr_max=1.0)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    assert opt2.lr == opt.lr and torch.equal(es2.mean, es.mean)
