@@ -17,7 +17,8 @@ Contenders:
   sb3          stable_baselines3.PPO on its DummyVecEnv (8 python envs)
   pgpe         evoopt.PGPE + ClipUp, linear policy, popsize 50 (rl.train's CartPole preset)
 
-Printed: per-seed steps and seconds, the median over seeds, and the ratio sb3 / ours.
+Printed: per-seed steps and seconds, the median over seeds, the ratio sb3 / ours, and the
+training time per env step (which separates speed from sample efficiency).
 Threads are pinned (torch.set_num_threads(--threads)).
 
     PYTHONPATH=. python bench/bench_ppo_sb3.py [--seeds 0,1,2] [--threads 1] [--skip-pgpe]
@@ -198,6 +199,14 @@ def main():
               f"(steps: {med['sb3'][0] / med[ours][0]:.2f}x)")
     if "pgpe" in med:
         print(f"  ratio sb3 / pgpe wall time: {med['sb3'][1] / med['pgpe'][1]:.2f}x")
+    # training speed per env step, pooled over the seeds (separates speed from sample efficiency)
+    per_step = {n: sum(t for _, t in rs) / sum(s for s, _ in rs) * 1e3 for n, rs in results.items()
+                if all(math.isfinite(s) for s, _ in rs)}
+    for name, ms in per_step.items():
+        print(f"  {name:12s} {ms:6.3f} ms per env step (training, all seeds pooled)")
+    for ours in ("ours-native", "ours-sync"):
+        if ours in per_step and "sb3" in per_step:
+            print(f"  ratio sb3 / {ours} time per env step: {per_step['sb3'] / per_step[ours]:.2f}x")
 
 
 if __name__ == "__main__":
