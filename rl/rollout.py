@@ -7,8 +7,9 @@ Public API (stable)::
                                   max_episode_steps=None, reward_shift=0.0,
                                   action_noise=0.0, update_obs_norm=True, seed=0,
                                   common_seeds=False, vectorization="auto",
-                                  env_kwargs=None, worst_return=WORST_RETURN)
+                                  env_kwargs=None, worst_return=WORST_RETURN, maximize=False)
     losses = objective(pop)       # Tensor[P] float64: -(mean shifted return) per member
+                                  # (maximize=True: the returns, for opt(..., maximize=True))
     opt.step(objective)           # objective.is_population_objective is True
     objective.last                # RolloutResult of the last call (returns, lengths, ...)
     objective.evaluate_center(params=None, num_episodes=10, seed=None) -> Tensor[num_episodes]
@@ -413,6 +414,8 @@ class PopulationRollout:
         vectorization: ``"auto"``, ``"native"`` (CartPole's vector env) or ``"sync"``.
         env_kwargs: keyword arguments for ``gymnasium.make``.
         worst_return: the return of a failed member (default :data:`WORST_RETURN`).
+        maximize: return the mean returns themselves instead of losses (for an optimizer
+            built with ``maximize=True``).
     """
 
     is_population_objective = True
@@ -433,6 +436,7 @@ class PopulationRollout:
         vectorization: str = "auto",
         env_kwargs: dict[str, Any] | None = None,
         worst_return: float = WORST_RETURN,
+        maximize: bool = False,
     ):
         def check_int(name, v, lo):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -455,6 +459,9 @@ class PopulationRollout:
         if not isinstance(worst_return, (int, float)) or math.isnan(worst_return):
             raise ValueError(f"Invalid worst_return: {worst_return!r} (expected a number, -inf allowed)")
         self.worst_return = float(worst_return)
+        if not isinstance(maximize, bool):
+            raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
+        self.maximize = maximize
         if vectorization not in ("auto", "native", "sync"):
             raise ValueError(f"Invalid vectorization: {vectorization!r} (expected 'auto', 'native' or 'sync')")
         env_kwargs = dict(env_kwargs or {})
@@ -514,7 +521,8 @@ class PopulationRollout:
         return ss.generate_state(P * K).astype(np.int64).reshape(P, K)
 
     # ---------------------------------------------------------------- run
-    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats):
+    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats, actor=None):
+        actor = self._actor if actor is None else actor
         gen = None
         if action_noise > 0:
             gen = torch.Generator().manual_seed(int(noise_seed))
@@ -522,7 +530,7 @@ class PopulationRollout:
                   noise_gen=gen, obs_stats=obs_stats)
         if self.native:
             try:
-                return _rollout(self.pool, self._actor, params, seeds, native=True, **kw)
+                return _rollout(self.pool, actor, params, seeds, native=True, **kw)
             except Exception as e:  # noqa: BLE001 - fall back rather than lose the generation
                 warnings.warn(f"the native vector env raised ({type(e).__name__}: {e}); "
                               "switching to one env per member", RuntimeWarning, stacklevel=3)
@@ -531,11 +539,11 @@ class PopulationRollout:
                     gen.manual_seed(int(noise_seed))
                 if obs_stats is not None:
                     obs_stats.reset()
-        return _rollout(self.pool, self._actor, params, seeds, native=False, **kw)
+        return _rollout(self.pool, actor, params, seeds, native=False, **kw)
 
     def __call__(self, pop) -> Tensor:
         """Roll out every member; returns ``[P]`` float64 losses (negated mean shifted returns,
-        ``-worst_return`` for failed members)."""
+        ``-worst_return`` for failed members), or the returns themselves when ``maximize``."""
         params = _member_params(self.policy, pop)
         P = next(iter(params.values())).shape[0]
         if P != self.popsize:
@@ -567,41 +575,42 @@ class PopulationRollout:
             warnings.warn(
                 f"{int(failed.sum())} of {P} members failed (NaN actions or env errors) and get "
                 f"return {self.worst_return}; first: {res['errors'][:1]}", RuntimeWarning, stacklevel=2)
-        return -torch.from_numpy(shifted)
+        out = torch.from_numpy(shifted)
+        return out if self.maximize else -out
 
     # ------------------------------------------------------------ evaluation
     def evaluate_center(self, params=None, num_episodes: int = 10, seed: int | None = None) -> Tensor:
         """The environment's returns of one policy over ``num_episodes`` episodes, run as a
-        batch: ``params`` is None (the policy's current parameters, i.e. the optimizer's
-        center after a step), a flat ``[D]`` tensor in ``policy.parameters()`` order, or a
-        module with the same parameter shapes as the policy. Episode j is seeded with
-        ``seed + j``; ``seed=None`` draws seeds from a stream separate from training.
-        No reward shift, no action noise, and the normaliser is not updated."""
+        batch: ``params`` is None (the rollout's policy as it is now, i.e. the optimizer's
+        center after a step), a flat ``[D]`` tensor in ``policy.parameters()`` order (with
+        the rollout policy's normaliser), or a policy module (evaluated as it is, with its
+        own normaliser). Episode j is seeded with ``seed + j``; ``seed=None`` draws seeds
+        from a stream separate from training. No reward shift, no action noise, and no
+        normaliser is updated. Failed episodes get ``worst_return``."""
         if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
             raise ValueError(f"Invalid num_episodes: {num_episodes!r} (expected an integer >= 1)")
-        named = list(self.policy.named_parameters())
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
+        module, actor = self.policy, self._actor
+        if isinstance(params, nn.Module):
+            module, actor, params = params, _Actor(params, self.action_space), None
+        named = list(module.named_parameters())
+        D = sum(p.numel() for _, p in named)
         if params is None:
             flat = torch.cat([p.detach().reshape(-1) for _, p in named])
-        elif isinstance(params, nn.Module):
-            theirs = [p.detach() for p in params.parameters()]
-            if [t.shape for t in theirs] != [p.shape for _, p in named]:
-                raise ValueError("Invalid params: the module's parameter shapes differ from the policy's")
-            flat = torch.cat([t.reshape(-1) for t in theirs])
         else:
             flat = torch.as_tensor(params).detach().reshape(-1)
-        D = sum(p.numel() for _, p in named)
-        if flat.numel() != D:
-            raise ValueError(f"Invalid params: {flat.numel()} numbers (expected {D}, the policy's parameters)")
+            if flat.numel() != D:
+                raise ValueError(f"Invalid params: {flat.numel()} numbers (expected {D}, the policy's parameters)")
         if seed is None:
             ss = np.random.SeedSequence([self.seed, 2**32 - 1, self.num_evaluations])
             seeds = ss.generate_state(num_episodes).astype(np.int64).tolist()
         else:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
             seeds = [int(seed) + j for j in range(num_episodes)]
         self.num_evaluations += 1
-        members = _member_params(self.policy, flat.to(named[0][1].dtype).expand(num_episodes, D))
-        res = self._run(members, seeds, reward_shift=0.0, action_noise=0.0, noise_seed=0, obs_stats=None)
+        members = _member_params(module, flat.to(named[0][1]).expand(num_episodes, D))
+        res = self._run(members, seeds, reward_shift=0.0, action_noise=0.0, noise_seed=0, obs_stats=None,
+                        actor=actor)
         out = torch.from_numpy(res["returns"].copy())
         out[torch.from_numpy(res["failed"])] = self.worst_return
         return out

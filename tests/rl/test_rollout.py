@@ -131,6 +131,7 @@ def test_env_raising_in_step_fails_that_member_only_and_the_generation_completes
         (dict(env="Pendulum-v1", vectorization="native"), "Invalid vectorization: 'native'"),
         (dict(max_episode_steps=0), "Invalid max_episode_steps: 0"),
         (dict(worst_return=math.nan), "Invalid worst_return"),
+        (dict(maximize="yes"), "Invalid maximize: 'yes'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -215,6 +216,16 @@ def test_evaluate_center_equals_gymnasium_loop_with_seed_plus_j():
     assert torch.equal(ro.evaluate_center(center * 1.0, num_episodes=6, seed=100), got)
     a, b = ro.evaluate_center(num_episodes=4), ro.evaluate_center(num_episodes=4)  # fresh seeds each call
     assert ro.num_evaluations == 4 and a.shape == b.shape == (4,)
+    # a policy module is evaluated as it is, with its own normaliser
+    saved = make_policy(gym.make("CartPole-v1"), kind="linear", obs_norm=True)
+    saved.obs_norm.update(torch.randn(50, 4, dtype=torch.float64) * 0.2)
+    nn.utils.vector_to_parameters(center.clone() * 3, saved.parameters())
+    ref = _reference_returns("CartPole-v1", saved, [center * 3], np.arange(7, 12)[None])
+    assert np.array_equal(ro.evaluate_center(saved, num_episodes=5, seed=7).numpy(), ref[0])
+    with pytest.raises(ValueError, match=r"Invalid params: 3 numbers \(expected 10"):
+        ro.evaluate_center(torch.zeros(3))
+    with pytest.raises(ValueError, match="Invalid num_episodes: 0"):
+        ro.evaluate_center(num_episodes=0)
 
 
 def test_reward_shift_common_seeds_and_action_noise():
@@ -231,6 +242,8 @@ def test_reward_shift_common_seeds_and_action_noise():
     plain = PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30)
     n1, n2, p0 = noisy[0](pop), noisy[1](pop), plain(pop)
     assert torch.equal(n1, n2) and not torch.equal(n1, p0)
+    up = PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30, maximize=True)
+    assert torch.equal(up(pop), -p0)  # returns, for an optimizer with maximize=True
 
 
 class _CustomLinear(nn.Module):
