@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=10, metavar="N", help="evaluate every N iterations")
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, default=10, metavar="N")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="default 10 (50 for ppo)")
     p.add_argument("--target-return", type=float, help="stop when an evaluation reaches this mean return")
     p.add_argument("--run-dir", help="output directory (metrics.csv, checkpoint.pt, policy.pt, curve.png)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")

@@ -14,7 +14,8 @@ At the edge, not in the algorithms: a tqdm progress bar, periodic evaluation of 
 center / deterministic policy (``eval_every`` iterations, ``eval_episodes`` episodes with
 fixed seeds), metrics in ``run_dir/metrics.csv`` with the fixed columns :data:`COLUMNS`
 (TensorBoard scalars in ``run_dir/tb`` when ``tensorboard`` is installed), a checkpoint
-``run_dir/checkpoint.pt`` every ``checkpoint_every`` iterations and at the end, the final
+``run_dir/checkpoint.pt`` every ``checkpoint_every`` iterations (default 10; 50 for PPO)
+and at the end, the final
 policy in ``run_dir/policy.pt`` (:func:`save_policy` / :func:`load_policy`) and the
 learning curve ``run_dir/curve.png`` (when matplotlib is installed).
 
@@ -203,7 +204,7 @@ def train(
     eval_every: int = 10,
     eval_episodes: int = 10,
     eval_seed: int = 1_000_000,
-    checkpoint_every: int = 10,
+    checkpoint_every: int | None = None,
     run_dir: str | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -240,6 +241,8 @@ def train(
     iterations = None if iterations is None else check_int("iterations", iterations)
     eval_every = check_int("eval_every", eval_every)
     eval_episodes = check_int("eval_episodes", eval_episodes)
+    if checkpoint_every is None:  # PPO resets its envs at checkpoints: not too often
+        checkpoint_every = 50 if optimizer.lower() == "ppo" else 10
     checkpoint_every = check_int("checkpoint_every", checkpoint_every)
     if policy not in ("linear", "mlp"):
         raise ValueError(f"Invalid policy: {policy!r} (expected 'linear' or 'mlp')")
@@ -414,9 +417,10 @@ def plot_curve(csv_path: str, out_png: str) -> str | None:
     except ImportError:
         return None
     rows = read_csv(csv_path)
-    x = [r["env_steps"] for r in rows]
+    train_pts = [(r["env_steps"], r["train_return"]) for r in rows if not math.isnan(r["train_return"])]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(x, [r["train_return"] for r in rows], lw=1, alpha=0.6, label="train return")
+    if train_pts:
+        ax.plot(*zip(*train_pts), lw=1, alpha=0.6, label="train return (episodes ended in the iteration)")
     ev = [(r["env_steps"], r["eval_return"]) for r in rows if not math.isnan(r["eval_return"])]
     if ev:
         ax.plot(*zip(*ev), "o-", ms=3, label="eval return (deterministic)")
