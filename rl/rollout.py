@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
+
+from evoopt._validation import check_choice, check_int, check_positive
 
 from .normalization import RunningNorm
 from .policies import Policy
@@ -438,32 +441,22 @@ class PopulationRollout:
         worst_return: float = WORST_RETURN,
         maximize: bool = False,
     ):
-        def check_int(name, v, lo):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"Invalid {name}: {v!r} (expected an integer >= {lo})")
-            return int(v)
-
-        def check_real(name, v, lo=None):
-            ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or (lo is not None and v < lo):
-                raise ValueError(f"Invalid {name}: {v!r} (expected a finite number{'' if lo is None else f' >= {lo}'})")
-            return float(v)
-
+        if isinstance(reward_shift, bool) or not isinstance(reward_shift, numbers.Real) or not math.isfinite(reward_shift):
+            raise ValueError(f"Invalid reward_shift: {reward_shift!r} (expected a finite number)")
         if not isinstance(policy, nn.Module):
             raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
-        self.popsize = check_int("popsize", popsize, 1)
-        self.episodes_per_member = check_int("episodes_per_member", episodes_per_member, 1)
-        self.reward_shift = check_real("reward_shift", reward_shift)
-        self.action_noise = check_real("action_noise", action_noise, 0.0)
-        self.seed = check_int("seed", seed, 0)
+        self.popsize = check_int("popsize", popsize)
+        self.episodes_per_member = check_int("episodes_per_member", episodes_per_member)
+        self.reward_shift = float(reward_shift)
+        self.action_noise = check_positive("action_noise", action_noise, allow_zero=True)
+        self.seed = check_int("seed", seed, minimum=0)
         if not isinstance(worst_return, (int, float)) or math.isnan(worst_return):
             raise ValueError(f"Invalid worst_return: {worst_return!r} (expected a number, -inf allowed)")
         self.worst_return = float(worst_return)
         if not isinstance(maximize, bool):
             raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
         self.maximize = maximize
-        if vectorization not in ("auto", "native", "sync"):
-            raise ValueError(f"Invalid vectorization: {vectorization!r} (expected 'auto', 'native' or 'sync')")
+        check_choice("vectorization", vectorization, ("auto", "native", "sync"))
         env_kwargs = dict(env_kwargs or {})
 
         if isinstance(env, str):
@@ -482,7 +475,7 @@ class PopulationRollout:
                 f"(one of {sorted(_NATIVE_CLASSES)}); got {env!r}"
             )
         if max_episode_steps is not None:
-            check_int("max_episode_steps", max_episode_steps, 1)
+            check_int("max_episode_steps", max_episode_steps)
         self.max_episode_steps = max_episode_steps
         self.pool = _EnvPool(env, env_kwargs, max_episode_steps)
         probe = self.pool.singles(1)[0]

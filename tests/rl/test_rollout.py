@@ -132,6 +132,8 @@ def test_env_raising_in_step_fails_that_member_only_and_the_generation_completes
         (dict(max_episode_steps=0), "Invalid max_episode_steps: 0"),
         (dict(worst_return=math.nan), "Invalid worst_return"),
         (dict(maximize="yes"), "Invalid maximize: 'yes'"),
+        (dict(reward_shift=math.inf), "Invalid reward_shift: inf"),
+        (dict(seed=-1), r"Invalid seed: -1 \(expected an integer >= 0\)"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
