@@ -40,6 +40,7 @@ from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import SHAPINGS
 from ._inner import InnerOptimizerMixin
+from ._mirrored import MirroredSampler
 
 __all__ = ["OpenAIES"]
 
@@ -48,28 +49,6 @@ def _check_group(g: dict[str, Any]) -> None:
     check_positive("lr", g["lr"])
     check_positive("sigma", g["sigma"])
     check_positive("weight_decay", g["weight_decay"], allow_zero=True)
-
-
-def mirrored_members(mean: Tensor, eps: Tensor, sigma: float | Tensor) -> Tensor:
-    """``[mean + sigma * eps ; mean - sigma * eps]`` as a fresh [2H, D] tensor, written in two
-    fused passes (``sigma`` a float or a [D] tensor)."""
-    H, D = eps.shape
-    flat = torch.empty(2 * H, D, device=eps.device, dtype=eps.dtype)
-    if isinstance(sigma, Tensor):
-        torch.addcmul(mean, eps, sigma, value=1.0, out=flat[:H])
-        torch.addcmul(mean, eps, sigma, value=-1.0, out=flat[H:])
-    else:
-        torch.add(mean, eps, alpha=sigma, out=flat[:H])
-        torch.add(mean, eps, alpha=-sigma, out=flat[H:])
-    return flat
-
-
-def draw_half_noise(buf: Tensor | None, H: int, D: int, like: Tensor, gen: torch.Generator) -> Tensor:
-    """Standard normal [H, D] noise from ``gen``, written into ``buf`` when it fits (the
-    buffer is private and reused across generations: fresh pages cost as much as the draw)."""
-    if buf is None or buf.shape != (H, D) or buf.dtype != like.dtype or buf.device != like.device:
-        buf = torch.empty(H, D, device=like.device, dtype=like.dtype)
-    return torch.randn(H, D, generator=gen, out=buf)
 
 
 @register("openai_es")
@@ -101,7 +80,7 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
         self._build_inner(optimizer)
-        self._eps: Tensor | None = None
+        self._sampler = MirroredSampler()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -115,17 +94,16 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
             if not g["sigma"] > 0:
                 raise ValueError(f"Invalid sigma: {g['sigma']!r} (expected > 0; check the sigma schedule)")
         sigma = self.group_values("sigma")
-        H, D = self.popsize // 2, self.num_params
-        self._eps = draw_half_noise(self._eps, H, D, st["mean"], gen)
+        self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
         self._pending = {"sigma": sigma}
-        return mirrored_members(st["mean"], self._eps, sigma)
+        return self._sampler.members(st["mean"], sigma)
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         H, P = self.popsize // 2, self.popsize
         sigma = self._pending["sigma"]
         shaped = SHAPINGS[self.shaping](u)
         w = shaped[:H] - shaped[H:]
-        grad = w @ self._eps  # [D]: the one pass over the noise
+        grad = w @ self._sampler.eps  # [D]: the one pass over the noise
         if isinstance(sigma, Tensor):
             grad.div_(sigma).div_(P)
         else:

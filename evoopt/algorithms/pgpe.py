@@ -51,7 +51,7 @@ from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import SHAPINGS
 from ._inner import InnerOptimizerMixin
-from .openai_es import draw_half_noise, mirrored_members
+from ._mirrored import MirroredSampler
 
 __all__ = ["PGPE"]
 
@@ -114,7 +114,7 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
                 if g["sigma"] is None:
                     g["sigma"] = sigma
         self._build_inner(optimizer)
-        self._eps: Tensor | None = None
+        self._sampler = MirroredSampler()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -145,29 +145,26 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
         self._follow_sigma_schedule(st)
-        H, D = self.popsize // 2, self.num_params
-        self._eps = draw_half_noise(self._eps, H, D, st["mean"], gen)
-        return mirrored_members(st["mean"], self._eps, st["stdev"])
+        self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
+        return self._sampler.members(st["mean"], st["stdev"])
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         H = self.popsize // 2
-        eps, stdev = self._eps, st["stdev"]
+        stdev = st["stdev"]
         c = SHAPINGS[self.shaping](u)
         c_plus, c_minus = c[:H], c[H:]
-        # center: sum_i (c+ - c-)/2 * stdev * eps_i / H
+        a = (c_plus + c_minus) / 2
+        a = (a - a.mean()) / H  # baseline b = the generation's mean
+        eps = self._sampler.eps
         grad_mean = ((c_plus - c_minus) / (2 * H)) @ eps
-        grad_mean.mul_(stdev)
+        grad_mean.mul_(stdev)  # the perturbations are stdev * eps
         wd = self.group_values("weight_decay")
         if isinstance(wd, Tensor):
             grad_mean.addcmul_(wd, st["mean"])
         elif wd != 0.0:
             grad_mean.add_(st["mean"], alpha=wd)
-        # stdev: stdev * sum_i a_i (eps_i^2 - 1) / H, baseline-centered a
-        a = (c_plus + c_minus) / 2
-        a = (a - a.mean()) / H
-        eps.square_()  # the private noise buffer is not needed any more
-        grad_stdev = a @ eps - a.sum()
-        grad_stdev.mul_(stdev)
+        eps.square_()  # in place: the private noise buffer is redrawn at the next ask
+        grad_stdev = (a @ eps).sub_(a.sum()).mul_(stdev)  # stdev * sum_i a_i (eps_i^2 - 1)
         stdev_lr = self.group_values("stdev_lr")
         max_change = self.group_values("stdev_max_change")
         target = stdev - stdev_lr * grad_stdev

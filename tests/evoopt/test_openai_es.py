@@ -214,3 +214,24 @@ def test_bad_input(kwargs, match):
 def test_bad_sigma_in_a_param_group():
     with pytest.raises(ValueError, match=r"Invalid sigma: 0"):
         evoopt.OpenAIES([{"params": [torch.nn.Parameter(torch.zeros(2))], "sigma": 0}], popsize=4)
+
+
+def test_recycled_population_buffers_never_overwrite_a_population_still_held():
+    x = torch.nn.Parameter(torch.zeros(D))
+    opt = evoopt.OpenAIES([x], popsize=4, seed=0)
+    first = opt.ask()
+    kept = first.flat.clone()
+    opt.tell(sphere(first.flat))
+    row = first.flat[1]  # a view of the first population's storage, held
+    ptr = first.flat.data_ptr()
+    del first
+    second = opt.ask()
+    opt.tell(sphere(second.flat))
+    third = opt.ask()  # `second` is still held too
+    assert len({second.flat.data_ptr(), third.flat.data_ptr(), ptr}) == 3
+    assert torch.equal(row, kept[1])
+    opt.tell(sphere(third.flat))
+    ptr3 = third.flat.data_ptr()
+    del third, row
+    opt.ask()  # a released buffer is recycled (the point: no fresh pages at large D)
+    assert opt._pending_pop.flat.data_ptr() in (ptr3, ptr) or opt._pending_pop.flat.data_ptr() == ptr3

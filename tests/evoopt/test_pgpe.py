@@ -248,3 +248,4 @@ def test_checkpoint_checks_stdev_shape():
     with pytest.raises(ValueError, match=r"saved stdev has shape"):
         evoopt.PGPE([torch.nn.Parameter(torch.zeros(D))], popsize=4).load_state_dict(sd)
     assert math.isfinite(float(opt.stdev.sum()))
+
