@@ -71,6 +71,17 @@ class RunningNorm(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(shape, dtype=torch.float64))
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.to(device)`` moves the statistics; dtype casts (``policy.float()``,
+        ``.half()``) leave them float64."""
+        saved = {name: getattr(self, name) for name in ("count", "mean", "m2")}
+        super()._apply(fn, recurse)
+        for name, old in saved.items():
+            new = getattr(self, name)
+            if new.dtype != torch.float64:  # a cast: keep the exact values, follow the device
+                setattr(self, name, old.to(new.device))
+        return self
+
     def extra_repr(self) -> str:
         return f"shape={self.shape}, clip={self.clip}, min_var={self.min_var}, count={int(self.count)}"
 

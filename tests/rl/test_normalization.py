@@ -105,3 +105,14 @@ def test_state_dict_round_trips_exactly_with_weights_only_load():
 def test_bad_input_raises(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_statistics_stay_float64_when_the_owner_is_cast():
+    owner = torch.nn.Sequential(torch.nn.Linear(5, 2))
+    owner.norm = RunningNorm(5)
+    owner.norm.update(torch.from_numpy(_data(5)))
+    mean = owner.norm.mean.clone()
+    owner.float()
+    owner.half()
+    assert owner.norm.mean.dtype == torch.float64 and torch.equal(owner.norm.mean, mean)
+    assert owner[0].weight.dtype == torch.float16
