@@ -15,16 +15,17 @@ center / deterministic policy (``eval_every`` iterations, ``eval_episodes`` epis
 fixed seeds), metrics in ``run_dir/metrics.csv`` with the fixed columns :data:`COLUMNS`
 (TensorBoard scalars in ``run_dir/tb`` when ``tensorboard`` is installed), a checkpoint
 ``run_dir/checkpoint.pt`` every ``checkpoint_every`` iterations (default 10; 50 for PPO)
-and at the end, the final
-policy in ``run_dir/policy.pt`` (:func:`save_policy` / :func:`load_policy`) and the
-learning curve ``run_dir/curve.png`` (when matplotlib is installed).
+and at the end, the final policy in ``run_dir/policy.pt`` (:func:`save_policy` /
+:func:`load_policy`) and the learning curve ``run_dir/curve.png`` (when matplotlib is
+installed).
 
 Exact resume: ``train(..., resume=True)`` with the same arguments continues from
 ``run_dir/checkpoint.pt`` and reproduces the uninterrupted run: the checkpoint holds the
 optimizer's state (with its RNG), the policy (with its observation normaliser), the
 rollout counters or the PPO/REINFORCE generator, and the metrics so far. PPO re-seeds
 and resets its envs every ``checkpoint_every`` iterations so that a checkpoint needs no
-env state; a run stopped between checkpoints resumes from the last one.
+env state; a PPO run stopped between checkpoints resumes from the last one (population
+runs and REINFORCE, which resets its envs every iteration, checkpoint whenever stopped).
 Checkpoints load with ``torch.load(weights_only=True)``.
 """
 
@@ -353,15 +354,16 @@ def train(
             bar.update(1 if iterations is not None else runner.env_steps - before)
             bar.set_postfix(ret=f"{row['train_return']:.1f}", eval=f"{row['eval_return']:.1f}", refresh=False)
             stop = callback is not None and bool(callback(row))
-            if done_iters % checkpoint_every == 0 or stop:
+            if done_iters % checkpoint_every == 0 or (stop and optimizer != "ppo"):
                 save_checkpoint()
             if stop:
                 break
+        else:
+            save_checkpoint()  # the budget is spent
     finally:
         bar.close()
         if writer is not None:
             writer.close()
-    save_checkpoint()
 
     final = next((r["eval_return"] for r in reversed(history) if not math.isnan(r["eval_return"])), math.nan)
     if run_dir is not None:

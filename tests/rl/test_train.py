@@ -29,8 +29,12 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, optimizer, kwargs):
     common = dict(optimizer=optimizer, seed=3, eval_every=2, eval_episodes=3, checkpoint_every=2,
                   progress=False, plot=False, **kwargs)
     full = train("CartPole-v1", run_dir=str(tmp_path / "full"), **common)
-    part = train("CartPole-v1", run_dir=str(tmp_path / "part"), callback=_stop_at(4), **common)
-    assert len(part.history) == 4
+    # stopped at 5, between checkpoints (every 2): PPO resumes from its checkpoint at 4 (its envs are
+    # reset there), PGPE from 5 (saved when stopped); both must end exactly as the uninterrupted run
+    part = train("CartPole-v1", run_dir=str(tmp_path / "part"), callback=_stop_at(5), **common)
+    assert len(part.history) == 5
+    ck = torch.load(str(tmp_path / "part" / "checkpoint.pt"), weights_only=True)
+    assert len(ck["history"]) == (4 if optimizer == "ppo" else 5)
     resumed = train("CartPole-v1", run_dir=str(tmp_path / "part"), resume=True, **common)
     np.testing.assert_equal(_strip(resumed.history), _strip(full.history))
     for p, q in zip(full.policy.state_dict().values(), resumed.policy.state_dict().values()):
