@@ -76,8 +76,12 @@ def main() -> None:
 
         return run
 
-    runs = {"floor (plain)": floor_plain, "floor (strict)": floor_strict,
-            "PGPE floor (plain)": floor_pgpe_plain, "PGPE floor (strict)": floor_pgpe_strict}
+    runs = {
+        "floor (plain)": floor_plain,
+        "floor (strict)": floor_strict,
+        "PGPE floor (plain)": floor_pgpe_plain,
+        "PGPE floor (strict)": floor_pgpe_strict,
+    }
     runs.update({name: generation(opt) for name, opt in algos.items()})
     for fn in runs.values():  # warm up: allocations, lazy state
         fn()
@@ -87,12 +91,20 @@ def main() -> None:
             times[name].append(timed(fn))
 
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"D={D:,} popsize={P} threads={args.threads} repeats={args.repeats} (median s per generation)")
+    print(
+        f"D={D:,} popsize={P} threads={args.threads} repeats={args.repeats} "
+        "(median s per generation)"
+    )
     for name in runs:
         print(f"  {name:<20} {med[name]:8.3f} s   (min {min(times[name]):.3f})")
-    for name, prefix in (("OpenAI-ES (Adam)", ""), ("PGPE (ClipUp)", ""), ("PGPE (ClipUp)", "PGPE ")):
+    for name, prefix in (
+        ("OpenAI-ES (Adam)", ""),
+        ("PGPE (ClipUp)", ""),
+        ("PGPE (ClipUp)", "PGPE "),
+    ):
         print(
-            f"  ratio {name:<17} vs {prefix}floor: plain {med[name] / med[prefix + 'floor (plain)']:.2f}x, "
+            f"  ratio {name:<17} vs {prefix}floor: "
+            f"plain {med[name] / med[prefix + 'floor (plain)']:.2f}x, "
             f"strict {med[name] / med[prefix + 'floor (strict)']:.2f}x"
         )
 

@@ -32,13 +32,17 @@ class InnerOptimizerMixin:
         what = "a torch.optim.Optimizer class or a callable(params) -> Optimizer"
         if isinstance(optimizer, type):
             if not issubclass(optimizer, Optimizer) or issubclass(optimizer, PopulationOptimizer):
-                raise ValueError(f"Invalid optimizer: {optimizer!r} (expected {what}, not a population optimizer)")
+                raise ValueError(
+                    f"Invalid optimizer: {optimizer!r} "
+                    f"(expected {what}, not a population optimizer)"
+                )
         elif not callable(optimizer):
             raise ValueError(f"Invalid optimizer: {optimizer!r} (expected {what})")
         inner = optimizer(groups)
         if not isinstance(inner, Optimizer) or isinstance(inner, PopulationOptimizer):
             raise ValueError(
-                f"Invalid optimizer: the factory returned {type(inner).__name__} (expected a gradient "
+                f"Invalid optimizer: the factory returned {type(inner).__name__} "
+                "(expected a gradient "
                 "torch.optim.Optimizer)"
             )
         outer_ids = [[id(p) for p in g["params"]] for g in self.param_groups]

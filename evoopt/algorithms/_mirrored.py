@@ -7,11 +7,13 @@ Memory traffic, not arithmetic, is the cost at large D: on CPU, touching freshly
 allocated pages costs about as much as drawing the noise. So the noise buffer is
 private and reused, and the [P, D] population tensor is recycled from a pool of at most
 two buffers -- but only a buffer that nothing outside the pool uses any more: callers
-get views of the pool's buffers, so the storage's use count sees every population,
-member row or slice still alive. A population the caller still holds (``pop = opt.ask()`` in a loop keeps
-the previous one alive during the next ``ask``) is never overwritten; with the second
-buffer such loops recycle too. Where the use count cannot be read, a fresh tensor is
-allocated every time.
+get views of the pool's buffers, so the storage's use count (``torch._C`` private API,
+read-only) sees every population, member row or slice still alive. A population the
+caller still holds (``pop = opt.ask()`` in a loop keeps the previous one alive during
+the next ``ask``) is never overwritten; with the second buffer such loops recycle too.
+Where the use count cannot be read, a fresh tensor is allocated every time. The cost:
+up to two idle population buffers stay allocated between generations
+(:meth:`MirroredSampler.clear` drops them).
 """
 
 from __future__ import annotations
@@ -43,13 +45,23 @@ class MirroredSampler:
     def draw(self, H: int, D: int, like: Tensor, gen: torch.Generator) -> Tensor:
         """Standard normal [H, D] noise from ``gen`` into the private buffer (``self.eps``)."""
         eps = self.eps
-        if eps is None or eps.shape != (H, D) or eps.dtype != like.dtype or eps.device != like.device:
+        if (
+            eps is None
+            or eps.shape != (H, D)
+            or eps.dtype != like.dtype
+            or eps.device != like.device
+        ):
             eps = self.eps = torch.empty(H, D, device=like.device, dtype=like.dtype)
         return torch.randn(H, D, generator=gen, out=eps)
 
     def _population_buffer(self, P: int, D: int, like: Tensor) -> Tensor:
         for buf in self._pool:
-            if buf.shape == (P, D) and buf.dtype == like.dtype and buf.device == like.device and _unshared(buf):
+            if (
+                buf.shape == (P, D)
+                and buf.dtype == like.dtype
+                and buf.device == like.device
+                and _unshared(buf)
+            ):
                 return buf.view(P, D)
         buf = torch.empty(P, D, device=like.device, dtype=like.dtype)
         self._pool.append(buf)

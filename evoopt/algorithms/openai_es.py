@@ -1,7 +1,8 @@
 r"""OpenAI-ES: the evolution strategy of Salimans, Ho, Chen, Sidor, Sutskever,
 "Evolution Strategies as a Scalable Alternative to Reinforcement Learning", 2017,
-https://arxiv.org/abs/1703.03864 (Algorithm 2 with mirrored sampling and fitness shaping,
-Sec. 2.2; weight decay and Adam as in the authors' code, openai/evolution-strategies-starter).
+https://arxiv.org/abs/1703.03864 (Algorithm 1, with the antithetic "mirrored" sampling and
+rank-based fitness shaping the paper uses; weight decay and Adam as in the authors' code,
+github.com/openai/evolution-strategies-starter).
 
 One generation, in the code's names (``H = popsize / 2``, all vectors of length ``D``)::
 
@@ -13,12 +14,16 @@ One generation, in the code's names (``H = popsize / 2``, all vectors of length 
             = sum_i shaped_i * eps_i / (P * sigma) + weight_decay * mean
     p.grad  <- grad (split per parameter);  inner_optimizer.step()  ->  mean
 
-``grad`` estimates the gradient of the Gaussian-smoothed loss (Salimans et al., eq. 2 with
-the antithetic pairs of Sec. 2.2) plus the L2 term. The authors' code hands
+``grad`` estimates the gradient of the Gaussian-smoothed loss,
+``grad_mean E[F(mean + sigma * eps)] = E[F(mean + sigma * eps) * eps] / sigma`` (the
+estimator of Algorithm 1), over antithetic pairs, plus the L2 term. The authors' code hands
 ``-g + l2coeff * theta`` to Adam with ``l2coeff = 0.005``, stepsize 0.01, noise stdev 0.02,
 betas (0.9, 0.999); those are the defaults here. (Their ``g`` omits the ``1 / sigma``
-factor, so with the same ``weight_decay`` the L2 pull here is ``sigma`` times weaker
-relative to the fitness term; Adam's step does not depend on the gradient's scale.)
+factor, so with the same ``weight_decay`` the L2 pull here, relative to the fitness term,
+is theirs multiplied by ``sigma``; Adam's step does not depend on the gradient's scale.)
+
+Memory: besides the population it returns, the optimizer keeps the half noise [P/2, D]
+and recycles population buffers (see ``evoopt/algorithms/_mirrored.py``).
 
 ``optimizer`` is any torch optimizer class or factory ``callable(params) -> Optimizer``:
 Adam (default), SGD, :class:`evoopt.ClipUp`, ... It is built over the same parameters with
@@ -33,7 +38,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from .._validation import check_choice, check_positive
 from ..population import PopulationOptimizer
@@ -72,9 +76,19 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
 
     mirrored = True
 
-    def __init__(self, params, popsize: int = 256, lr: float = 0.01, sigma: float = 0.02, *,
-                 weight_decay: float = 0.005, optimizer=torch.optim.Adam, shaping: str = "centered_rank",
-                 maximize: bool = False, seed: int | None = None):
+    def __init__(
+        self,
+        params,
+        popsize: int = 256,
+        lr: float = 0.01,
+        sigma: float = 0.02,
+        *,
+        weight_decay: float = 0.005,
+        optimizer=torch.optim.Adam,
+        shaping: str = "centered_rank",
+        maximize: bool = False,
+        seed: int | None = None,
+    ):
         defaults = dict(lr=lr, sigma=sigma, weight_decay=weight_decay)
         _check_group(defaults)
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
@@ -92,7 +106,9 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
         for g in self.param_groups:
             if not g["sigma"] > 0:
-                raise ValueError(f"Invalid sigma: {g['sigma']!r} (expected > 0; check the sigma schedule)")
+                raise ValueError(
+                    f"Invalid sigma: {g['sigma']!r} (expected > 0; check the sigma schedule)"
+                )
         sigma = self.group_values("sigma")
         self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
         self._pending = {"sigma": sigma}

@@ -2,7 +2,7 @@ r"""PGPE: policy gradients with parameter-based exploration, with symmetric samp
 
 F. Sehnke, C. Osendorfer, T. Rückstieß, A. Graves, J. Peters, J. Schmidhuber,
 "Parameter-exploring policy gradients", Neural Networks 23(4), 2010,
-https://doi.org/10.1016/j.neunet.2009.12.004 (symmetric sampling, Sec. 2.3), in the
+https://doi.org/10.1016/j.neunet.2009.12.004 (its symmetric-sampling update), in the
 form of N. E. Toklu, P. Liskowski, R. K. Srivastava, "ClipUp", PPSN 2020,
 https://arxiv.org/abs/2008.02387 and EvoTorch's ``PGPE``: centered ranks instead of raw
 rewards, the center moved by ClipUp, the standard deviation by plain gradient steps
@@ -90,20 +90,38 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
 
     mirrored = True
 
-    def __init__(self, params, popsize: int = 100, lr: float = 0.1, sigma: float | None = None, *,
-                 radius_init: float | None = None, stdev_lr: float = 0.1, stdev_max_change: float = 0.2,
-                 weight_decay: float = 0.0, optimizer=ClipUp, shaping: str = "centered_rank",
-                 maximize: bool = False, seed: int | None = None):
+    def __init__(
+        self,
+        params,
+        popsize: int = 100,
+        lr: float = 0.1,
+        sigma: float | None = None,
+        *,
+        radius_init: float | None = None,
+        stdev_lr: float = 0.1,
+        stdev_max_change: float = 0.2,
+        weight_decay: float = 0.0,
+        optimizer=ClipUp,
+        shaping: str = "centered_rank",
+        maximize: bool = False,
+        seed: int | None = None,
+    ):
         if sigma is not None and radius_init is not None:
             raise ValueError(
-                f"Invalid sigma={sigma!r} with radius_init={radius_init!r} (expected one of them, not both)"
+                f"Invalid sigma={sigma!r} with radius_init={radius_init!r} "
+                "(expected one of them, not both)"
             )
         if radius_init is not None:
             check_positive("radius_init", radius_init)
         elif sigma is None:
             sigma = 0.1
-        defaults = dict(lr=lr, sigma=sigma, stdev_lr=stdev_lr, stdev_max_change=stdev_max_change,
-                        weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr,
+            sigma=sigma,
+            stdev_lr=stdev_lr,
+            stdev_max_change=stdev_max_change,
+            weight_decay=weight_decay,
+        )
         _check_group(defaults)
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
@@ -139,7 +157,10 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
             if new == old:
                 continue
             if not (isinstance(new, (int, float)) and new > 0 and math.isfinite(new)):
-                raise ValueError(f"Invalid sigma: {new!r} in param group {i} (expected > 0; check the sigma schedule)")
+                raise ValueError(
+                    f"Invalid sigma: {new!r} in param group {i} "
+                    "(expected > 0; check the sigma schedule)"
+                )
             st["stdev"][a:b] *= new / old
             st["group_sigma"][i] = float(new)
 
@@ -168,7 +189,9 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
         stdev_lr = self.group_values("stdev_lr")
         max_change = self.group_values("stdev_max_change")
         target = stdev - stdev_lr * grad_stdev
-        st["stdev"] = torch.clamp(target, min=stdev * (1 - max_change), max=stdev * (1 + max_change))
+        st["stdev"] = torch.clamp(
+            target, min=stdev * (1 - max_change), max=stdev * (1 + max_change)
+        )
         self._apply_gradient(st, grad_mean)
 
     def _check_loaded_state(self, st: dict[str, Any]) -> None:

@@ -54,8 +54,15 @@ class ClipUp(Optimizer):
     State per parameter: ``velocity`` (same shape as the parameter).
     """
 
-    def __init__(self, params, lr: float = 1e-2, momentum: float = 0.9, max_speed: float | None = None,
-                 *, maximize: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        momentum: float = 0.9,
+        max_speed: float | None = None,
+        *,
+        maximize: bool = False,
+    ):
         _check_hyperparameters(lr, momentum, max_speed)
         if not isinstance(maximize, bool):
             raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
@@ -93,8 +100,14 @@ class ClipUp(Optimizer):
                     state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 velocities.append(state["velocity"])
             max_speed = group["max_speed"]
-            _clipup(params, grads, velocities, lr=group["lr"], momentum=group["momentum"],
-                    max_speed=2.0 * group["lr"] if max_speed is None else max_speed)
+            _clipup(
+                params,
+                grads,
+                velocities,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                max_speed=2.0 * group["lr"] if max_speed is None else max_speed,
+            )
         return loss
 
 
@@ -107,7 +120,9 @@ def _clipup(params, grads, velocities, *, lr: float, momentum: float, max_speed:
     """The update of one group, in place. No host synchronisation (works on GPU)."""
     grad_norm = _joint_norm(grads)
     # lr / ||d||, or 0 for a zero gradient (no direction to follow)
-    scale = torch.where(grad_norm > 0, lr / grad_norm.clamp(min=torch.finfo(grad_norm.dtype).tiny), 0.0)
+    scale = torch.where(
+        grad_norm > 0, lr / grad_norm.clamp(min=torch.finfo(grad_norm.dtype).tiny), 0.0
+    )
     for v, d in zip(velocities, grads):
         v.mul_(momentum).add_(d * scale)
     speed = _joint_norm(velocities)

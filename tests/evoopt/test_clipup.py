@@ -26,12 +26,19 @@ def reference_clipup(x0, grads, lr, momentum, max_speed, maximize=False):
 
 def random_grads(shapes, steps, seed):
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes] for _ in range(steps)]
+    return [
+        [torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes] for _ in range(steps)
+    ]
 
 
 @pytest.mark.parametrize(
     "lr,momentum,max_speed,maximize",
-    [(0.1, 0.9, None, False), (0.1, 0.9, 0.13, False), (0.05, 0.0, None, True), (0.3, 0.5, 0.2, True)],
+    [
+        (0.1, 0.9, None, False),
+        (0.1, 0.9, 0.13, False),
+        (0.05, 0.0, None, True),
+        (0.3, 0.5, 0.2, True),
+    ],
 )
 def test_matches_the_papers_equations_in_float64(lr, momentum, max_speed, maximize):
     shapes = [(3, 4), (5,)]
@@ -44,7 +51,9 @@ def test_matches_the_papers_equations_in_float64(lr, momentum, max_speed, maximi
         for p, gr in zip(params, step_grads):
             p.grad = gr.clone()
         opt.step()
-    expected = reference_clipup(x0, grads, lr, momentum, 2 * lr if max_speed is None else max_speed, maximize)
+    expected = reference_clipup(
+        x0, grads, lr, momentum, 2 * lr if max_speed is None else max_speed, maximize
+    )
     got = torch.cat([p.detach().reshape(-1) for p in params])
     torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-15)
 
@@ -103,7 +112,9 @@ def test_scheduler_changes_the_step_length_and_max_speed_follows_lr():
     for _ in range(50):
         x.grad = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
         opt2.step()
-    assert float(torch.linalg.vector_norm(opt2.state[x]["velocity"])) == pytest.approx(0.1, rel=1e-12)
+    assert float(torch.linalg.vector_norm(opt2.state[x]["velocity"])) == pytest.approx(
+        0.1, rel=1e-12
+    )
 
 
 BAD = [

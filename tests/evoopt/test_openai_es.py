@@ -46,7 +46,11 @@ def test_two_generations_match_a_float64_reference_with_adam():
 
     # reference: the paper's estimate, the authors' l2 term, torch's Adam written out
     gen = torch.Generator().manual_seed(seed)
-    mean, m, v = x0.clone(), torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
+    mean, m, v = (
+        x0.clone(),
+        torch.zeros(D, dtype=torch.float64),
+        torch.zeros(D, dtype=torch.float64),
+    )
     b1, b2, adam_eps = 0.9, 0.999, 1e-8
     for t in (1, 2):
         eps = torch.randn(H, D, generator=gen, dtype=torch.float64)
@@ -59,7 +63,9 @@ def test_two_generations_match_a_float64_reference_with_adam():
         mean = mean - lr / (1 - b1**t) * m / denom
     torch.testing.assert_close(x.detach(), mean, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(opt.mean, mean, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(x.grad, grad, rtol=1e-12, atol=1e-14)  # p.grad = the applied estimate
+    torch.testing.assert_close(
+        x.grad, grad, rtol=1e-12, atol=1e-14
+    )  # p.grad = the applied estimate
 
 
 def test_ask_returns_mirrored_pairs_around_the_center():
@@ -91,7 +97,9 @@ def test_converges_on_sphere_within_budget(optimizer, lr, budget, threshold):
 
 def test_sgd_inner_step_is_lr_times_the_estimate_and_follows_the_outer_scheduler():
     x = torch.nn.Parameter(torch.ones(D, dtype=torch.float64))
-    opt = evoopt.OpenAIES([x], popsize=4, lr=0.1, sigma=0.1, weight_decay=0.0, optimizer=torch.optim.SGD, seed=0)
+    opt = evoopt.OpenAIES(
+        [x], popsize=4, lr=0.1, sigma=0.1, weight_decay=0.0, optimizer=torch.optim.SGD, seed=0
+    )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     for lr in (0.1, 0.05, 0.025):
         before = x.detach().clone()
@@ -104,12 +112,20 @@ def test_sgd_inner_step_is_lr_times_the_estimate_and_follows_the_outer_scheduler
 def test_per_group_lr_and_sigma_reach_their_coordinates():
     a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    opt = evoopt.OpenAIES([{"params": [a]}, {"params": [b], "lr": 0.2, "sigma": 0.5}], popsize=4,
-                          lr=0.1, sigma=0.1, optimizer=torch.optim.SGD, seed=0)
+    opt = evoopt.OpenAIES(
+        [{"params": [a]}, {"params": [b], "lr": 0.2, "sigma": 0.5}],
+        popsize=4,
+        lr=0.1,
+        sigma=0.1,
+        optimizer=torch.optim.SGD,
+        seed=0,
+    )
     assert [g["lr"] for g in opt.inner_optimizer.param_groups] == [0.1, 0.2]
     flat = opt.ask().flat
     eps = torch.randn(2, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(flat[:2], torch.cat([0.1 * eps[:, :3], 0.5 * eps[:, 3:]], 1), rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        flat[:2], torch.cat([0.1 * eps[:, :3], 0.5 * eps[:, 3:]], 1), rtol=0, atol=1e-15
+    )
     opt.tell(sphere(flat))
     torch.testing.assert_close(a.detach(), -0.1 * a.grad)
     torch.testing.assert_close(b.detach(), -0.2 * b.grad)
@@ -126,7 +142,9 @@ def test_changing_sigma_between_generations_changes_the_noise_width():
         torch.testing.assert_close((pop.flat[:2] - pop.flat[2:]) / 2, sigma * eps)
         opt.tell(sphere(pop.flat))
     opt.param_groups[0]["sigma"] = 0.0
-    with pytest.raises(ValueError, match=r"Invalid sigma: 0.0 \(expected > 0; check the sigma schedule\)"):
+    with pytest.raises(
+        ValueError, match=r"Invalid sigma: 0.0 \(expected > 0; check the sigma schedule\)"
+    ):
         opt.ask()
 
 
@@ -135,9 +153,11 @@ def test_maximize_equals_minimizing_the_negated_loss(optimizer):
     runs = []
     for maximize, sign in ((False, 1.0), (True, -1.0)):
         x = torch.nn.Parameter(torch.full((D,), 0.5, dtype=torch.float64))
-        opt = evoopt.OpenAIES([x], popsize=8, lr=0.01, sigma=0.05, optimizer=optimizer, maximize=maximize, seed=2)
+        opt = evoopt.OpenAIES(
+            [x], popsize=8, lr=0.01, sigma=0.05, optimizer=optimizer, maximize=maximize, seed=2
+        )
         for _ in range(5):
-            opt.step(lambda pop: sign * rosenbrock(pop.flat))
+            opt.step(lambda pop, s=sign: s * rosenbrock(pop.flat))
         runs.append(x.detach().clone())
     assert torch.equal(runs[0], runs[1])
 
@@ -147,14 +167,20 @@ def test_exact_resume_with_scheduler_and_two_groups(optimizer):
     def fresh(seed):
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 2)
-        opt = evoopt.OpenAIES([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.05}], popsize=6,
-                              lr=0.02, sigma=0.1, optimizer=optimizer, seed=seed)
+        opt = evoopt.OpenAIES(
+            [{"params": [model.weight]}, {"params": [model.bias], "lr": 0.05}],
+            popsize=6,
+            lr=0.02,
+            sigma=0.1,
+            optimizer=optimizer,
+            seed=seed,
+        )
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.7)
         return model, opt, sched
 
     def objective(pop):
         w, b = pop.tensors()
-        return ((w.sum((1, 2)) - 1.0) ** 2 + (b.sum(1) + 2.0) ** 2)
+        return (w.sum((1, 2)) - 1.0) ** 2 + (b.sum(1) + 2.0) ** 2
 
     model, opt, sched = fresh(7)
     for _ in range(3):
@@ -194,14 +220,23 @@ def _other_params_factory(groups):
 BAD = [
     (dict(lr=0.0), r"Invalid lr: 0.0 \(expected a finite number > 0\)"),
     (dict(sigma=-0.1), r"Invalid sigma: -0.1"),
-    (dict(popsize=5), r"Invalid popsize: 5 \(expected an even integer, mirrored sampling draws pairs\)"),
+    (
+        dict(popsize=5),
+        r"Invalid popsize: 5 \(expected an even integer, mirrored sampling draws pairs\)",
+    ),
     (dict(weight_decay=-1e-3), r"Invalid weight_decay: -0.001 \(expected a finite number >= 0\)"),
     (dict(shaping="rank"), r"Invalid shaping: 'rank' \(expected one of"),
     (dict(optimizer="adam"), r"Invalid optimizer: 'adam' \(expected a torch.optim.Optimizer class"),
     (dict(optimizer=evoopt.PGPE), r"Invalid optimizer: .*not a population optimizer"),
     (dict(optimizer=lambda groups: None), r"Invalid optimizer: the factory returned NoneType"),
-    (dict(optimizer=_other_params_factory), r"Invalid optimizer: the inner optimizer must have one param group"),
-    (dict(optimizer=lambda g: torch.optim.Adam(g, maximize=True)), r"Invalid optimizer: the inner optimizer has maximize=True"),
+    (
+        dict(optimizer=_other_params_factory),
+        r"Invalid optimizer: the inner optimizer must have one param group",
+    ),
+    (
+        dict(optimizer=lambda g: torch.optim.Adam(g, maximize=True)),
+        r"Invalid optimizer: the inner optimizer has maximize=True",
+    ),
 ]
 
 
@@ -234,4 +269,6 @@ def test_recycled_population_buffers_never_overwrite_a_population_still_held():
     ptr3 = third.flat.data_ptr()
     del third, row
     opt.ask()  # a released buffer is recycled (the point: no fresh pages at large D)
-    assert opt._pending_pop.flat.data_ptr() in (ptr3, ptr) or opt._pending_pop.flat.data_ptr() == ptr3
+    assert (
+        opt._pending_pop.flat.data_ptr() in (ptr3, ptr) or opt._pending_pop.flat.data_ptr() == ptr3
+    )

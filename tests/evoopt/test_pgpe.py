@@ -46,7 +46,11 @@ def test_two_generations_match_a_float64_reference():
         opt.step(lambda pop: rosenbrock(pop.flat))
 
     gen = torch.Generator().manual_seed(seed)
-    mean, stdev, velocity = x0.clone(), torch.full((D,), sigma, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
+    mean, stdev, velocity = (
+        x0.clone(),
+        torch.full((D,), sigma, dtype=torch.float64),
+        torch.zeros(D, dtype=torch.float64),
+    )
     capped = 0
     for _ in range(2):
         T = stdev * torch.randn(H, D, generator=gen, dtype=torch.float64)  # perturbations
@@ -54,14 +58,18 @@ def test_two_generations_match_a_float64_reference():
         cp, cm = c[:H], c[H:]
         b = ((cp + cm) / 2).mean()
         grad_mean = sum((cp[i] - cm[i]) / 2 * T[i] for i in range(H)) / H
-        grad_stdev = sum(((cp[i] + cm[i]) / 2 - b) * (T[i] ** 2 - stdev**2) / stdev for i in range(H)) / H
+        grad_stdev = (
+            sum(((cp[i] + cm[i]) / 2 - b) * (T[i] ** 2 - stdev**2) / stdev for i in range(H)) / H
+        )
         # ClipUp (paper, Alg. 1) descending the cost, max_speed = 2 lr
         velocity = 0.9 * velocity - lr * grad_mean / grad_mean.norm()
         if velocity.norm() > 2 * lr:
             velocity = velocity * (2 * lr / velocity.norm())
         mean = mean + velocity
         target = stdev - stdev_lr * grad_stdev
-        new = torch.minimum(torch.maximum(target, (1 - max_change) * stdev), (1 + max_change) * stdev)
+        new = torch.minimum(
+            torch.maximum(target, (1 - max_change) * stdev), (1 + max_change) * stdev
+        )
         capped += int((new != target).sum())
         stdev = new
     assert capped > 0
@@ -79,7 +87,9 @@ def test_one_generation_equals_evotorch_gradients_clipup_and_stdev_cap():
     P, H, lr, sigma, seed = 12, 6, 0.15, 0.3, 8
     x0 = torch.linspace(0.5, -0.5, D, dtype=torch.float64)
     x = torch.nn.Parameter(x0.clone())
-    opt = evoopt.PGPE([x], popsize=P, lr=lr, sigma=sigma, stdev_lr=0.1, stdev_max_change=0.2, seed=seed)
+    opt = evoopt.PGPE(
+        [x], popsize=P, lr=lr, sigma=sigma, stdev_lr=0.1, stdev_max_change=0.2, seed=seed
+    )
     pop = opt.ask()
     losses = rosenbrock(pop.flat)
     opt.tell(losses)
@@ -88,12 +98,20 @@ def test_one_generation_equals_evotorch_gradients_clipup_and_stdev_cap():
     samples = torch.stack([pop.flat[:H], pop.flat[H:]], 1).reshape(P, D)
     fitness = torch.stack([losses[:H], losses[H:]], 1).reshape(P)
     dist = SymmetricSeparableGaussian(
-        {"mu": x0, "sigma": torch.full((D,), sigma, dtype=torch.float64),
-         "divide_mu_grad_by": "num_directions", "divide_sigma_grad_by": "num_directions"},
+        {
+            "mu": x0,
+            "sigma": torch.full((D,), sigma, dtype=torch.float64),
+            "divide_mu_grad_by": "num_directions",
+            "divide_sigma_grad_by": "num_directions",
+        },
         dtype=torch.float64,
     )
-    grads = dist.compute_gradients(samples, fitness, objective_sense="min", ranking_method="centered")
-    clipup = EvoClipUp(solution_length=D, dtype=torch.float64, stepsize=lr)  # momentum 0.9, max_speed 2 lr
+    grads = dist.compute_gradients(
+        samples, fitness, objective_sense="min", ranking_method="centered"
+    )
+    clipup = EvoClipUp(
+        solution_length=D, dtype=torch.float64, stepsize=lr
+    )  # momentum 0.9, max_speed 2 lr
     center = x0 + clipup.ascent(grads["mu"])
     stdev = modify_tensor(dist.sigma, dist.sigma + 0.1 * grads["sigma"], max_change=0.2)
     torch.testing.assert_close(x.detach(), center, rtol=1e-12, atol=1e-14)
@@ -125,7 +143,9 @@ def test_clipup_center_converges_with_an_lr_schedule():
     while opt.num_evals < 10_000:
         opt.step(lambda pop: sphere(pop.flat))
         sched.step()
-    assert opt.inner_optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.99**499)  # the last step's lr
+    assert opt.inner_optimizer.param_groups[0]["lr"] == pytest.approx(
+        0.2 * 0.99**499
+    )  # the last step's lr
     assert float(sphere(x.detach())) < 1e-4
 
 
@@ -154,7 +174,9 @@ def test_radius_init_sets_the_norm_of_the_stdev():
     opt = evoopt.PGPE([x], popsize=4, radius_init=2.0)
     assert opt.param_groups[0]["sigma"] == pytest.approx(0.4)
     assert float(opt.stdev.norm()) == pytest.approx(2.0, rel=1e-14)
-    with pytest.raises(ValueError, match=r"Invalid sigma=0.1 with radius_init=2.0 \(expected one of them"):
+    with pytest.raises(
+        ValueError, match=r"Invalid sigma=0.1 with radius_init=2.0 \(expected one of them"
+    ):
         evoopt.PGPE([x], popsize=4, sigma=0.1, radius_init=2.0)
 
 
@@ -176,7 +198,7 @@ def test_maximize_equals_minimizing_the_negated_loss(optimizer):
         x = torch.nn.Parameter(torch.full((D,), 0.5, dtype=torch.float64))
         opt = evoopt.PGPE([x], popsize=8, lr=0.01, optimizer=optimizer, maximize=maximize, seed=2)
         for _ in range(5):
-            opt.step(lambda pop: sign * rosenbrock(pop.flat))
+            opt.step(lambda pop, s=sign: s * rosenbrock(pop.flat))
         runs.append((x.detach().clone(), opt.stdev.clone()))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
@@ -195,7 +217,9 @@ def test_sgd_inner_step_uses_the_outer_lr():
 @pytest.mark.parametrize("optimizer", [evoopt.ClipUp, torch.optim.Adam])
 def test_exact_resume_with_weights_only_checkpoint(optimizer):
     def fresh(seed):
-        x = torch.nn.Parameter(torch.full((D,), 0.5))  # float32: stdev and inner state survive the load
+        x = torch.nn.Parameter(
+            torch.full((D,), 0.5)
+        )  # float32: stdev and inner state survive the load
         opt = evoopt.PGPE([x], popsize=10, lr=0.05, sigma=0.2, optimizer=optimizer, seed=seed)
         return x, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
 
@@ -207,7 +231,13 @@ def test_exact_resume_with_weights_only_checkpoint(optimizer):
     ckpt = roundtrip({"opt": opt.state_dict(), "sched": sched.state_dict()})
     expected = []
     for _ in range(4):
-        expected.append((float(opt.step(lambda pop: rosenbrock(pop.flat))), x.detach().clone(), opt.stdev.clone()))
+        expected.append(
+            (
+                float(opt.step(lambda pop: rosenbrock(pop.flat))),
+                x.detach().clone(),
+                opt.stdev.clone(),
+            )
+        )
         sched.step()
     x2, opt2, sched2 = fresh(77)
     opt2.load_state_dict(ckpt["opt"])
@@ -224,7 +254,10 @@ BAD = [
     (dict(radius_init=0.0), r"Invalid radius_init: 0.0"),
     (dict(popsize=3), r"Invalid popsize: 3 \(expected an even integer"),
     (dict(stdev_lr=-1.0), r"Invalid stdev_lr: -1.0 \(expected a finite number >= 0\)"),
-    (dict(stdev_max_change=0.0), r"Invalid stdev_max_change: 0.0 \(expected a number in \(0.0, 1.0\)\)"),
+    (
+        dict(stdev_max_change=0.0),
+        r"Invalid stdev_max_change: 0.0 \(expected a number in \(0.0, 1.0\)\)",
+    ),
     (dict(stdev_max_change=1.0), r"Invalid stdev_max_change: 1.0"),
     (dict(weight_decay=-0.5), r"Invalid weight_decay: -0.5"),
     (dict(optimizer=3), r"Invalid optimizer: 3 \(expected a torch.optim.Optimizer class"),
@@ -248,4 +281,3 @@ def test_checkpoint_checks_stdev_shape():
     with pytest.raises(ValueError, match=r"saved stdev has shape"):
         evoopt.PGPE([torch.nn.Parameter(torch.zeros(D))], popsize=4).load_state_dict(sd)
     assert math.isfinite(float(opt.stdev.sum()))
-
