@@ -44,10 +44,10 @@ from ..registry import register
 __all__ = ["ARS"]
 
 ARS_DEFAULTS = {
-    "popsize": 16,    # 2 * n_directions, n_directions = 8
+    "popsize": 16,  # 2 * n_directions, n_directions = 8
     "num_top": None,  # deltas_used b = N (no top-b selection)
-    "lr": 0.02,       # step_size alpha
-    "sigma": 0.03,    # delta_std nu
+    "lr": 0.02,  # step_size alpha
+    "sigma": 0.03,  # delta_std nu
 }
 
 
@@ -89,8 +89,13 @@ class ARS(PopulationOptimizer):
         maximize: bool = False,
         seed: int | None = None,
     ):
-        popsize = check_int("popsize", popsize, minimum=2, even=True,
-                            why="ARS evaluates each direction at +sigma and -sigma")
+        popsize = check_int(
+            "popsize",
+            popsize,
+            minimum=2,
+            even=True,
+            why="ARS evaluates each direction at +sigma and -sigma",
+        )
         n = popsize // 2
         if num_top is None:
             num_top = n
@@ -129,13 +134,13 @@ class ARS(PopulationOptimizer):
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         delta = self._pending["delta"]
         n, b = self.num_directions, self.num_top
-        r = -u                                          # rewards to maximise
+        r = -u  # rewards to maximise
         r_plus, r_minus = r[:n], r[n:]
-        if b < n:                                       # V1-t / V2-t: the b best directions
+        if b < n:  # V1-t / V2-t: the b best directions
             top = torch.argsort(torch.maximum(r_plus, r_minus), descending=True, stable=True)[:b]
             r_plus, r_minus, delta = r_plus[top], r_minus[top], delta[top]
         sigma_r = torch.cat([r_plus, r_minus]).std(unbiased=False)
-        if sigma_r == 0:                                # all 2b rewards equal: zero step
+        if sigma_r == 0:  # all 2b rewards equal: zero step
             sigma_r = torch.ones_like(sigma_r)
         lr = self.group_values("lr")
         st["mean"] = st["mean"] + lr / (b * sigma_r) * ((r_plus - r_minus) @ delta)

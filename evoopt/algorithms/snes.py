@@ -48,8 +48,8 @@ def snes_defaults(num_params: int) -> dict[str, float]:
     """The paper's defaults for dimension ``D = num_params`` (JMLR 2014, Table 1)."""
     d = num_params
     return {
-        "popsize": 4 + math.floor(3 * math.log(d)),       # Table 1, lambda
-        "lr": 1.0,                                        # Table 1, eta_mu
+        "popsize": 4 + math.floor(3 * math.log(d)),  # Table 1, lambda
+        "lr": 1.0,  # Table 1, eta_mu
         "sigma_lr": (3 + math.log(d)) / (5 * math.sqrt(d)),  # Table 1, eta_sigma (SNES)
     }
 
@@ -98,12 +98,19 @@ class SNES(PopulationOptimizer):
         if not isinstance(mirrored, bool):
             raise ValueError(f"Invalid mirrored: {mirrored!r} (expected True or False)")
         if popsize is not None:
-            check_int("popsize", popsize, minimum=2, even=mirrored, why="mirrored sampling draws pairs")
+            check_int(
+                "popsize", popsize, minimum=2, even=mirrored, why="mirrored sampling draws pairs"
+            )
         self.mirrored = mirrored
         defaults = dict(lr=lr, sigma=sigma, sigma_lr=sigma_lr)
         _check_group(defaults, initial=True)
-        super().__init__(params, defaults, popsize=2 if popsize is None else popsize,
-                         maximize=maximize, seed=seed)
+        super().__init__(
+            params,
+            defaults,
+            popsize=2 if popsize is None else popsize,
+            maximize=maximize,
+            seed=seed,
+        )
         if popsize is None:
             p = snes_defaults(self.num_params)["popsize"]
             self.popsize = p + (p % 2 if mirrored else 0)
@@ -114,7 +121,9 @@ class SNES(PopulationOptimizer):
 
     def _group_sigma_lr(self) -> float | Tensor:
         default = snes_defaults(self.num_params)["sigma_lr"]
-        vals = [default if g["sigma_lr"] is None else float(g["sigma_lr"]) for g in self.param_groups]
+        vals = [
+            default if g["sigma_lr"] is None else float(g["sigma_lr"]) for g in self.param_groups
+        ]
         if all(v == vals[0] for v in vals):
             return vals[0]
         out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
@@ -124,7 +133,20 @@ class SNES(PopulationOptimizer):
 
     def _group_sigma(self) -> Tensor:
         sig = self.group_values("sigma")
-        return torch.as_tensor(sig, device=self._device, dtype=self._dtype).expand(self.num_params).clone()
+        return (
+            torch.as_tensor(sig, device=self._device, dtype=self._dtype)
+            .expand(self.num_params)
+            .clone()
+        )
+
+    def _noise_buffer(self) -> Tensor:
+        """A [P, D] buffer for the noise, kept between generations (a fresh P x D tensor
+        page-faults on every generation: about a third of the sampling time at large D)."""
+        buf = getattr(self, "_noise_buf", None)
+        if buf is None or buf.shape != (self.popsize, self.num_params):
+            buf = torch.empty(self.popsize, self.num_params, device=self._device, dtype=self._dtype)
+            self._noise_buf = buf
+        return buf
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
@@ -139,19 +161,20 @@ class SNES(PopulationOptimizer):
             st["sigma_vec"] = st["sigma_vec"] * (new / st["sigma_group"])
             st["sigma_group"] = new
         P, D = self.popsize, self.num_params
-        if self.mirrored:
-            half = self._randn(P // 2, D)
-            s = torch.cat([half, -half])
+        s = self._noise_buffer()
+        if self.mirrored:  # [s_1..s_P/2, -s_1..-s_P/2]
+            torch.randn(P // 2, D, generator=gen, out=s[: P // 2])
+            torch.neg(s[: P // 2], out=s[P // 2 :])
         else:
-            s = self._randn(P, D)
+            torch.randn(P, D, generator=gen, out=s)
         self._pending = {"s": s}
-        return st["mean"] + st["sigma_vec"] * s
+        return torch.addcmul(st["mean"], st["sigma_vec"], s)  # mean + sigma_vec * s
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         s = self._pending["s"]
-        w = -nes_utilities(u)                      # eq. 11 utilities, best member largest
-        g_mu = w @ s                               # sum_k w_k s_k
-        g_sig = w @ (s * s - 1)                    # sum_k w_k (s_k^2 - 1)
+        w = -nes_utilities(u)  # eq. 11 utilities, best member largest
+        g_mu = w @ s  # sum_k w_k s_k
+        g_sig = w @ s.square_() - w.sum()  # sum_k w_k (s_k^2 - 1); s is not needed after
         lr = self.group_values("lr")
         sigma_lr = self._group_sigma_lr()
         st["mean"] = st["mean"] + lr * st["sigma_vec"] * g_mu
@@ -168,8 +191,8 @@ class SNES(PopulationOptimizer):
         if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
             if meta.get("mirrored") != self.mirrored:
                 raise ValueError(
-                    f"SNES.load_state_dict: saved mirrored={meta.get('mirrored')!r}, this optimizer "
-                    f"has mirrored={self.mirrored!r}"
+                    f"SNES.load_state_dict: saved mirrored={meta.get('mirrored')!r}, "
+                    f"this optimizer has mirrored={self.mirrored!r}"
                 )
         super().load_state_dict(state_dict)
 

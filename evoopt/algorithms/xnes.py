@@ -58,8 +58,8 @@ def xnes_defaults(num_params: int) -> dict[str, float]:
     d = num_params
     rate = (9 + 3 * math.log(d)) / (5 * d * math.sqrt(d))  # Table 1, eta_sigma = eta_B (xNES)
     return {
-        "popsize": 4 + math.floor(3 * math.log(d)),          # Table 1, lambda
-        "lr": 1.0,                                           # Table 1, eta_mu
+        "popsize": 4 + math.floor(3 * math.log(d)),  # Table 1, lambda
+        "lr": 1.0,  # Table 1, eta_mu
         "sigma_lr": rate,
         "b_lr": rate,
     }
@@ -113,8 +113,13 @@ class XNES(PopulationOptimizer):
             check_int("popsize", popsize, minimum=2)
         defaults = dict(lr=lr, sigma=sigma, sigma_lr=sigma_lr, b_lr=b_lr)
         _check_group(defaults, initial=True)
-        super().__init__(params, defaults, popsize=2 if popsize is None else popsize,
-                         maximize=maximize, seed=seed)
+        super().__init__(
+            params,
+            defaults,
+            popsize=2 if popsize is None else popsize,
+            maximize=maximize,
+            seed=seed,
+        )
         self._check_size()
         if popsize is None:
             self.popsize = xnes_defaults(self.num_params)["popsize"]
@@ -146,7 +151,11 @@ class XNES(PopulationOptimizer):
 
     def _group_sigma(self) -> Tensor:
         sig = self.group_values("sigma")
-        return torch.as_tensor(sig, device=self._device, dtype=torch.float64).expand(self.num_params).clone()
+        return (
+            torch.as_tensor(sig, device=self._device, dtype=torch.float64)
+            .expand(self.num_params)
+            .clone()
+        )
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
@@ -183,10 +192,10 @@ class XNES(PopulationOptimizer):
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         D = self.num_params
         s = self._pending["s"].to(torch.float64)
-        w = -nes_utilities(u.to(torch.float64))                      # eq. 11, best largest
+        w = -nes_utilities(u.to(torch.float64))  # eq. 11, best largest
         eye = torch.eye(D, device=s.device, dtype=torch.float64)
-        G_delta = w @ s                                              # sum_k w_k s_k
-        G_M = (s * w[:, None]).T @ s - w.sum() * eye                 # sum_k w_k (s s^T - I)
+        G_delta = w @ s  # sum_k w_k s_k
+        G_M = (s * w[:, None]).T @ s - w.sum() * eye  # sum_k w_k (s s^T - I)
         G_sigma = torch.trace(G_M) / D
         G_B = G_M - G_sigma * eye
         lr = self.group_values("lr")

@@ -164,7 +164,10 @@ BAD = [
     (dict(sigma=math.inf), r"Invalid sigma: inf"),
     (dict(popsize=7), r"Invalid popsize: 7 \(expected an even integer, ARS evaluates"),
     (dict(popsize=0), r"Invalid popsize: 0 \(expected an integer >= 2\)"),
-    (dict(num_top=9), r"Invalid num_top: 9 \(expected at most the number of directions popsize / 2 = 8\)"),
+    (
+        dict(num_top=9),
+        r"Invalid num_top: 9 \(expected at most the number of directions popsize / 2 = 8\)",
+    ),
     (dict(popsize=4, num_top=3), r"Invalid num_top: 3 .* = 2\)"),
     (dict(num_top=0), r"Invalid num_top: 0 \(expected an integer >= 1\)"),
     (dict(num_top=2.0), r"Invalid num_top: 2.0"),
@@ -185,7 +188,7 @@ def test_lr_and_sigma_schedules_take_effect():
     b.step(sphere)
     sched.step()
     assert b.param_groups[0]["lr"] == 0.01
-    b.param_groups[0]["sigma"] = 0.015                  # sigma is read every generation
+    b.param_groups[0]["sigma"] = 0.015  # sigma is read every generation
     pa, pb = a.ask(), b.ask()
     assert torch.equal(a.mean, b.mean)
     torch.testing.assert_close(pb.flat - b.mean, 0.5 * (pa.flat - a.mean), rtol=1e-12, atol=1e-15)

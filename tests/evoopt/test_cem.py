@@ -41,7 +41,7 @@ def test_registered_and_defaults():
     assert (opt.popsize, opt.num_elite, opt.weights) == (100, 20, "equal")
     g = opt.param_groups[0]
     assert (g["lr"], g["sigma_lr"], g["extra_noise"], g["sigma_lr_power"]) == (1.0, 1.0, 0.0, None)
-    assert make(popsize=100, elite_frac=0.29)[1].num_elite == 29      # 0.29 * 100 = 28.999...
+    assert make(popsize=100, elite_frac=0.29)[1].num_elite == 29  # 0.29 * 100 = 28.999...
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -59,7 +59,7 @@ def test_plain_cem_stalls_and_noisy_cem_converges():
         _, plain = make(sigma=1.0, seed=seed)
         run(plain, sphere, 10_000)
         assert plain.best_loss > 1e-2
-        assert plain.state["population"]["sigma_vec"].max() < 1e-3      # collapsed far away
+        assert plain.state["population"]["sigma_vec"].max() < 1e-3  # collapsed far away
         _, noisy = make(sigma=1.0, seed=seed, extra_noise=1.0, extra_noise_steps=20)
         run(noisy, sphere, 5500, 1e-8)
         assert noisy.best_loss < 1e-8
@@ -78,8 +78,19 @@ def test_two_generations_equal_float64_reference(weights):
     lr, sigma_lr, q, z0, steps = 0.7, 0.9, 5, 0.3, 4
     x0 = torch.linspace(-2, 1, D, dtype=torch.float64)
     p = torch.nn.Parameter(x0.clone())
-    opt = CEM([p], lr=lr, sigma=0.5, sigma_lr=sigma_lr, sigma_lr_power=q, extra_noise=z0,
-              extra_noise_steps=steps, popsize=P, elite_frac=0.3, weights=weights, seed=seed)
+    opt = CEM(
+        [p],
+        lr=lr,
+        sigma=0.5,
+        sigma_lr=sigma_lr,
+        sigma_lr_power=q,
+        extra_noise=z0,
+        extra_noise_steps=steps,
+        popsize=P,
+        elite_frac=0.3,
+        weights=weights,
+        seed=seed,
+    )
 
     def fn(x):
         return ((x - 0.25) ** 2 * torch.arange(1.0, D + 1, dtype=x.dtype)).sum(-1)
@@ -97,8 +108,9 @@ def test_two_generations_equal_float64_reference(weights):
         if weights == "equal":
             w = torch.full((mu,), 1 / mu, dtype=torch.float64)
         else:
-            w = torch.tensor([math.log(mu + 0.5) - math.log(k) for k in range(1, mu + 1)],
-                             dtype=torch.float64)
+            w = torch.tensor(
+                [math.log(mu + 0.5) - math.log(k) for k in range(1, mu + 1)], dtype=torch.float64
+            )
             w = w / w.sum()
         m_e = (w[:, None] * elite).sum(0)
         v_e = (w[:, None] * (elite - m_e) ** 2).sum(0)
@@ -123,8 +135,15 @@ def test_maximize_equals_minimizing_the_negation_exactly():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_exact_resume_through_torch_save(dtype):
-    kw = dict(dtype=dtype, sigma=0.5, popsize=20, extra_noise=0.1, extra_noise_steps=8,
-              sigma_lr=0.9, sigma_lr_power=5)
+    kw = dict(
+        dtype=dtype,
+        sigma=0.5,
+        popsize=20,
+        extra_noise=0.1,
+        extra_noise_steps=8,
+        sigma_lr=0.9,
+        sigma_lr_power=5,
+    )
     _, full = make(seed=9, **kw)
     _, first = make(seed=9, **kw)
     for _ in range(4):
@@ -136,18 +155,22 @@ def test_exact_resume_through_torch_save(dtype):
     p, resumed = make(seed=1, **{**kw, "sigma": 0.5})
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(p.detach(), full.mean)
-    for _ in range(6):                                   # through the end of the noise schedule
+    for _ in range(6):  # through the end of the noise schedule
         full.step(rosenbrock)
         resumed.step(rosenbrock)
     assert torch.equal(full.mean, resumed.mean)
-    assert torch.equal(full.state["population"]["sigma_vec"], resumed.state["population"]["sigma_vec"])
+    assert torch.equal(
+        full.state["population"]["sigma_vec"], resumed.state["population"]["sigma_vec"]
+    )
 
 
 def test_load_refuses_other_elite_settings():
     _, a = make(popsize=20, seed=0)
     a.step(sphere)
     _, b = make(popsize=20, elite_frac=0.5, seed=0)
-    with pytest.raises(ValueError, match=r"saved elite_frac=0.2, this optimizer has elite_frac=0.5"):
+    with pytest.raises(
+        ValueError, match=r"saved elite_frac=0.2, this optimizer has elite_frac=0.5"
+    ):
         b.load_state_dict(a.state_dict())
     _, c = make(popsize=20, weights="log", seed=0)
     with pytest.raises(ValueError, match=r"saved weights='equal'"):
@@ -164,7 +187,10 @@ BAD = [
     (dict(extra_noise_steps=0), r"Invalid extra_noise_steps: 0 \(expected an integer >= 1\)"),
     (dict(elite_frac=0.0), r"Invalid elite_frac: 0.0 \(expected a number in \(0.0, 1.0\]\)"),
     (dict(elite_frac=1.2), r"Invalid elite_frac: 1.2"),
-    (dict(popsize=10, elite_frac=0.05), r"Invalid elite_frac: 0.05 with popsize=10 keeps .* = 0 elite"),
+    (
+        dict(popsize=10, elite_frac=0.05),
+        r"Invalid elite_frac: 0.05 with popsize=10 keeps .* = 0 elite",
+    ),
     (dict(popsize=1), r"Invalid popsize: 1 \(expected an integer >= 2\)"),
     (dict(weights="linear"), r"Invalid weights: 'linear' \(expected one of \['equal', 'log'\]\)"),
 ]
@@ -184,7 +210,7 @@ def test_lr_schedule_takes_effect_and_zero_freezes_the_mean():
     assert opt.param_groups[0]["lr"] == 0.5
     sched.step()
     before = opt.mean.clone()
-    opt.step(sphere)                                     # lr = 0 (from a schedule: allowed)
+    opt.step(sphere)  # lr = 0 (from a schedule: allowed)
     assert torch.equal(opt.mean, before)
 
 
@@ -203,14 +229,20 @@ def test_changing_group_sigma_rescales_sigma_vec():
 def test_extra_noise_per_group_and_its_decay():
     p1 = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
     p2 = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    opt = CEM([{"params": [p1]}, {"params": [p2], "extra_noise": 4.0, "extra_noise_steps": 2}],
-              sigma=1e-6, popsize=10, seed=0)
-    opt.step(sphere)                                      # t = 0: Z = 4 on the second group
+    opt = CEM(
+        [{"params": [p1]}, {"params": [p2], "extra_noise": 4.0, "extra_noise_steps": 2}],
+        sigma=1e-6,
+        popsize=10,
+        seed=0,
+    )
+    opt.step(sphere)  # t = 0: Z = 4 on the second group
     sv = opt.state["population"]["sigma_vec"]
-    assert sv[:2].max() < 1e-5 and torch.allclose(sv[2:], torch.full((2,), 2.0, dtype=torch.float64), rtol=1e-3)
-    opt.step(sphere)                                      # t = 1: Z = 2
+    assert sv[:2].max() < 1e-5 and torch.allclose(
+        sv[2:], torch.full((2,), 2.0, dtype=torch.float64), rtol=1e-3
+    )
+    opt.step(sphere)  # t = 1: Z = 2
     sv = opt.state["population"]["sigma_vec"]
     assert sv[2:].min() > math.sqrt(2.0)
-    opt.step(sphere)                                      # t = 2: Z = 0
+    opt.step(sphere)  # t = 2: Z = 0
     opt.step(sphere)
     assert opt._extra_noise(2) == 0.0 and opt._extra_noise(5) == 0.0

@@ -70,11 +70,11 @@ def _reference_generation(mean, sigma, B, fn, g, P, lr, eta_sigma, eta_B):
     u = [0.0] * P
     for k, i in enumerate(order):
         u[i] = raw[k] / sum(raw) - 1.0 / P
-    I = torch.eye(D, dtype=torch.float64)
+    eye = torch.eye(D, dtype=torch.float64)
     G_delta = sum(u[k] * s[k] for k in range(P))
-    G_M = sum(u[k] * (torch.outer(s[k], s[k]) - I) for k in range(P))
+    G_M = sum(u[k] * (torch.outer(s[k], s[k]) - eye) for k in range(P))
     G_sigma = torch.trace(G_M) / D
-    G_B = G_M - G_sigma * I
+    G_B = G_M - G_sigma * eye
     new_mean = mean + lr * sigma * B @ G_delta
     new_sigma = sigma * math.exp(eta_sigma / 2 * float(G_sigma))
     new_B = B @ torch.linalg.matrix_exp(eta_B / 2 * G_B)
@@ -86,13 +86,21 @@ def test_three_generations_equal_float64_reference():
     x0 = torch.linspace(-1, 1, D, dtype=torch.float64)
     p = torch.nn.Parameter(x0.clone())
     opt = XNES([p], lr=0.9, sigma=0.4, sigma_lr=0.3, b_lr=0.2, popsize=P, seed=seed)
-    H = torch.tensor([[2.0, 0.5, 0, 0, 0], [0.5, 1, 0, 0, 0], [0, 0, 3, 0, 0],
-                      [0, 0, 0, 1, 0.9], [0, 0, 0, 0.9, 1]], dtype=torch.float64)
+    H = torch.tensor(
+        [
+            [2.0, 0.5, 0, 0, 0],
+            [0.5, 1, 0, 0, 0],
+            [0, 0, 3, 0, 0],
+            [0, 0, 0, 1, 0.9],
+            [0, 0, 0, 0.9, 1],
+        ],
+        dtype=torch.float64,
+    )
 
     def fn(x):
         return ((x @ H) * x).sum(-1)
 
-    g = torch.Generator().manual_seed(seed)          # the same noise stream
+    g = torch.Generator().manual_seed(seed)  # the same noise stream
     mean, sigma, B = x0.clone(), 0.4, torch.eye(D, dtype=torch.float64)
     for _ in range(3):
         pop = opt.ask()
@@ -103,8 +111,8 @@ def test_three_generations_equal_float64_reference():
     torch.testing.assert_close(opt.mean, mean, rtol=1e-12, atol=1e-13)
     assert float(st["sigma"]) == pytest.approx(sigma, rel=1e-12)
     torch.testing.assert_close(st["B"], B, rtol=1e-12, atol=1e-13)
-    assert torch.linalg.det(st["B"]).item() == pytest.approx(1.0, abs=1e-12)   # tr(G_B) = 0
-    assert not torch.allclose(B, torch.diag(torch.diagonal(B)))             # B learned correlations
+    assert torch.linalg.det(st["B"]).item() == pytest.approx(1.0, abs=1e-12)  # tr(G_B) = 0
+    assert not torch.allclose(B, torch.diag(torch.diagonal(B)))  # B learned correlations
 
 
 def test_float32_parameters_keep_float64_covariance_through_a_checkpoint():
@@ -212,13 +220,13 @@ def test_changing_group_sigma_rescales_rows_of_A():
     p1 = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
     p2 = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
     opt = XNES([{"params": [p1]}, {"params": [p2]}], sigma=0.2, seed=0)
-    opt.ask()                                             # the state is built lazily
+    opt.ask()  # the state is built lazily
     st = opt.state["population"]
     assert float(st["sigma"]) == 0.2 and torch.equal(st["B"], torch.eye(5, dtype=torch.float64))
     for _ in range(3):
         opt.step(sphere)
     A = st["sigma"] * st["B"]
-    opt.param_groups[1]["sigma"] = 0.05                   # quarter the second group's rows
+    opt.param_groups[1]["sigma"] = 0.05  # quarter the second group's rows
     pop = opt.ask()
     st = opt.state["population"]
     scale = torch.tensor([1, 1, 1, 0.25, 0.25], dtype=torch.float64)
@@ -226,7 +234,7 @@ def test_changing_group_sigma_rescales_rows_of_A():
     assert torch.linalg.det(st["B"]).item() == pytest.approx(1.0, abs=1e-12)
     opt.tell(sphere(pop))
     sigma_before = st["sigma"].clone()
-    for g in opt.param_groups:                            # uniform change: sigma only
+    for g in opt.param_groups:  # uniform change: sigma only
         g["sigma"] = g["sigma"] * 2
     B_before = opt.state["population"]["B"].clone()
     opt.ask()
@@ -241,4 +249,6 @@ def test_per_group_initial_sigma_factors_into_sigma_and_B():
     opt.ask()
     st = opt.state["population"]
     assert float(st["sigma"]) == pytest.approx(2.0)
-    torch.testing.assert_close(st["B"], torch.diag(torch.tensor([0.5, 0.5, 2.0, 2.0], dtype=torch.float64)))
+    torch.testing.assert_close(
+        st["B"], torch.diag(torch.tensor([0.5, 0.5, 2.0, 2.0], dtype=torch.float64))
+    )
