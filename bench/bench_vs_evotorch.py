@@ -47,7 +47,6 @@ from torch.utils.data import TensorDataset
 import evoopt
 from evoopt.population import ParamLayout, Population
 
-
 #: The timer: with --threads 1 process CPU time, which other processes' load on a shared
 #: machine does not inflate (all of torch's work runs on this one thread); wall time with
 #: more threads (CPU time would add the threads up) or with --clock wall.
