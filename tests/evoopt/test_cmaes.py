@@ -1,0 +1,329 @@
+"""evoopt.CMAES: equal to pycma driven directly, converges within stated budgets, restarts
+(IPOP/BIPOP), exact resume through weights_only checkpoints, no files, no global RNG."""
+
+import io
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import evoopt
+from evoopt.algorithms.cmaes import _QUIET, cmaes_default_popsize
+
+cma = pytest.importorskip("cma")
+
+
+def sphere(x):
+    return (x**2).sum(-1)
+
+
+def rosenbrock(x):
+    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+
+
+def rastrigin(x):
+    return 10 * x.shape[-1] + (x**2 - 10 * torch.cos(2 * math.pi * x)).sum(-1)
+
+
+def roundtrip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def make(D=8, x0=0.5, dtype=torch.float64, seed=0, **kw):
+    x = torch.nn.Parameter(torch.full((D,), x0, dtype=dtype))
+    return x, evoopt.CMAES([x], seed=seed, **kw)
+
+
+def pycma_means(D, x0, sigma, seed, gens, fn, opts=None, scale_sigma_at=None):
+    """pycma driven directly with the same sampler (a torch.Generator seeded alike)."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    o = dict(_QUIET, randn=lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).numpy())
+    o.update(opts or {})
+    es = cma.CMAEvolutionStrategy(np.full(D, x0), sigma, o)
+    out = []
+    for k in range(gens):
+        if scale_sigma_at and k in scale_sigma_at:
+            es.sigma *= scale_sigma_at[k]
+        X = es.ask()
+        es.tell(X, fn(torch.from_numpy(np.array(X))).numpy())
+        es.stop()
+        out.append(es.gp.pheno(es.mean, into_bounds=es.boundary_handler.repair))
+    return np.array(out)
+
+
+# ---------------------------------------------------------------- equal to pycma
+EQUAL_CASES = {
+    "full": (dict(), dict()),
+    "diagonal": (dict(diagonal=True), dict(CMA_diagonal=True)),
+    "bounds": (dict(bounds=(-0.25, [2.0] * 8)), dict(bounds=[-0.25, [2.0] * 8])),
+    "lr_cm": (dict(lr=0.7), dict(CMA_cmean=0.7)),
+    "popsize_tpa": (dict(popsize=6, options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA}),
+                    dict(popsize=6, AdaptSigma=cma.sigma_adaptation.CMAAdaptSigmaTPA)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EQUAL_CASES))
+def test_means_equal_pycma_driven_directly(case):
+    ours, theirs = EQUAL_CASES[case]
+    x, opt = make(sigma=0.3, seed=3, **ours)
+    got = []
+    for _ in range(40):
+        opt.step(lambda pop: rosenbrock(pop.flat))
+        got.append(x.detach().numpy().copy())
+    want = pycma_means(8, 0.5, 0.3, 3, 40, rosenbrock, theirs)
+    np.testing.assert_array_equal(np.array(got), want)
+    assert opt.num_evals == 40 * opt.popsize
+
+
+def test_param_groups_with_different_sigma_equal_pycma_with_cma_stds():
+    a = torch.nn.Parameter(torch.full((3,), 0.5, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.full((5,), 0.5, dtype=torch.float64))
+    opt = evoopt.CMAES([{"params": [a], "sigma": 0.1}, {"params": [b]}], sigma=0.4, seed=1)
+    got = []
+    for _ in range(15):
+        opt.step(lambda pop: rosenbrock(pop.flat))
+        got.append(torch.cat([a, b]).detach().numpy().copy())
+    want = pycma_means(8, 0.5, 0.4, 1, 15, rosenbrock, dict(CMA_stds=[0.25] * 3 + [1.0] * 5))
+    np.testing.assert_array_equal(np.array(got), want)
+
+
+def test_sigma_change_between_generations_rescales_the_adapted_step_size():
+    x, opt = make(sigma=0.3, seed=2)
+    got = []
+    for k in range(20):
+        if k == 10:
+            before = opt.sigma
+            opt.param_groups[0]["sigma"] = 0.15  # halve: e.g. a schedule on sigma
+            pop = opt.ask()
+            assert opt.es.sigma == before * 0.5
+            opt.tell(rosenbrock(pop.flat))
+        else:
+            opt.step(lambda pop: rosenbrock(pop.flat))
+        got.append(x.detach().numpy().copy())
+    want = pycma_means(8, 0.5, 0.3, 2, 20, rosenbrock, scale_sigma_at={10: 0.5})
+    np.testing.assert_array_equal(np.array(got), want)
+
+
+@pytest.mark.parametrize("D", [1, 2, 10, 100])
+def test_default_popsize_is_pycmas(D):
+    _, opt = make(D=D)
+    es = cma.CMAEvolutionStrategy(np.zeros(D), 1.0, dict(_QUIET))
+    assert opt.popsize == cmaes_default_popsize(D) == es.popsize
+    assert len(opt.ask()) == opt.popsize
+
+
+# ------------------------------------------------------------------ convergence
+def evals_to_reach(fn, target, budget, x0, use_best=False, **kw):
+    x, opt = make(D=10, x0=x0, **kw)
+    while opt.num_evals < budget:
+        opt.step(lambda pop: fn(pop.flat))
+        value = opt.best_loss if use_best else float(fn(x.detach()))
+        if value < target:
+            return opt
+    pytest.fail(f"{fn.__name__}: f={value:.3g} after {opt.num_evals} evaluations (budget {budget})")
+
+
+@pytest.mark.parametrize(
+    "fn,x0,sigma,diagonal,budget",
+    [  # measured (seeds 0-5): sphere 1640-1850 evals, diagonal 1390-1500, rosenbrock 4610-5080
+        (sphere, 3.0, 1.0, False, 2_500),
+        (sphere, 3.0, 1.0, True, 2_000),
+        (rosenbrock, 0.0, 0.5, False, 7_000),
+    ],
+)
+def test_converges_within_budget_d10(fn, x0, sigma, diagonal, budget):
+    opt = evals_to_reach(fn, 1e-10 if fn is sphere else 1e-8, budget, x0, sigma=sigma, diagonal=diagonal)
+    assert opt.num_restarts == 0
+
+
+def test_one_dimension_works():
+    x, opt = make(D=1, x0=2.0, sigma=0.5)
+    assert opt.popsize == 4
+    for _ in range(60):
+        opt.step(lambda pop: sphere(pop.flat))
+    assert float(x.detach() ** 2) < 1e-12
+
+
+def test_ipop_restarts_solve_rastrigin_d10_within_budget():
+    # seed 4 needs 55,940 evaluations (4 restarts); seeds 0-5 need 55k-150k
+    opt = evals_to_reach(rastrigin, 1e-8, 80_000, 3.0, use_best=True, sigma=2.0, restarts=9, seed=4)
+    assert opt.num_restarts == 4 and opt.popsize == 10 * 2**4
+    # without restarts the same start stays in a local optimum
+    x, plain = make(D=10, x0=3.0, sigma=2.0, seed=4)
+    for _ in range(300):
+        plain.step(lambda pop: rastrigin(pop.flat))
+    assert plain.best_loss > 1.0
+
+
+def quick_stop_opts():  # stop each run after a few dozen generations
+    return {"tolfun": 1e-3, "tolfunhist": 1e-3, "tolx": 1e-3}
+
+
+@pytest.mark.parametrize("strategy", ["ipop", "bipop"])
+def test_restart_popsizes_and_ask_tell_sizes_follow_the_run(strategy):
+    from evoopt.algorithms.cmaes import _LARGE
+
+    x, opt = make(D=6, x0=2.0, sigma=1.0, restarts=3, restart_strategy=strategy, options=quick_stop_opts())
+    p0 = opt.popsize
+    runs = [(p0, None)]  # (popsize, regime) of each run
+    while not (opt.popsize == 8 * p0 and opt.stop_conditions) and opt.generation < 2000:
+        pop = opt.ask()
+        assert len(pop) == opt.popsize
+        if opt.num_restarts == len(runs):  # a new run: the base must expect its popsize
+            runs.append((opt.popsize, opt.state["population"]["regime"]))
+            with pytest.raises(ValueError, match=rf"expected \({len(pop)},\)"):
+                opt.tell(torch.zeros(len(pop) + 1))
+        opt.tell(sphere(pop.flat))
+    if strategy == "ipop":
+        assert [p for p, _ in runs] == [p0, 2 * p0, 4 * p0, 8 * p0]
+    else:  # large runs double; short runs in between draw p0 <= popsize <= the last large one
+        assert [p for p, r in runs if r == _LARGE] == [2 * p0, 4 * p0, 8 * p0]
+        small = [p for p, r in runs[1:] if r != _LARGE]
+        assert small and all(p0 <= p <= 4 * p0 for p in small)
+    assert opt.num_restarts == len(runs) - 1
+    assert opt.es.countevals == opt.num_evals
+    # each run restarts from the initial point and converges again
+    assert float(sphere(x.detach())) < 1e-2
+
+
+# ------------------------------------------------------------------ exact resume
+RESUME_CASES = {
+    "full": dict(sigma=0.3),
+    "diagonal": dict(sigma=0.3, diagonal=True),
+    "bounds": dict(sigma=0.3, bounds=(-1.0, 2.0)),
+    "float32": dict(sigma=0.3, dtype=torch.float32),
+    "tpa": dict(sigma=0.3, options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA}),
+    "ipop_after_restart": dict(sigma=1.0, restarts=4, options=quick_stop_opts()),
+    "bipop_after_restarts": dict(sigma=1.0, restarts=4, restart_strategy="bipop", options=quick_stop_opts()),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_exact_resume_mid_run(case):
+    kw = dict(RESUME_CASES[case])
+    fn = sphere if "restart" in case else rosenbrock
+    # restarts (seed 5): ipop at 72 and once more before 160; bipop at 72 (large), 128 (small), 163 (large),
+    # 213 (small): the bipop checkpoint lands in a small run and resumes across two restarts
+    first, then = {"ipop_after_restart": (100, 60), "bipop_after_restarts": (140, 90)}.get(case, (25, 40))
+    x, opt = make(seed=5, **kw)
+    for _ in range(first):
+        opt.step(lambda pop: fn(pop.flat))
+    restarts_before = opt.num_restarts
+    ckpt = roundtrip(opt.state_dict())
+    expected = []
+    for _ in range(then):
+        loss = float(opt.step(lambda pop: fn(pop.flat)))
+        expected.append((loss, x.detach().clone(), opt.sigma, opt.popsize, opt.stop_conditions))
+
+    x2, opt2 = make(seed=999, **kw)  # another seed: everything must come from the checkpoint
+    opt2.load_state_dict(ckpt)
+    assert torch.equal(x2.detach(), ckpt["state"]["population"]["mean"].to(x2.dtype))
+    for loss, xe, sigma, popsize, stop in expected:
+        assert float(opt2.step(lambda pop: fn(pop.flat))) == loss
+        assert torch.equal(x2.detach(), xe)
+        assert (opt2.sigma, opt2.popsize, opt2.stop_conditions) == (sigma, popsize, stop)
+    assert opt2.num_restarts == opt.num_restarts and opt2.num_evals == opt.num_evals
+    if "restart" in case:
+        assert (restarts_before, opt.num_restarts) == ((1, 2) if case.startswith("ipop") else (2, 4))
+
+
+def test_checkpoint_before_the_first_generation_and_state_left_intact():
+    x, opt = make(seed=1)
+    ckpt = roundtrip(opt.state_dict())
+    ref = [float(opt.step(lambda pop: sphere(pop.flat))) for _ in range(5)]
+    _, opt2 = make(seed=2)
+    opt2.load_state_dict(ckpt)
+    assert [float(opt2.step(lambda pop: sphere(pop.flat))) for _ in range(5)] == ref
+    assert "pycma" not in opt2.state["population"]  # the snapshot lives in checkpoints only
+
+
+def test_checkpoint_with_other_settings_is_refused():
+    _, opt = make(diagonal=True)
+    opt.step(lambda pop: sphere(pop.flat))
+    ckpt = roundtrip(opt.state_dict())
+    _, full = make()
+    with pytest.raises(ValueError, match="saved with diagonal=True, this optimizer has diagonal=False"):
+        full.load_state_dict(ckpt)
+    _, bounded = make(diagonal=True, bounds=(-1, 1))
+    with pytest.raises(ValueError, match="saved with bounded=False"):
+        bounded.load_state_dict(ckpt)
+
+
+# ------------------------------------------------------- no files, no global RNG
+def test_writes_no_files_and_leaves_numpys_global_rng_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.random.seed(1234)
+    state = np.random.get_state()
+    for kw in (dict(), dict(diagonal=True), dict(bounds=(-1, 1)), dict(popsize=4),
+               dict(options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA})):
+        x, opt = make(D=5, sigma=0.3, **kw)
+        for _ in range(8):
+            opt.step(lambda pop: rosenbrock(pop.flat))
+        opt.load_state_dict(roundtrip(opt.state_dict()))
+    _, opt = make(D=5, sigma=1.0, restarts=2, options=quick_stop_opts(), restart_strategy="bipop")
+    while opt.num_restarts < 2:
+        opt.step(lambda pop: sphere(pop.flat))
+    after = np.random.get_state()
+    assert after[0] == state[0] and np.array_equal(after[1], state[1]) and after[2:] == state[2:]
+    assert os.listdir(tmp_path) == []
+
+
+def test_stop_conditions_report_convergence():
+    _, opt = make(D=4, x0=1.0, sigma=0.5)
+    assert opt.stop_conditions == {}
+    for _ in range(400):
+        opt.step(lambda pop: sphere(pop.flat))
+    assert {"tolfun", "tolx"} & set(opt.stop_conditions)
+
+
+# -------------------------------------------------------------------- bad input
+BAD = [
+    (dict(sigma=0.0), r"Invalid sigma: 0.0 \(expected a finite number > 0\)"),
+    (dict(sigma=-1.0), "Invalid sigma: -1.0"),
+    (dict(lr=0.0), "Invalid lr: 0.0"),
+    (dict(popsize=1), r"Invalid popsize: 1 \(expected an integer >= 2\)"),
+    (dict(diagonal="yes"), "Invalid diagonal: 'yes'"),
+    (dict(restarts=-1), "Invalid restarts: -1"),
+    (dict(restart_strategy="lpop"), r"Invalid restart_strategy: 'lpop' \(expected one of \['bipop', 'ipop'\]\)"),
+    (dict(bounds=(1.0, 1.0)), r"Invalid bounds: lower >= upper at coordinates \[0, 1, 2"),
+    (dict(bounds=([0.0, -1.0], 1.0)), r"Invalid bounds: lower has 2 values \(expected 1 or D=8\)"),
+    (dict(bounds=(-1.0,)), r"Invalid bounds: \(-1.0,\) \(expected a pair"),
+    (dict(bounds=(0.6, 1.0)), r"initial parameters lie outside them at coordinates \[0, 1"),
+    (dict(options={"popsise": 8}), r"Invalid options key: 'popsise' .*did you mean 'popsize'"),
+    (dict(options={"tolfunn": 1e-9}), r"Invalid options key: 'tolfunn' .*did you mean 'tolfun'"),
+    (dict(options={"randn": np.random.randn}), r"'randn' is set by evoopt.CMAES \(samples come from"),
+    (dict(options={"verb_log": 1}), r"'verb_log' is set by evoopt.CMAES .*never print or write files"),
+    (dict(options={"CMA_diagonal": True}), r"'CMA_diagonal' is set by evoopt.CMAES \(use the diagonal="),
+    (dict(options={"CMA_mirrormethod": 0}), r"Invalid options\['CMA_mirrormethod'\]: 0 \(expected 2"),
+    (dict(options=[("tolfun", 1)]), "Invalid options: .*expected a dict"),
+]
+
+
+@pytest.mark.parametrize("kwargs,match", BAD, ids=[m[:30] for _, m in BAD])
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+
+
+def test_bad_group_values_between_generations():
+    a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = evoopt.CMAES([{"params": [a]}, {"params": [b]}], sigma=0.5, seed=0)
+    opt.step(lambda pop: sphere(pop.flat))
+    opt.param_groups[0]["sigma"] = 0.25  # only one group: no common factor
+    with pytest.raises(ValueError, match="changed from .* by different factors"):
+        opt.ask()
+    opt.param_groups[0]["sigma"] = 0.5
+    opt.param_groups[1]["lr"] = 0.5
+    with pytest.raises(ValueError, match=r"Invalid lr: \[1.0, 0.5\] differ between param groups"):
+        opt.ask()
+    opt.param_groups[1]["lr"] = 1.0
+    opt.param_groups[1]["sigma"] = -1.0
+    with pytest.raises(ValueError, match="Invalid sigma: -1.0"):
+        opt.ask()
