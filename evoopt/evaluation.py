@@ -192,8 +192,7 @@ def _is_vmap_error(exc: RuntimeError) -> bool:
 _ELEMENTWISE = (nn.Identity, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.LeakyReLU, nn.ELU,
                 nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign,
                 nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink)
-
-
+# In-place twins, used once h is an intermediate this module allocated.
 _INPLACE = {nn.Tanh: torch.tanh_, nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Identity: lambda h: h}
 
 #: Bytes of activations per chunk of members on CPU: [chunk, N, width] tensors of about

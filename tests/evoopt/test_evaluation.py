@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import evoopt  # noqa: F401 - registers the algorithms
+from evoopt import evaluation
 from evoopt.evaluation import batched_forward, loop_objective, vmap_objective
 from evoopt.population import ParamLayout, Population, PopulationOptimizer, is_population_objective
 from evoopt.registry import population_optimizers
@@ -256,7 +257,7 @@ def _generic_vmap(model, pop, x, per_member):
 
 @pytest.mark.parametrize("owned", ["all", "middle bias", "first layer", "last weight"])
 @pytest.mark.parametrize("per_member, shape", [(False, (6,)), (False, (2, 5, 6)), (True, (P, 6)), (True, (P, 4, 6))])
-def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape):
+def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape, monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(6, 16), nn.ELU(), nn.Linear(16, 8),
                           nn.Tanh(), nn.Linear(8, 3))
@@ -272,6 +273,8 @@ def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=5),
                                ref, atol=1e-5, rtol=0)
+    monkeypatch.setattr(evaluation, "_CACHE_BYTES", 200)  # cache-sized chunks of 1-3 members
+    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member), ref, atol=1e-5, rtol=0)
 
 
 class DataDependent(nn.Module):
