@@ -97,8 +97,8 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         self._sampler = MirroredSampler()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_group({**self.defaults, **param_group})  # before anything is added
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
 
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         pass  # the center (st["mean"]) and the inner optimizer's state are all there is

@@ -58,7 +58,7 @@ __all__ = ["PGPE"]
 
 def _check_group(g: dict[str, Any]) -> None:
     check_positive("lr", g["lr"])
-    if g["sigma"] is not None:
+    if g["sigma"] is not None:  # None: radius_init fills it in once D is known
         check_positive("sigma", g["sigma"])
     check_positive("stdev_lr", g["stdev_lr"], allow_zero=True)
     check_range("stdev_max_change", g["stdev_max_change"], 0.0, 1.0, low_open=True, high_open=True)
@@ -135,8 +135,8 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
         self._sampler = MirroredSampler()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_group({**self.defaults, **param_group})  # before anything is added
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
 
     @property
     def stdev(self) -> Tensor:

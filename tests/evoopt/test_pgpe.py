@@ -281,3 +281,18 @@ def test_checkpoint_checks_stdev_shape():
     with pytest.raises(ValueError, match=r"saved stdev has shape"):
         evoopt.PGPE([torch.nn.Parameter(torch.zeros(D))], popsize=4).load_state_dict(sd)
     assert math.isfinite(float(opt.stdev.sum()))
+
+
+def test_bad_param_group_is_refused_before_it_is_added():
+    x = torch.nn.Parameter(torch.zeros(D))
+    opt = evoopt.PGPE([x], popsize=4, seed=0)
+    with pytest.raises(ValueError, match=r"Invalid stdev_max_change: 1.5"):
+        opt.add_param_group(
+            {"params": [torch.nn.Parameter(torch.zeros(3))], "stdev_max_change": 1.5}
+        )
+    assert len(opt.param_groups) == 1 and len(opt.inner_optimizer.param_groups) == 1
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 0.5})
+    assert [g["lr"] for g in opt.inner_optimizer.param_groups] == [0.1, 0.5]
+    assert opt.num_params == D + 3
+    opt.step(lambda pop: sphere(pop.flat))
+    assert opt.stdev.shape == (D + 3,)
