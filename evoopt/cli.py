@@ -126,14 +126,13 @@ def cmd_compare(args) -> int:
         if args.quick:
             budget_evals = max(1, budget_evals // 5)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{task.name}"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     print(f"evoopt compare: task {task.name}, optimizers {', '.join(s.label for s in specs)}, "
-          f"seeds {seeds}, {torch.get_num_threads()} thread(s)", flush=True)
+          f"seeds {seeds}, {args.threads or torch.get_num_threads()} thread(s)", flush=True)
     t0 = time.perf_counter()
     try:
         result = compare(task, specs, seeds, budget_evals=budget_evals,
-                         budget_seconds=budget_seconds, progress=args.progress, plot=False)
+                         budget_seconds=budget_seconds, progress=args.progress, plot=False,
+                         num_threads=args.threads)
     except ValueError as e:  # bad hyperparameters for an optimizer: a usage error
         raise UsageError(str(e)) from None
     plot_note = ""

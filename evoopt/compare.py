@@ -561,6 +561,14 @@ def _run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | Non
     return run
 
 
+def _check_constructors(task: Task, specs: list[OptimizerSpec], seed: int) -> None:
+    """Build every optimizer once on a throwaway model, so that bad names or values of
+    hyperparameters raise ``ValueError`` before any run starts."""
+    for spec in specs:
+        model = task.make_model(seed)
+        spec.cls(model.parameters(), **resolve_hyperparameters(spec, task, model, seed))
+
+
 def compare(
     task: str | Task,
     optimizers: Iterable = ("adam", "sgd"),
@@ -574,6 +582,7 @@ def compare(
     progress: bool | None = None,
     on_error: str = "record",
     callback: Callable[[Run], None] | None = None,
+    num_threads: int | None = None,
 ) -> Comparison:
     """Run every optimizer on every seed of ``task`` under the same budget.
 
@@ -591,8 +600,13 @@ def compare(
         plot: write the PNG plots when saving (needs matplotlib).
         progress: show a tqdm bar on stderr (default: when stderr is a terminal).
         on_error: ``"record"`` keeps going when a run raises (the run is marked
-            ``failed`` with the traceback); ``"raise"`` re-raises.
+            ``failed`` with the traceback); ``"raise"`` re-raises. Bad hyperparameters
+            always raise ``ValueError`` before the first run: every optimizer is built
+            once on a throwaway model first.
         callback: called with each finished :class:`Run`.
+        num_threads: run with ``torch.set_num_threads(num_threads)`` and restore the
+            previous value afterwards (``None``: leave it). One thread is usually fastest
+            for these small models, and much faster on a busy machine.
     """
     task = get_task(task)
     specs = [parse_optimizer(o) for o in optimizers]
@@ -619,6 +633,9 @@ def compare(
         raise ValueError(f"Invalid num_points: {num_points!r} (expected an integer >= 1)")
     if on_error not in ("record", "raise"):
         raise ValueError(f"Invalid on_error: {on_error!r} (expected 'record' or 'raise')")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"Invalid num_threads: {num_threads!r} (expected an integer >= 1)")
+    _check_constructors(task, specs, seeds[0])
     if progress is None:
         progress = sys.stderr.isatty()
     by_time = budget_evals is None
@@ -626,6 +643,9 @@ def compare(
     bar = _Progress(bool(progress), total, "s" if by_time else "eval")
     runs = []
     t0 = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     try:
         for spec in specs:
             for seed in seeds:
@@ -648,6 +668,7 @@ def compare(
                     callback(run)
     finally:
         bar.close()
+        torch.set_num_threads(threads_before)
     result = Comparison(
         task=task.name, metric=task.metric, higher_is_better=task.metric_higher_is_better,
         budget_evals=budget_evals, budget_seconds=budget_seconds, seeds=seeds,

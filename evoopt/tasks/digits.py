@@ -100,9 +100,13 @@ class Digits(Task):
     """
 
     name = "digits"
-    default_budget_evals = 10_000
+    default_budget_evals = 3000
     metric = "test_accuracy"
     acceptance = {"gradient_min": 0.95, "population_min": 0.90}
+    # Tuned on seed 0 with 3000 evaluations (test accuracy measured then: adam 0.976,
+    # sgd 0.973, rmsprop 0.978; snes 0.953, openai_es 0.940, pgpe 0.933, cmaes 0.927,
+    # ars 0.927). D = 2410, so CMA-ES runs diagonal (sep-CMA): a full 2410 x 2410
+    # covariance costs far more per generation than the whole evaluation.
     hyperparameters = {
         "sgd": {"lr": 0.5},
         "sgd-momentum": {"lr": 0.1, "momentum": 0.9},
@@ -111,6 +115,13 @@ class Digits(Task):
         "rmsprop": {"lr": 0.001},
         "adagrad": {"lr": 0.1},
         "lbfgs": {"lr": 1.0, "max_iter": 20, "history_size": 10},
+        "pgpe": {"popsize": 50, "lr": 0.3, "sigma": 0.05},
+        "openai_es": {"popsize": 50, "lr": 0.03, "sigma": 0.05},
+        "snes": {"sigma": 0.05},
+        "xnes": {"sigma": 0.05},
+        "cmaes": {"sigma": 0.1, "diagonal": True},
+        "cem": {"sigma": 0.1},
+        "ars": {},
     }
 
     def __init__(self, hidden: int = 32, test_size: float = 0.25, split_seed: int = 0):
@@ -157,6 +168,7 @@ class Digits01(Digits):
     name = "digits01"
     differentiable = False
     acceptance = {"population_beats_gradient": True}
+    hyperparameters = {**Digits.hyperparameters, "snes": {"sigma": 0.1}}
 
     def _train_loss_fn(self):
         return zero_one_error
@@ -168,6 +180,7 @@ class QuantizedDigits(Digits):
     name = "quantized"
     differentiable = False
     acceptance = {"population_beats_gradient": True}
+    hyperparameters = {**Digits.hyperparameters, "snes": {"sigma": 0.1}}
 
     def make_model(self, seed: int) -> nn.Module:
         return init_uniform_(build_uninitialized(lambda: TernaryMLP(64, self.hidden, 10)), seed)

@@ -122,7 +122,7 @@ class FunctionTask(Task):
     differentiable = True
     metric = "f"
     metric_higher_is_better = False
-    hyperparameters = {
+    gradient_hyperparameters = {
         "sgd": {"lr": 1e-3},
         "sgd-momentum": {"lr": 1e-4, "momentum": 0.9},
         "adam": {"lr": 0.05},
@@ -139,6 +139,19 @@ class FunctionTask(Task):
         self.name = function
         self.default_budget_evals = 1000 * self.dim
         self.spec = FUNCTIONS[function]
+        # Search widths scale with the initialisation box (width w): CMA-ES, NES and CEM
+        # start with sigma = w / 5; the gradient-estimating ES take small steps in it.
+        w = self.spec.high - self.spec.low
+        self.hyperparameters = {
+            **self.gradient_hyperparameters,
+            "cmaes": {"sigma": w / 5},
+            "snes": {"sigma": w / 5},
+            "xnes": {"sigma": w / 5},
+            "cem": {"sigma": w / 5, "popsize": 50},
+            "openai_es": {"popsize": 20, "lr": w / 100, "sigma": w / 30},
+            "ars": {"popsize": 20, "lr": w / 30, "sigma": w / 30},
+            "pgpe": {"popsize": 20, "lr": w / 100, "sigma": w / 10},
+        }
 
     def describe(self) -> str:
         return f"black-box {self.function} function f(x), x in R^D (default D=10); metric: f"
