@@ -39,7 +39,9 @@ each env's exceptions). ``env`` is an id or a zero-argument constructor.
 Failures never lose a generation: a member whose policy output is NaN/inf, whose env
 raises in ``reset``/``step``, or whose return is not finite gets ``worst_return``
 (default :data:`WORST_RETURN` = ``-inf``: its loss is ``+inf``, which evoopt's
-optimizers rank worst, with a warning); the other members are unaffected.
+optimizers rank worst, with a warning); the other members are unaffected. (If every
+member fails, the rollout still completes; the optimizer's ``tell`` then refuses the
+all-non-finite generation and leaves its state unchanged.)
 
 Seeds and resuming. Generation ``g``'s env seeds are ``SeedSequence([seed, g])``'s
 words (``common_seeds=True``: all members share the same ``episodes_per_member``
