@@ -3,7 +3,8 @@
 Both PPOs use the rl-zoo hyperparameters for CartPole-v1 (hyperparams/ppo.yml): n_envs 8,
 n_steps 32, batch_size 256 (one minibatch), gae_lambda 0.8, gamma 0.98, n_epochs 20,
 ent_coef 0, lr linear from 1e-3, clip_range linear from 0.2, 1e5 timesteps, MLP 64-64
-tanh for actor and critic, Adam eps 1e-5, max_grad_norm 0.5, no value clipping.
+tanh for actor and critic, Adam eps 1e-5, max_grad_norm 0.5, no value clipping, and the same
+value loss (SB3: vf_coef 0.5 * mse; ours: vf_coef 1.0 * 0.5 * mse).
 
 "Solved": the deterministic policy averages >= 475 over 20 evaluation episodes (seeds
 10000..10019, the same evaluator for every contender: the native CartPole vector env,
@@ -79,7 +80,7 @@ def run_ours(seed: int, native: bool) -> tuple[float, float]:
     clock = Clock()
     ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), num_steps=32, gamma=0.98,
               gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0, clip_coef=0.2,
-              anneal_lr=True, anneal_clip_coef=True, clip_vloss=False, seed=seed)
+              anneal_lr=True, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0, seed=seed)
     solved = [math.inf]
 
     def act(obs):
@@ -170,14 +171,51 @@ def run_pgpe(seed: int) -> tuple[float, float]:
     return math.inf, math.inf
 
 
+def throughput(iterations: int = 20, rounds: int = 3) -> dict[str, float]:
+    """Seconds per PPO iteration (256 env steps + 20 epochs of one 256-sample minibatch),
+    best of ``rounds`` interleaved rounds of ``iterations`` iterations, after a warm-up."""
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    def ours(native):
+        envs = (gym.make_vec("CartPole-v1", num_envs=8, vectorization_mode="vector_entry_point") if native
+                else gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(8)]))
+        agent = ActorCritic(4, envs.single_action_space, hidden=(64, 64))
+        ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), num_steps=32,
+                  gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
+                  clip_vloss=False, vf_coef=1.0)
+        ppo.iterate()
+        return lambda: [ppo.iterate() for _ in range(iterations)]
+
+    def sb3():
+        model = SB3PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=0), n_steps=32, batch_size=256,
+                       gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, device="cpu", verbose=0)
+        model.learn(256)
+        return lambda: model.learn(256 * iterations, reset_num_timesteps=False)
+
+    runs = {"ours-native": ours(True), "ours-sync": ours(False), "sb3": sb3()}
+    best = dict.fromkeys(runs, math.inf)
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - t) / iterations)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-pgpe", action="store_true")
+    ap.add_argument("--throughput-only", action="store_true", help="only the per-iteration timing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.throughput_only:
+        for name, sec in throughput().items():
+            print(f"  {name:12s} {sec * 1e3:7.1f} ms per PPO iteration")
+        return
     contenders = {"ours-native": functools.partial(run_ours, native=True),
                   "ours-sync": functools.partial(run_ours, native=False), "sb3": run_sb3}
     if not args.skip_pgpe:
@@ -207,6 +245,12 @@ def main():
     for ours in ("ours-native", "ours-sync"):
         if ours in per_step and "sb3" in per_step:
             print(f"  ratio sb3 / {ours} time per env step: {per_step['sb3'] / per_step[ours]:.2f}x")
+    best = throughput()
+    print("\nthroughput, seconds per PPO iteration (256 env steps + 20 epochs), best of 3 interleaved rounds:")
+    for name, sec in best.items():
+        print(f"  {name:12s} {sec * 1e3:7.1f} ms")
+    for ours in ("ours-native", "ours-sync"):
+        print(f"  ratio sb3 / {ours}: {best['sb3'] / best[ours]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from rl.policies import ActorCritic
 from rl.rollout import PopulationRollout
 
 ZOO = dict(num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
-           clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False)
+           clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0)  # = SB3's 0.5 * mse
 
 
 def run(optimizer: str, seed: int, budget: int) -> dict:

@@ -67,7 +67,8 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # rl-zoo (hyperparams/ppo.yml, CartPole-v1)
     ("CartPole-v1", "ppo"): dict(num_envs=8, lr=1e-3, algo_kwargs=dict(
         num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
-        clip_coef=0.2, anneal_lr=True, anneal_clip_coef=True, clip_vloss=False)),
+        clip_coef=0.2, anneal_lr=True, anneal_clip_coef=True, clip_vloss=False,
+        vf_coef=1.0)),  # SB3 minimises vf_coef * mse = 0.5 * mse; ours vf_coef * 0.5 * mse
     ("CartPole-v1", "reinforce"): dict(num_envs=8, lr=1e-2, hidden=(32,)),
     # EvoTorch's CartPole PGPE example (max_speed 0.15), linear policy
     ("CartPole-v1", "pgpe"): dict(popsize=50, lr=0.1125, optimizer_kwargs=dict(

@@ -24,9 +24,9 @@ from ._envs import TargetEnv, vector
 
 # rl-zoo hyperparameters for CartPole-v1 PPO: n_envs 8, n_steps 32, batch 256 (one minibatch),
 # gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0, lr linear 1e-3, clip_range linear 0.2,
-# SB3's value loss without clipping
+# SB3's value loss without clipping: SB3 minimises vf_coef 0.5 * mse, ours vf_coef * 0.5 * mse -> 1.0
 ZOO = dict(num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20,
-           ent_coef=0.0, clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False)
+           ent_coef=0.0, clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0)
 
 
 def cartpole(n=8):
