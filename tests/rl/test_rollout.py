@@ -80,6 +80,18 @@ def test_nan_member_gets_the_worst_return_and_the_others_are_unaffected():
     assert ro.last.failed.tolist() == [False, False, True, False]
     assert torch.equal(losses[[0, 1, 3]], clean[[0, 1, 3]])
     assert math.isnan(ro.last.episode_returns[2, 0].item())
+    # every member NaN: the rollout completes, the optimizer refuses the generation
+    import evoopt
+
+    opt = evoopt.PGPE(policy.parameters(), popsize=4, sigma=0.1, seed=0)
+    opt.ask()
+    with pytest.warns(RuntimeWarning, match="4 of 4 members failed"):
+        all_bad = ro(torch.full_like(pop, math.nan))
+    assert torch.isinf(all_bad).all()
+    mean_before = opt.mean.clone()
+    with pytest.raises(ValueError, match="all 4 losses"):
+        opt.tell(all_bad)
+    assert torch.equal(opt.mean, mean_before)
 
 
 class _RaiseOnStep(gym.Wrapper):
