@@ -52,13 +52,21 @@ evaluators must size their work from ``len(pop)``, not from the constructor argu
 Determinism and checkpoints: pycma samples through its ``randn`` option, which here
 draws from a private CPU ``torch.Generator`` seeded from ``seed`` (numpy's global RNG is
 never used; options that would make pycma use it are refused). pycma has no state API:
-``state_dict`` snapshots the numeric attributes of the pycma objects (mean, sigma, C, B,
-D, paths, counters, fitness history, best solution, stopping state, ...; arrays shared by
-two objects stay shared) as tensors and plain numbers, and ``load_state_dict`` writes them
-onto a freshly built instance, so a resumed run continues with identical numbers. A
+``state_dict`` snapshots every numeric attribute (arrays, numbers, lists and dicts of
+them) of ``es``, ``es.sm`` (C, B, D, update counters ``count_tell``/``last_update``/
+``count_eigen``), ``es.adapt_sigma`` (ps, ...), ``es.sigma_vec`` (the diagonal mode's
+scaling), ``es.best``, ``es.fit`` (the histories the stop tests read) and the tolx-stagnation
+tracker, plus the termination dict -- as tensors and plain numbers, arrays shared by two
+objects (``es.C is es.sm.C``) kept shared -- and ``load_state_dict`` writes them onto a
+freshly built instance, so a resumed run continues with identical numbers. A
 checkpoint taken between ``ask`` and ``tell`` resumes as of after that ``ask`` (the
 pending members are discarded), as for every population optimizer. Constructor
 arguments (``options``, ``bounds``, ``diagonal``, restarts) are not saved: pass the same.
+
+Performance: the bridge adds a few tens of microseconds per generation to pycma's own
+ask + tell (``bench/bench_cmaes.py``). pycma's eigendecomposition (``np.linalg.eigh``) runs
+on numpy's BLAS threads; on a loaded machine set ``OPENBLAS_NUM_THREADS=1`` (or pass
+``options={"CMA_eigenmethod": ...}``): oversubscribed BLAS threads slow full CMA 5-10x.
 """
 
 from __future__ import annotations
@@ -295,8 +303,9 @@ class CMAES(PopulationOptimizer):
         seed: seed of the private generators.
 
     Attributes: ``es`` (the live ``cma.CMAEvolutionStrategy``, built at the first
-    generation), ``stop_conditions`` (pycma's termination dict of the current run),
-    ``sigma`` (pycma's current step size), ``num_restarts``.
+    generation), ``stop_conditions`` (pycma's termination dict of the current run, checked
+    after every ``tell``), ``sigma`` (pycma's current step size), ``num_restarts`` (all
+    restarts so far, BIPOP's small runs included), ``popsize`` (the current run's).
 
     State (``state["population"]``): ``mean`` [D] (params' dtype), ``x0`` [D] float64
     (the initial point restarts go back to), ``group_sigma`` (the groups' ``sigma`` the
@@ -335,10 +344,11 @@ class CMAES(PopulationOptimizer):
                          maximize=maximize, seed=seed)
         if popsize is None:
             self.popsize = cmaes_default_popsize(self.num_params)
-        self._popsize0 = self.popsize
+        self._popsize_arg, self._bounds_arg = popsize, bounds
         self.bounds = _check_bounds(bounds, self.num_params)
         if self.bounds is not None:
             self._check_inside(self.layout.flatten().double().cpu())
+        self._popsize0 = self.popsize
         self._sampler_gen = torch.Generator()
         self._sampler_gen.manual_seed(self.seed)
         self._lr_seen: list | None = None
@@ -349,6 +359,12 @@ class CMAES(PopulationOptimizer):
         g = self.param_groups[-1]
         check_positive("lr", g["lr"])
         check_positive("sigma", g["sigma"])
+        if getattr(self, "_popsize0", None) is not None:  # a group added after construction: D grew
+            if self._popsize_arg is None:
+                self.popsize = self._popsize0 = cmaes_default_popsize(self.num_params)
+            self.bounds = _check_bounds(self._bounds_arg, self.num_params)
+            if self.bounds is not None:
+                self._check_inside(self.layout.flatten().double().cpu())
 
     def _check_inside(self, x: Tensor) -> None:
         lo, up = self.bounds
@@ -483,7 +499,7 @@ class CMAES(PopulationOptimizer):
         st["last_stop"] = {k: v if v is None or type(v) in (int, float, bool) else None for k, v in stop.items()}
         countevals = es.countevals
         sigmas = self._group_sigmas()
-        self.es = self._make_es(st["x0"].numpy(), sigmas, popsize, maxiter, max(sigmas) * sigma_factor)
+        self.es = self._make_es(st["x0"].cpu().numpy(), sigmas, popsize, maxiter, max(sigmas) * sigma_factor)
         self.es.countevals = countevals
         self.popsize = popsize
         st.update(popsize=popsize, run_sigma0=float(self.es.sigma0), run_maxiter=maxiter, runs=runs,

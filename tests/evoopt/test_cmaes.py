@@ -327,3 +327,32 @@ def test_bad_group_values_between_generations():
     opt.param_groups[1]["sigma"] = -1.0
     with pytest.raises(ValueError, match="Invalid sigma: -1.0"):
         opt.ask()
+
+
+def test_group_added_before_the_first_generation_resizes_the_default_popsize():
+    a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(30, dtype=torch.float64))
+    opt = evoopt.CMAES([a], sigma=1.0, seed=0)
+    assert opt.popsize == cmaes_default_popsize(3) == 7
+    opt.add_param_group({"params": [b], "sigma": 0.5})
+    assert opt.popsize == cmaes_default_popsize(33) == len(opt.ask()) == 14
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_parameters_follow_the_cpu_run_and_resume():
+    def run(device, gens, ckpt=None):
+        x = torch.nn.Parameter(torch.full((6,), 0.5, dtype=torch.float64, device=device))
+        opt = evoopt.CMAES([x], sigma=0.3, seed=0, restarts=2, options=quick_stop_opts())
+        if ckpt is not None:
+            opt.load_state_dict(ckpt)
+        means = []
+        for _ in range(gens):
+            opt.step(lambda pop: sphere(pop.flat).round(decimals=12))  # ranks agree across devices
+            means.append(x.detach().cpu().clone())
+        return opt, torch.stack(means)
+
+    _, cpu = run("cpu", 80)
+    opt, gpu = run("cuda", 40)
+    assert torch.equal(gpu, cpu[:40])
+    _, rest = run("cuda", 40, roundtrip(opt.state_dict()))
+    assert torch.equal(rest, cpu[40:])
