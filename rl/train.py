@@ -128,7 +128,7 @@ class _PopulationRunner:
 class _GradientRunner:
     """One iteration of PPO or REINFORCE."""
 
-    def __init__(self, env_id, policy, name, algo, num_envs, seed, algo_kwargs, evaluator_kwargs):
+    def __init__(self, env_id, policy, algo, num_envs, seed, algo_kwargs, evaluator_kwargs):
         self.policy = policy
         spec = resolve_env_id(env_id)
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
@@ -136,7 +136,6 @@ class _GradientRunner:
         self.algo = algo(self.envs, policy, **algo_kwargs, seed=seed)
         self.evaluator = PopulationRollout(env_id, policy, 1, seed=seed, update_obs_norm=False,
                                            **evaluator_kwargs)
-        self._last_global = 0
 
     @property
     def env_steps(self) -> int:
@@ -277,14 +276,13 @@ def train(
         opt_args.update(opt_kw)
         alg_kw["optimizer"] = functools.partial(opt_cls, **opt_args)
         algo = PPO if optimizer == "ppo" else Reinforce
-        if hasattr(opt_cls, "update_kl"):  # the KL sets the lr: no lr annealing on top
-            alg_kw["anneal_lr"] = False if algo is PPO else alg_kw.get("anneal_lr")
-            alg_kw = {k: v for k, v in alg_kw.items() if v is not None}
+        if hasattr(opt_cls, "update_kl") and algo is PPO:  # the KL sets the lr: no annealing on top
+            alg_kw["anneal_lr"] = False
         if algo is PPO:
             alg_kw.setdefault("reset_every", checkpoint_every)
             if total_timesteps is not None:
                 alg_kw.setdefault("total_timesteps", total_timesteps)
-        runner = _GradientRunner(env_id, net, optimizer, algo, num_envs, seed, alg_kw, rollout_kwargs or {})
+        runner = _GradientRunner(env_id, net, algo, num_envs, seed, alg_kw, rollout_kwargs or {})
     else:
         runner = _PopulationRunner(env_id, net, optimizer, popsize, lr, seed, opt_kw, rollout_kwargs or {})
 
