@@ -61,7 +61,8 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
 
     Args:
         params: iterable of parameters, ``(name, tensor)`` pairs or param-group dicts.
-        popsize: members per generation, even (mirrored pairs).
+        popsize: members per generation, even (mirrored pairs); the paper used thousands
+            of workers, 256 is a single-machine default.
         lr: step size handed to the inner optimizer every generation (> 0; paper 0.01).
         sigma: noise standard deviation (> 0; paper 0.02).
         weight_decay: L2 coefficient added to the gradient estimate (>= 0; paper 0.005).

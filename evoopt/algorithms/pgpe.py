@@ -72,11 +72,13 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
     Args:
         params: iterable of parameters, ``(name, tensor)`` pairs or param-group dicts.
         popsize: members per generation, even (symmetric pairs).
-        lr: center step size handed to the inner optimizer every generation (> 0).
+        lr: center step size handed to the inner optimizer every generation (> 0). The
+            papers tune it per task (ClipUp: ``max_speed = 2 * lr``), as they do ``sigma``;
+            the defaults 0.1 / 0.1 are starting points, not paper values.
         sigma: initial standard deviation of every coordinate (> 0); default 0.1 unless
             ``radius_init`` is given. See the module docstring for what changing it means.
         radius_init: initial ``||stdev||`` (> 0): ``sigma = radius_init / sqrt(D)``.
-        stdev_lr: step size of the stdev update (>= 0; paper and EvoTorch 0.1).
+        stdev_lr: step size of the stdev update (>= 0; 0.1 as in the ClipUp paper).
         stdev_max_change: largest relative stdev change per generation, in (0, 1) (0.2).
         weight_decay: L2 coefficient added to the center gradient (>= 0; default 0).
         optimizer: inner optimizer class or factory ``callable(groups)`` for the center;
