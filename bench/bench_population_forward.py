@@ -20,6 +20,9 @@ HalfCheetah policy), P members (default 256) drawn around the model's parameters
     activations; the best batching could do). Ratios > 0.5 mean the batched forward runs
     at more than half the dense matmul rate.
 
+(c) Chunking on evoopt's generic path (a small CNN on the shared batch): vmap's own
+    ``chunk_size`` against a Python loop over slices of the members, and no chunking.
+
 Every figure is the best of ``--repeats`` timing rounds, interleaved across the variants,
 after a warm-up, in process CPU time with ``--threads 1`` (the default; robust to load
 from other processes on a shared machine) or wall time (``--clock wall``, or more threads);
@@ -162,6 +165,37 @@ def main() -> None:
     print(f"  one model on P*B={P * B} rows {t_single * 1e3:7.2f} ms  {flops / t_single / 1e9:6.1f} GFLOP/s")
     print(f"  ratio batched / dense matmul FLOP/s:     {rate / (2 * n**3 / t_dense):.2f} (target >= 0.5)")
     print(f"  ratio batched / one-model dense forward: {rate / (flops / t_single):.2f}")
+
+
+    # ----------------------------------------------------- (c) chunking, generic path
+    # A small CNN (not an MLP: evoopt's generic vmap path) on the shared batch, P members in
+    # chunks: vmap's own chunk_size (what evoopt uses) vs a Python loop over slices.
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+    cl = ParamLayout(list(cnn.parameters()))
+    cparams = dict(zip([n for n, _ in cnn.named_parameters()],
+                       cl.unflatten(cl.flatten()[None] + 0.05 * torch.randn(P, cl.num_params))))
+    xc = torch.randn(B, 64)
+
+    def member(p):
+        return functional_call(cnn, p, (xc,))
+
+    def sliced(cs):
+        f = vmap(member)
+        return lambda: torch.cat([f({k: v[a:a + cs] for k, v in cparams.items()}) for a in range(0, P, cs)])
+
+    fns = {"none": lambda: vmap(member)(cparams)}
+    for cs in (8, 32):
+        fns[f"vmap{cs}"] = (lambda cs=cs: lambda: vmap(member, chunk_size=cs)(cparams))()
+        fns[f"loop{cs}"] = sliced(cs)
+    with torch.no_grad():
+        t = race(fns, 1, max(3, args.repeats // 2))
+    print(f"\n(c) chunking, CNN conv3x3(8)-maxpool-linear on {B} shared rows, P={P}")
+    print(f"  unchunked                       {t['none'] * 1e3:7.1f} ms")
+    for cs in (8, 32):
+        print(f"  chunk {cs:3d}: vmap chunk_size {t[f'vmap{cs}'] * 1e3:7.1f} ms, "
+              f"loop over slices {t[f'loop{cs}'] * 1e3:7.1f} ms")
 
 
 if __name__ == "__main__":
