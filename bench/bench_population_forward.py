@@ -185,9 +185,12 @@ def main() -> None:
         f = vmap(member)
         return lambda: torch.cat([f({k: v[a:a + cs] for k, v in cparams.items()}) for a in range(0, P, cs)])
 
+    def chunked(cs):
+        return lambda: vmap(member, chunk_size=cs)(cparams)
+
     fns = {"none": lambda: vmap(member)(cparams)}
     for cs in (8, 32):
-        fns[f"vmap{cs}"] = (lambda cs=cs: lambda: vmap(member, chunk_size=cs)(cparams))()
+        fns[f"vmap{cs}"] = chunked(cs)
         fns[f"loop{cs}"] = sliced(cs)
     with torch.no_grad():
         t = race(fns, 1, max(3, args.repeats // 2))
