@@ -21,18 +21,21 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import cma  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import cma  # noqa: E402
 from evoopt.algorithms.cmaes import _QUIET, CMAES  # noqa: E402
 
 
 def pycma_direct(n: int, diagonal: bool, seed: int):
     g = torch.Generator()
     g.manual_seed(seed)
-    opts = dict(_QUIET, CMA_diagonal=diagonal,
-                randn=lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).numpy())
+    opts = dict(
+        _QUIET,
+        CMA_diagonal=diagonal,
+        randn=lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).numpy(),
+    )
     es = cma.CMAEvolutionStrategy(np.full(n, 1.0), 0.5, opts)
 
     def gen():
@@ -97,16 +100,23 @@ def main():
     cases = [(100, False, 100), (1000, False, 10), (1000, True, 100)]
     if args.n5000:
         cases.append((5000, True, 30))
-    print(f"torch {torch.__version__}, cma {cma.__version__}, torch threads {torch.get_num_threads()}, "
-          f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
-    print("ms of CPU per generation (ask + tell); ratio = evoopt / pycma; 'hooks' = CMAES's bridge "
-          "without the base class's tell bookkeeping")
+    print(
+        f"torch {torch.__version__}, cma {cma.__version__}, "
+        f"torch threads {torch.get_num_threads()}, "
+        f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}"
+    )
+    print(
+        "ms of CPU per generation (ask + tell); ratio = evoopt / pycma; 'hooks' = CMAES's bridge "
+        "without the base class's tell bookkeeping"
+    )
     print(f"{'n':>6} {'mode':>9} {'evoopt':>9} {'hooks':>9} {'pycma':>9} {'ratio':>6} {'hooks':>6}")
     for n, diag, k in cases:
         ours, hooks, ref = bench(n, diag, k, repeats)
         mode = "diagonal" if diag else "full"
-        print(f"{n:>6} {mode:>9} {ours * 1e3:>9.3f} {hooks * 1e3:>9.3f} {ref * 1e3:>9.3f} "
-              f"{ours / ref:>6.2f} {hooks / ref:>6.2f}")
+        print(
+            f"{n:>6} {mode:>9} {ours * 1e3:>9.3f} {hooks * 1e3:>9.3f} {ref * 1e3:>9.3f} "
+            f"{ours / ref:>6.2f} {hooks / ref:>6.2f}"
+        )
 
 
 if __name__ == "__main__":

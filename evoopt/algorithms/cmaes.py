@@ -13,7 +13,7 @@ is the bridge to the :class:`~evoopt.PopulationOptimizer` contract. One generati
 pycma's names (``es.sm.B``, ``es.sm.D``, ``es.pc``, ``es.adapt_sigma.ps``)::
 
     z_k  ~ N(0, I)                        drawn by evoopt's private generator (option randn)
-    y_k  = B D z_k                        (D: sqrt of the eigenvalues of C; diagonal mode: y_k = sigma_vec * z_k)
+    y_k  = B D z_k                        D**2: eigenvalues of C (diagonal: y_k = sigma_vec * z_k)
     x_k  = mean + sigma y_k               k = 1..popsize          <- ask()
     mean <- mean + c_m sigma sum_i w_i y_{i:lambda}               <- tell(losses)
     ps, pc: evolution paths; C <- rank-one (pc) + rank-mu (+ active) update
@@ -87,8 +87,15 @@ from ..registry import register
 __all__ = ["CMAES", "cmaes_default_popsize"]
 
 # options evoopt sets itself; a user's value for them is refused with the reason
-_QUIET = dict(verbose=-9, verb_log=0, verb_disp=0, verb_plot=0, verb_time=False,
-              signals_filename="", seed=math.nan)
+_QUIET = dict(
+    verbose=-9,
+    verb_log=0,
+    verb_disp=0,
+    verb_plot=0,
+    verb_time=False,
+    signals_filename="",
+    seed=math.nan,
+)
 _RESERVED = {
     "randn": "samples come from evoopt's private generator (seed=)",
     "seed": "use the optimizer's seed= argument",
@@ -101,16 +108,14 @@ _RESERVED = {
     "CMA_cmean": "use lr= (the mean's learning rate c_m)",
     "CMA_sampler": "a custom sampler bypasses evoopt's private generator",
     "integer_variables": "pycma draws from numpy's global RNG for them",
-    "fixed_variables": "freeze parameters in torch instead (requires_grad does not apply; "
-                       "leave them out of the optimizer)",
+    "fixed_variables": "leave fixed parameters out of the optimizer",
     "scaling_of_variables": "give param groups different sigma values",
     "typical_x": "deprecated in pycma",
     "transformation": "deprecated in pycma",
     "signals_filename": "evoopt algorithms read no files",
 }
 _USER_STOPS = frozenset({"ftarget", "maxfevals", "timeout", "callback"})
-_IPOP, _BIPOP = 0, 1
-_SMALL, _LARGE = 0, 1
+_SMALL, _LARGE = 0, 1  # BIPOP regimes (state["population"]["regime"])
 
 
 def cmaes_default_popsize(num_params: int) -> int:
@@ -130,13 +135,17 @@ def _check_options(options) -> dict[str, Any]:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"Invalid options key: {key!r} (not a pycma option, see cma.CMAOptions()){hint}")
+            raise ValueError(
+                f"Invalid options key: {key!r} (not a pycma option, see cma.CMAOptions()){hint}"
+            )
         if key.startswith("verb") or key in _RESERVED:
             why = _RESERVED.get(key, "evoopt algorithms never print or write files")
             raise ValueError(f"Invalid options key: {key!r} is set by evoopt.CMAES ({why})")
         if key == "CMA_mirrormethod" and value in (0, 1):
-            raise ValueError(f"Invalid options['CMA_mirrormethod']: {value!r} (expected 2; methods 0 and 1 "
-                             "draw from numpy's global RNG)")
+            raise ValueError(
+                f"Invalid options['CMA_mirrormethod']: {value!r} (expected 2; methods 0 and 1 "
+                "draw from numpy's global RNG)"
+            )
     return dict(options)
 
 
@@ -153,7 +162,9 @@ def _check_bounds(bounds, num_params: int) -> list | None:
             continue
         v = torch.as_tensor(b, dtype=torch.float64).detach().cpu().reshape(-1)
         if v.numel() not in (1, num_params):
-            raise ValueError(f"Invalid bounds: {name} has {v.numel()} values (expected 1 or D={num_params})")
+            raise ValueError(
+                f"Invalid bounds: {name} has {v.numel()} values (expected 1 or D={num_params})"
+            )
         if torch.isnan(v).any():
             raise ValueError(f"Invalid bounds: {name} contains NaN")
         out.append(float(v) if v.numel() == 1 else v.tolist())
@@ -161,8 +172,9 @@ def _check_bounds(bounds, num_params: int) -> list | None:
         lo, up = (torch.as_tensor(o, dtype=torch.float64).expand(num_params) for o in out)
         bad = (lo >= up).nonzero().flatten().tolist()
         if bad:
-            raise ValueError(f"Invalid bounds: lower >= upper at coordinates {bad[:10]} "
-                             f"(expected lower < upper)")
+            raise ValueError(
+                f"Invalid bounds: lower >= upper at coordinates {bad[:10]} (expected lower < upper)"
+            )
     return out
 
 
@@ -178,9 +190,16 @@ _NOT_STATE = frozenset({"inputargs", "inopts", "_tell2_args", "pop"})
 
 def _components(es) -> dict[str, Any]:
     """The pycma objects whose attributes make up the state of a run."""
-    return {"es": es, "sm": es.sm, "adapt_sigma": es.adapt_sigma, "sigma_vec": es.sigma_vec,
-            "best": es.best, "best.last": es.best.last, "fit": es.fit,
-            "tolxstagnation": es._stoptolxstagnation}
+    return {
+        "es": es,
+        "sm": es.sm,
+        "adapt_sigma": es.adapt_sigma,
+        "sigma_vec": es.sigma_vec,
+        "best": es.best,
+        "best.last": es.best.last,
+        "fit": es.fit,
+        "tolxstagnation": es._stoptolxstagnation,
+    }
 
 
 def _encode(v, arrays: list, ids: dict):
@@ -193,7 +212,9 @@ def _encode(v, arrays: list, ids: dict):
             arrays.append(torch.from_numpy(np.array(v, copy=True)))
         return (_ND, i)
     if isinstance(v, np.generic):
-        return (_NPSCALAR, torch.from_numpy(np.asarray(v).copy())) if v.dtype.kind in "fiub" else _SKIP
+        return (
+            (_NPSCALAR, torch.from_numpy(np.asarray(v).copy())) if v.dtype.kind in "fiub" else _SKIP
+        )
     if v is None or type(v) in (bool, int, float):
         return (_PY, v)
     if type(v) in (list, tuple):
@@ -340,8 +361,9 @@ class CMAES(PopulationOptimizer):
         self.restart_strategy = restart_strategy
         self.diagonal = diagonal
         self.options = _check_options(options)
-        super().__init__(params, dict(lr=lr, sigma=sigma), popsize=popsize or 2,
-                         maximize=maximize, seed=seed)
+        super().__init__(
+            params, dict(lr=lr, sigma=sigma), popsize=popsize or 2, maximize=maximize, seed=seed
+        )
         if popsize is None:
             self.popsize = cmaes_default_popsize(self.num_params)
         self._popsize_arg, self._bounds_arg = popsize, bounds
@@ -375,8 +397,10 @@ class CMAES(PopulationOptimizer):
             bad |= x > torch.as_tensor(up, dtype=torch.float64)
         idx = bad.nonzero().flatten().tolist()
         if idx:
-            raise ValueError(f"Invalid bounds: the initial parameters lie outside them at coordinates "
-                             f"{idx[:10]} (expected lower <= params <= upper)")
+            raise ValueError(
+                f"Invalid bounds: the initial parameters lie outside them at coordinates "
+                f"{idx[:10]} (expected lower <= params <= upper)"
+            )
 
     # ------------------------------------------------------------ pycma glue
     def _pycma_randn(self, *shape: int) -> np.ndarray:
@@ -391,8 +415,10 @@ class CMAES(PopulationOptimizer):
         is not validated again every generation."""
         lrs = [check_positive("lr", g["lr"]) for g in self.param_groups]
         if any(v != lrs[0] for v in lrs):
-            raise ValueError(f"Invalid lr: {lrs} differ between param groups (expected one value: "
-                             "CMA-ES has one learning rate c_m for the mean)")
+            raise ValueError(
+                f"Invalid lr: {lrs} differ between param groups (expected one value: "
+                "CMA-ES has one learning rate c_m for the mean)"
+            )
         self._lr_seen = [g["lr"] for g in self.param_groups]
         return lrs[0]
 
@@ -431,10 +457,24 @@ class CMAES(PopulationOptimizer):
         sigmas = self._group_sigmas()
         self.popsize = self._popsize0
         self.es = self._make_es(x0.numpy(), sigmas, self.popsize, None)
-        st.update(x0=x0, group_sigma=sigmas, diagonal=self.diagonal, bounded=self.bounds is not None, popsize=self.popsize, run_sigma0=float(self.es.sigma0),
-                  run_maxiter=None, maxiter0=float(self.es.opts["maxiter"]), num_restarts=0, runs=0,
-                  runs_with_small=0, regime=_SMALL, small_evals=[], large_evals=[],
-                  run_start_evals=0, last_stop={})
+        st.update(
+            x0=x0,
+            group_sigma=sigmas,
+            diagonal=self.diagonal,
+            bounded=self.bounds is not None,
+            popsize=self.popsize,
+            run_sigma0=float(self.es.sigma0),
+            run_maxiter=None,
+            maxiter0=float(self.es.opts["maxiter"]),
+            num_restarts=0,
+            runs=0,
+            runs_with_small=0,
+            regime=_SMALL,
+            small_evals=[],
+            large_evals=[],
+            run_start_evals=0,
+            last_stop={},
+        )
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
         es = self.es
@@ -443,8 +483,10 @@ class CMAES(PopulationOptimizer):
             sigmas = self._group_sigmas()
             ratios = [n / o for n, o in zip(sigmas, old)]
             if any(not math.isclose(r, ratios[0], rel_tol=1e-12) for r in ratios):
-                raise ValueError(f"Invalid sigma: the groups' sigma changed from {old} to {sigmas} by different "
-                                 "factors (expected one common factor: CMA-ES adapts one global step size)")
+                raise ValueError(
+                    f"Invalid sigma: the groups' sigma changed from {old} to {sigmas} by different "
+                    "factors (expected one common factor: CMA-ES adapts one global step size)"
+                )
             es.sigma *= ratios[0]
             st["group_sigma"] = sigmas
         if [g["lr"] for g in self.param_groups] != self._lr_seen:
@@ -496,26 +538,37 @@ class CMAES(PopulationOptimizer):
                 popsize = self._popsize0 * 2 ** (runs - st["runs_with_small"])
                 maxiter = st["maxiter0"]
         popsize = max(popsize, 2)
-        st["last_stop"] = {k: v if v is None or type(v) in (int, float, bool) else None for k, v in stop.items()}
+        st["last_stop"] = {
+            k: v if v is None or type(v) in (int, float, bool) else None for k, v in stop.items()
+        }
         countevals = es.countevals
         sigmas = self._group_sigmas()
-        self.es = self._make_es(st["x0"].cpu().numpy(), sigmas, popsize, maxiter, max(sigmas) * sigma_factor)
+        self.es = self._make_es(
+            st["x0"].cpu().numpy(), sigmas, popsize, maxiter, max(sigmas) * sigma_factor
+        )
         self.es.countevals = countevals
         self.popsize = popsize
-        st.update(popsize=popsize, run_sigma0=float(self.es.sigma0), run_maxiter=maxiter, runs=runs,
-                  num_restarts=st["num_restarts"] + 1, run_start_evals=countevals, group_sigma=sigmas)
+        st.update(
+            popsize=popsize,
+            run_sigma0=float(self.es.sigma0),
+            run_maxiter=maxiter,
+            runs=runs,
+            num_restarts=st["num_restarts"] + 1,
+            run_start_evals=countevals,
+            group_sigma=sigmas,
+        )
 
     # ------------------------------------------------------------ properties
     @property
     def stop_conditions(self) -> dict[str, Any]:
         """pycma's termination conditions of the current run (empty while it goes on)."""
-        self._st  # builds the run if needed
+        _ = self._st  # builds the run if needed
         return dict(self.es.stop(check=False))
 
     @property
     def sigma(self) -> float:
         """pycma's current step size."""
-        self._st
+        _ = self._st
         return float(self.es.sigma)
 
     @property
@@ -541,17 +594,24 @@ class CMAES(PopulationOptimizer):
 
     def _check_loaded_state(self, st: dict[str, Any]) -> None:
         name = type(self).__name__
-        missing = [k for k in ("pycma", "sampler_rng", "x0", "group_sigma", "popsize", "run_sigma0")
-                   if k not in st]
+        missing = [
+            k
+            for k in ("pycma", "sampler_rng", "x0", "group_sigma", "popsize", "run_sigma0")
+            if k not in st
+        ]
         if missing:
             raise ValueError(f"{name}.load_state_dict: the saved state lacks {missing}")
         for key, mine in (("diagonal", self.diagonal), ("bounded", self.bounds is not None)):
             if st.get(key) != mine:
-                raise ValueError(f"{name}.load_state_dict: saved with {key}={st.get(key)!r}, this optimizer "
-                                 f"has {key}={mine!r}")
+                raise ValueError(
+                    f"{name}.load_state_dict: saved with {key}={st.get(key)!r}, this optimizer "
+                    f"has {key}={mine!r}"
+                )
         if st["num_restarts"] and not self.restarts:
-            raise ValueError(f"{name}.load_state_dict: the saved run restarted {st['num_restarts']} times, "
-                             "this optimizer has restarts=0")
+            raise ValueError(
+                f"{name}.load_state_dict: the saved run restarted {st['num_restarts']} times, "
+                "this optimizer has restarts=0"
+            )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         before = self.popsize
@@ -569,7 +629,12 @@ class CMAES(PopulationOptimizer):
         snap = st.pop("pycma")
         self._sampler_gen.set_state(st.pop("sampler_rng").cpu())
         self.popsize = st["popsize"]
-        es = self._make_es(st["x0"].cpu().numpy(), st["group_sigma"], st["popsize"], st["run_maxiter"],
-                           st["run_sigma0"])
+        es = self._make_es(
+            st["x0"].cpu().numpy(),
+            st["group_sigma"],
+            st["popsize"],
+            st["run_maxiter"],
+            st["run_sigma0"],
+        )
         restore_pycma(es, snap)
         self.es = es

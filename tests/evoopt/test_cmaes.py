@@ -63,8 +63,10 @@ EQUAL_CASES = {
     "diagonal": (dict(diagonal=True), dict(CMA_diagonal=True)),
     "bounds": (dict(bounds=(-0.25, [2.0] * 8)), dict(bounds=[-0.25, [2.0] * 8])),
     "lr_cm": (dict(lr=0.7), dict(CMA_cmean=0.7)),
-    "popsize_tpa": (dict(popsize=6, options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA}),
-                    dict(popsize=6, AdaptSigma=cma.sigma_adaptation.CMAAdaptSigmaTPA)),
+    "popsize_tpa": (
+        dict(popsize=6, options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA}),
+        dict(popsize=6, AdaptSigma=cma.sigma_adaptation.CMAAdaptSigmaTPA),
+    ),
 }
 
 
@@ -138,7 +140,9 @@ def evals_to_reach(fn, target, budget, x0, use_best=False, **kw):
     ],
 )
 def test_converges_within_budget_d10(fn, x0, sigma, diagonal, budget):
-    opt = evals_to_reach(fn, 1e-10 if fn is sphere else 1e-8, budget, x0, sigma=sigma, diagonal=diagonal)
+    opt = evals_to_reach(
+        fn, 1e-10 if fn is sphere else 1e-8, budget, x0, sigma=sigma, diagonal=diagonal
+    )
     assert opt.num_restarts == 0
 
 
@@ -169,7 +173,9 @@ def quick_stop_opts():  # stop each run after a few dozen generations
 def test_restart_popsizes_and_ask_tell_sizes_follow_the_run(strategy):
     from evoopt.algorithms.cmaes import _LARGE
 
-    x, opt = make(D=6, x0=2.0, sigma=1.0, restarts=3, restart_strategy=strategy, options=quick_stop_opts())
+    x, opt = make(
+        D=6, x0=2.0, sigma=1.0, restarts=3, restart_strategy=strategy, options=quick_stop_opts()
+    )
     p0 = opt.popsize
     runs = [(p0, None)]  # (popsize, regime) of each run
     while not (opt.popsize == 8 * p0 and opt.stop_conditions) and opt.generation < 2000:
@@ -200,7 +206,9 @@ RESUME_CASES = {
     "float32": dict(sigma=0.3, dtype=torch.float32),
     "tpa": dict(sigma=0.3, options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA}),
     "ipop_after_restart": dict(sigma=1.0, restarts=4, options=quick_stop_opts()),
-    "bipop_after_restarts": dict(sigma=1.0, restarts=4, restart_strategy="bipop", options=quick_stop_opts()),
+    "bipop_after_restarts": dict(
+        sigma=1.0, restarts=4, restart_strategy="bipop", options=quick_stop_opts()
+    ),
 }
 
 
@@ -208,9 +216,11 @@ RESUME_CASES = {
 def test_exact_resume_mid_run(case):
     kw = dict(RESUME_CASES[case])
     fn = sphere if "restart" in case else rosenbrock
-    # restarts (seed 5): ipop at 72 and once more before 160; bipop at 72 (large), 128 (small), 163 (large),
-    # 213 (small): the bipop checkpoint lands in a small run and resumes across two restarts
-    first, then = {"ipop_after_restart": (100, 60), "bipop_after_restarts": (140, 90)}.get(case, (25, 40))
+    # restarts (seed 5): ipop at 72 and once more before 160; bipop at 72 (large), 128 (small),
+    # 163 (large), 213 (small): the bipop checkpoint lands in a small run, resumes across two
+    first, then = {"ipop_after_restart": (100, 60), "bipop_after_restarts": (140, 90)}.get(
+        case, (25, 40)
+    )
     x, opt = make(seed=5, **kw)
     for _ in range(first):
         opt.step(lambda pop: fn(pop.flat))
@@ -230,7 +240,9 @@ def test_exact_resume_mid_run(case):
         assert (opt2.sigma, opt2.popsize, opt2.stop_conditions) == (sigma, popsize, stop)
     assert opt2.num_restarts == opt.num_restarts and opt2.num_evals == opt.num_evals
     if "restart" in case:
-        assert (restarts_before, opt.num_restarts) == ((1, 2) if case.startswith("ipop") else (2, 4))
+        assert (restarts_before, opt.num_restarts) == (
+            (1, 2) if case.startswith("ipop") else (2, 4)
+        )
 
 
 def test_checkpoint_before_the_first_generation_and_state_left_intact():
@@ -248,7 +260,9 @@ def test_checkpoint_with_other_settings_is_refused():
     opt.step(lambda pop: sphere(pop.flat))
     ckpt = roundtrip(opt.state_dict())
     _, full = make()
-    with pytest.raises(ValueError, match="saved with diagonal=True, this optimizer has diagonal=False"):
+    with pytest.raises(
+        ValueError, match="saved with diagonal=True, this optimizer has diagonal=False"
+    ):
         full.load_state_dict(ckpt)
     _, bounded = make(diagonal=True, bounds=(-1, 1))
     with pytest.raises(ValueError, match="saved with bounded=False"):
@@ -260,8 +274,13 @@ def test_writes_no_files_and_leaves_numpys_global_rng_alone(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     np.random.seed(1234)
     state = np.random.get_state()
-    for kw in (dict(), dict(diagonal=True), dict(bounds=(-1, 1)), dict(popsize=4),
-               dict(options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA})):
+    for kw in (
+        dict(),
+        dict(diagonal=True),
+        dict(bounds=(-1, 1)),
+        dict(popsize=4),
+        dict(options={"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaTPA}),
+    ):
         x, opt = make(D=5, sigma=0.3, **kw)
         for _ in range(8):
             opt.step(lambda pop: rosenbrock(pop.flat))
@@ -290,17 +309,32 @@ BAD = [
     (dict(popsize=1), r"Invalid popsize: 1 \(expected an integer >= 2\)"),
     (dict(diagonal="yes"), "Invalid diagonal: 'yes'"),
     (dict(restarts=-1), "Invalid restarts: -1"),
-    (dict(restart_strategy="lpop"), r"Invalid restart_strategy: 'lpop' \(expected one of \['bipop', 'ipop'\]\)"),
+    (
+        dict(restart_strategy="lpop"),
+        r"Invalid restart_strategy: 'lpop' \(expected one of \['bipop', 'ipop'\]\)",
+    ),
     (dict(bounds=(1.0, 1.0)), r"Invalid bounds: lower >= upper at coordinates \[0, 1, 2"),
     (dict(bounds=([0.0, -1.0], 1.0)), r"Invalid bounds: lower has 2 values \(expected 1 or D=8\)"),
     (dict(bounds=(-1.0,)), r"Invalid bounds: \(-1.0,\) \(expected a pair"),
     (dict(bounds=(0.6, 1.0)), r"initial parameters lie outside them at coordinates \[0, 1"),
     (dict(options={"popsise": 8}), r"Invalid options key: 'popsise' .*did you mean 'popsize'"),
     (dict(options={"tolfunn": 1e-9}), r"Invalid options key: 'tolfunn' .*did you mean 'tolfun'"),
-    (dict(options={"randn": np.random.randn}), r"'randn' is set by evoopt.CMAES \(samples come from"),
-    (dict(options={"verb_log": 1}), r"'verb_log' is set by evoopt.CMAES .*never print or write files"),
-    (dict(options={"CMA_diagonal": True}), r"'CMA_diagonal' is set by evoopt.CMAES \(use the diagonal="),
-    (dict(options={"CMA_mirrormethod": 0}), r"Invalid options\['CMA_mirrormethod'\]: 0 \(expected 2"),
+    (
+        dict(options={"randn": np.random.randn}),
+        r"'randn' is set by evoopt.CMAES \(samples come from",
+    ),
+    (
+        dict(options={"verb_log": 1}),
+        r"'verb_log' is set by evoopt.CMAES .*never print or write files",
+    ),
+    (
+        dict(options={"CMA_diagonal": True}),
+        r"'CMA_diagonal' is set by evoopt.CMAES \(use the diagonal=",
+    ),
+    (
+        dict(options={"CMA_mirrormethod": 0}),
+        r"Invalid options\['CMA_mirrormethod'\]: 0 \(expected 2",
+    ),
     (dict(options=[("tolfun", 1)]), "Invalid options: .*expected a dict"),
 ]
 
@@ -338,6 +372,7 @@ def test_group_added_before_the_first_generation_resizes_the_default_popsize():
     assert opt.popsize == cmaes_default_popsize(33) == len(opt.ask()) == 14
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_parameters_follow_the_cpu_run_and_resume():
     def run(device, gens, ckpt=None):
