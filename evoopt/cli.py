@@ -14,6 +14,7 @@ Exit codes: 0 success, 1 runtime failure (a run raised, a benchmark failed),
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ __all__ = ["main", "build_parser", "DEFAULT_OPTIMIZERS"]
 
 #: What ``evoopt compare`` runs without ``--optimizers`` (those registered are used).
 DEFAULT_OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "rmsprop",
-                      "pgpe", "openai_es", "snes", "cem", "cmaes")
+                      "pgpe", "openai_es", "snes", "cem", "cmaes", "ars")
 DEFAULT_TASK = "digits"
 
 
@@ -244,15 +245,17 @@ def _microbench() -> int:
             continue
         try:
             p = torch.nn.Parameter(torch.zeros(1000))
-            opt = cls([p], popsize=50, seed=0)
+            extra = {"diagonal": True} if "diagonal" in inspect.signature(cls).parameters else {}
+            opt = cls([p], popsize=50, seed=0, **extra)
 
             def gen():
                 q = opt.ask()
                 opt.tell((q.flat ** 2).sum(1))
 
-            print(f"  {name:<12}{_timeit(gen, 20) * 1e3:8.2f} ms")
+            label = name + (" (diagonal)" if extra else "")
+            print(f"  {label:<18}{_timeit(gen, 20) * 1e3:8.2f} ms")
         except Exception as e:  # noqa: BLE001 - report and go on
-            print(f"  {name:<12}failed: {type(e).__name__}: {e}")
+            print(f"  {name:<18}failed: {type(e).__name__}: {e}")
     return 0
 
 

@@ -100,3 +100,14 @@ def test_train_and_evaluate_are_registered():
 def test_optimizer_list_splitting():
     assert _split_list("adam,pgpe:lr=0.1,popsize=50, cmaes") == ["adam", "pgpe:lr=0.1:popsize=50", "cmaes"]
     assert _split_list("sgd-momentum,,adam") == ["sgd-momentum", "adam"]
+
+
+def test_bench_runs_the_scripts_of_a_directory_and_reports_failures(tmp_path, capfd):
+    (tmp_path / "bench_ok.py").write_text("print('ratio 2.0x')\n")
+    (tmp_path / "bench_bad.py").write_text("raise SystemExit(3)\n")
+    assert main(["bench", "--dir", str(tmp_path), "bench_ok"]) == 0
+    assert "ratio 2.0x" in capfd.readouterr().out
+    assert main(["bench", "--dir", str(tmp_path)]) == 1
+    assert "bench_bad.py failed with exit code 3" in capfd.readouterr().out
+    assert main(["bench", "--dir", str(tmp_path), "nope"]) == 2
+    assert "unknown benchmark(s) ['nope'] (expected some of: bench_bad, bench_ok)" in capfd.readouterr().err
