@@ -1,7 +1,8 @@
 """The ``evoopt`` command.
 
 ``evoopt compare``   side-by-side runs of gradient and population optimizers on a task
-                     (no arguments: a quick built-in comparison on the digits task);
+                     (no arguments: a quick built-in comparison on the digits task,
+                     10 optimizers x 2 seeds x 3000 evaluations, about a minute on 2 cores);
 ``evoopt list``      the optimizers and tasks by name;
 ``evoopt bench``     the scripts in ``bench/`` (or a short built-in micro-benchmark);
 ``evoopt train`` / ``evoopt evaluate``  Gymnasium training, provided by the ``rl``
@@ -120,7 +121,7 @@ def cmd_compare(args) -> int:
         specs = [parse_optimizer(n) for n in names]
     except ValueError as e:
         raise UsageError(str(e)) from None
-    seeds = args.seeds if args.seeds is not None else [0]
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1])
     budget_evals, budget_seconds = args.budget_evals, args.budget_seconds
     if budget_evals is None and budget_seconds is None:
         budget_evals = task.default_budget_evals
@@ -283,7 +284,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--optimizers", metavar="A,B,...",
                    help="comma-separated names, hyperparameters after colons, e.g. "
                         f"adam:lr=0.01,pgpe:popsize=50 (default: {','.join(DEFAULT_OPTIMIZERS)})")
-    p.add_argument("--seeds", type=_seeds, metavar="0,1,2", help="seeds, or a range 0-4 (default: 0)")
+    p.add_argument("--seeds", type=_seeds, metavar="0,1,2", help="seeds, or a range 0-4 (default: 0,1; with --quick: 0)")
     p.add_argument("--budget-evals", type=_positive_int, metavar="N",
                    help="evaluations per run (default: the task's; 1 evaluation = the training "
                         "loss of one parameter vector on the whole training set)")
@@ -292,7 +293,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--out", metavar="DIR", help="output directory (default: runs/compare-<task>)")
     p.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
     p.add_argument("--quick", action="store_true",
-                   help="a fifth of the task's default budget (a smoke run)")
+                   help="one seed and a fifth of the task's default budget (a smoke run)")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                    help="torch threads (default: 1, fastest for these small models)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

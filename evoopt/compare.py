@@ -290,7 +290,8 @@ class Comparison:
 
     # ------------------------------------------------------------------ table
     def table(self) -> str:
-        """The terminal summary: mean ± std [min, max] over seeds; ``*`` marks the best."""
+        """The terminal summary over seeds: mean ± std of the final training loss, mean ± std
+        [min, max] of the metric, mean evaluations and wall time; ``*`` marks the best."""
         rows = self.summary()
         best = self.best()
         budget = []
@@ -302,12 +303,14 @@ class Comparison:
                 f"{' or '.join(budget)} (1 evaluation = the training loss of one parameter "
                 "vector on the whole training set)")
 
-        def fmt(s, digits=4):
+        def fmt(s, digits=4, span=True):
             if math.isnan(s["mean"]):
                 return "nan"
             txt = f"{s['mean']:.{digits}g}"
             if len(self.seeds) > 1:
-                txt += f" ± {s['std']:.2g} [{s['min']:.{digits}g}, {s['max']:.{digits}g}]"
+                txt += f" ± {s['std']:.2g}"
+                if span:
+                    txt += f" [{s['min']:.{digits}g}, {s['max']:.{digits}g}]"
             return txt
 
         cols = ["", "optimizer", "family", "final train loss"]
@@ -322,7 +325,7 @@ class Comparison:
             if r["num_diverged"]:
                 notes.append(f"{r['num_diverged']} diverged")
             cells = ["*" if r["optimizer"] == best else "", r["optimizer"], r["family"],
-                     fmt(r["final_loss"])]
+                     fmt(r["final_loss"], 3, span=False)]
             if self.metric:
                 cells.append(fmt(r["metric"]))
             cells += [f"{r['evals']['mean']:.0f}", f"{r['wall_time']['mean']:.2f}", ", ".join(notes)]
@@ -482,26 +485,27 @@ def _run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | Non
               init_hash=params_hash(model), init_loss=init_loss)
     opt = spec.cls(model.parameters(), **kw)
     population = isinstance(opt, PopulationOptimizer)
-    counter = [0]
-    snapshot: list = []
+    is_lbfgs = isinstance(opt, torch.optim.LBFGS)
+    caps = [(g["max_iter"], g["max_eval"]) for g in opt.param_groups] if is_lbfgs else []
+    params = list(model.parameters())
+    calls = {"count": 0, "left": math.inf}  # closure calls so far; calls left in this step
+    snapshot: list[torch.Tensor] = []
     if population:
         objective = task.population_objective(model)
     else:
-        inner = task.closure(model, opt)
-        params = list(model.parameters())
+        closure = task.closure(model, opt)
 
         def objective():
             # A line search (LBFGS with strong_wolfe) can ask for more evaluations than
-            # max_eval allows: refuse them, and the run ends at the last evaluated point.
-            if budget_evals is not None and run.num_evals + counter[0] - before >= budget_evals:
+            # max_eval allows: refuse them; the run ends at the last evaluated point.
+            if calls["left"] <= 0:
                 raise _BudgetExhausted
-            counter[0] += 1
+            calls["left"] -= 1
+            calls["count"] += 1
             if is_lbfgs:
                 snapshot[:] = [p.detach().clone() for p in params]
-            return inner()
+            return closure()
 
-    is_lbfgs = isinstance(opt, torch.optim.LBFGS)
-    caps = [(g["max_iter"], g["max_eval"]) for g in opt.param_groups] if is_lbfgs else []
     metric = task.metric
 
     def record():
@@ -525,7 +529,9 @@ def _run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | Non
             break
         if is_lbfgs and budget_evals is not None:
             _lbfgs_cap(opt, budget_evals - run.num_evals, caps)
-        before = opt.num_evals if population else counter[0]
+        before = opt.num_evals if population else calls["count"]
+        if budget_evals is not None:
+            calls["left"] = budget_evals - run.num_evals
         t0 = time.perf_counter()
         try:
             loss = opt.step(objective)
@@ -538,7 +544,7 @@ def _run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | Non
         else:
             budget_evals_hit = False
         dt = time.perf_counter() - t0
-        spent = (opt.num_evals if population else counter[0]) - before
+        spent = (opt.num_evals if population else calls["count"]) - before
         run.wall_time += dt
         run.num_evals += spent
         run.num_steps += 1

@@ -43,11 +43,11 @@ def test_compare_without_arguments_is_the_quick_digits_comparison(monkeypatch, t
     monkeypatch.setattr(evoopt.compare, "compare", fake)
     monkeypatch.chdir(tmp_path)
     assert main(["compare"]) == 1  # the fake raised: a runtime failure
-    assert seen["task"] == "digits" and seen["seeds"] == [0]
+    assert seen["task"] == "digits" and seen["seeds"] == [0, 1]
     assert seen["budget_evals"] == 3000 and seen["budget_seconds"] is None
     assert seen["labels"] == [n for n in DEFAULT_OPTIMIZERS if n in OPTIMIZERS or n == "sgd-momentum"]
     main(["compare", "--quick"])
-    assert seen["budget_evals"] == 600
+    assert seen["budget_evals"] == 600 and seen["seeds"] == [0]
 
 
 @pytest.mark.parametrize("argv, match", [
