@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
@@ -77,9 +78,14 @@ class ParamLayout:
             for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
         ]
 
-    @torch.no_grad()
     def load_(self, flat: Tensor) -> None:
         """Copy the [D] vector ``flat`` into the parameters in place (never rebinds them)."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.load_(flat)
+        if len(self.params) == 1:  # the common black-box case: skip the split
+            self.params[0].copy_(flat.view(self.shapes[0]))
+            return
         for p, v in zip(self.params, self.unflatten(flat)):
             p.copy_(v)
 
@@ -319,50 +325,49 @@ class PopulationOptimizer(Optimizer):
         """
         if self._pending_pop is None:
             raise RuntimeError(f"{type(self).__name__}.tell() called without a pending ask()")
-        P = self.popsize
+        pop = self._pending_pop
+        P = len(pop)
         losses = self._check_losses(losses, P)
-        finite = torch.isfinite(losses)
-        nbad = int((~finite).sum())
+        # bookkeeping in numpy: for small P a handful of numpy calls cost far less than
+        # the equivalent torch ops (this is most of tell's overhead around pycma)
+        lnp = losses.numpy()
+        finite = np.isfinite(lnp)
+        nbad = P - int(finite.sum())
         if nbad == P:
             raise ValueError(
                 f"all {P} losses of generation {self.generation} are NaN or infinite; "
                 "the optimizer's state is unchanged (check the objective)"
             )
-        u = -losses if self.maximize else losses.clone()
+        unp = -lnp if self.maximize else lnp.copy()
         if nbad:
             warnings.warn(
                 f"{nbad} of {P} losses are NaN or infinite; those members rank worst",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            good = u[finite]
-            worst = good.max() + (good.max() - good.min()).clamp(min=1.0)
-            u[~finite] = worst
-        u = u.to(device=self._device, dtype=self._dtype)
+            good = unp[finite]
+            unp[~finite] = good.max() + max(good.max() - good.min(), 1.0)
+        bi = int(np.argmin(unp))  # non-finite members are strictly worse than any finite one
+        gen_best = float(lnp[bi])
+        mean_loss = float(lnp[finite].mean())
+        u = torch.from_numpy(unp).to(device=self._device, dtype=self._dtype)
         st = self._st
-        pop = self._pending_pop
         self._update(st, u)
         self._pending_pop = None
         self._pending = None
 
-        # bookkeeping in the user's sign
-        masked = torch.where(finite, u, torch.full_like(u, math.inf))
-        bi = int(torch.argmin(masked))
-        gen_best = float(losses[bi])
         st["generation"] += 1
         st["num_evals"] += P
         prev = st["best_loss"]
-        better = gen_best > prev if self.maximize else gen_best < prev
-        if math.isnan(prev) or better:
+        if math.isnan(prev) or (gen_best > prev if self.maximize else gen_best < prev):
             st["best_loss"] = gen_best
-            st["best"] = pop.flat[bi].detach().clone()
-        mean_loss = losses[finite].mean()
+            st["best"] = pop.flat[bi].clone()
         self.last = Generation(
-            generation=st["generation"], losses=losses, mean_loss=float(mean_loss),
+            generation=st["generation"], losses=losses, mean_loss=mean_loss,
             best_loss=gen_best, best_index=bi, num_evals=st["num_evals"], num_nonfinite=nbad,
         )
         self.layout.load_(st["mean"])
-        return mean_loss
+        return torch.tensor(mean_loss, dtype=torch.float64)
 
     def _check_losses(self, losses, P: int) -> Tensor:
         if not isinstance(losses, Tensor):
@@ -379,7 +384,7 @@ class PopulationOptimizer(Optimizer):
             )
         if not (losses.is_floating_point() or losses.dtype in (torch.int32, torch.int64)):
             raise ValueError(f"Invalid losses: dtype {losses.dtype} (expected a real dtype)")
-        return losses.to(dtype=torch.float64, device="cpu")
+        return losses.to(dtype=torch.float64, device="cpu", copy=True)
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable | None = None) -> Tensor:  # type: ignore[override]
