@@ -38,6 +38,9 @@ class Row:
     budgets: dict  # function name -> (evaluation budget, threshold on f(center)) ; None: not meant for it
     overrides: dict = field(default_factory=dict)  # per function constructor overrides
     loop_kwargs: dict = field(default_factory=dict)  # for the small-model training loop
+    # functions judged by the best member seen rather than the final center (restarts jump
+    # the center back to the start, so f(center) at the budget says little)
+    judge_best: tuple = ()
 
 
 ROWS = {
@@ -83,6 +86,7 @@ ROWS = {
         {"sphere": (5_000, 1e-10), "rosenbrock": (20_000, 1e-8), "rastrigin": (60_000, 1e-6)},
         overrides={"rastrigin": dict(sigma=2.0, restarts=9, restart_strategy="ipop")},
         loop_kwargs=dict(popsize=None, sigma=0.1),
+        judge_best=("rastrigin",),
     ),
 }
 
@@ -102,6 +106,8 @@ def run_function(name, fn_name, seed=0, dtype=torch.float64):
     opt = make(name, [x], seed=seed, fn=fn_name)
     while opt.num_evals < budget:
         opt.step(lambda pop: fn(pop.flat))
+    if fn_name in ROWS[name].judge_best:
+        return opt.best_loss, opt
     return float(fn(x.detach())), opt
 
 
@@ -120,7 +126,7 @@ def test_converges_within_budget(name, fn_name):
     value, opt = run_function(name, fn_name)
     budget, threshold = ROWS[name].budgets[fn_name]
     assert opt.num_evals <= budget + opt.popsize
-    assert value < threshold, f"{name} on {fn_name}: f(center)={value:.3g} after {opt.num_evals} evals"
+    assert value < threshold, f"{name} on {fn_name}: f={value:.3g} after {opt.num_evals} evals"
 
 
 @pytest.mark.parametrize("name", NAMES)
