@@ -146,7 +146,7 @@ class NaturalGradient(Optimizer):
         accepted, actual, kl_after = 1.0, math.nan, math.nan
         if hp["line_search"] and closure is not None:
             sign = -1.0 if hp["maximize"] else 1.0
-            loss_old = sign * float(loss)
+            loss_old = sign * float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
             accepted = 0.0
             frac = 1.0
             for _ in range(hp["backtrack_iters"]):
