@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "DEFAULT_OPTIMIZERS"]
+__all__ = ["main", "build_parser", "DEFAULT_OPTIMIZERS", "UsageError"]
 
 #: What ``evoopt compare`` runs without ``--optimizers`` (those registered are used).
 DEFAULT_OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "rmsprop",

@@ -215,6 +215,7 @@ class Comparison:
     acceptance: dict[str, Any]
     runs: list[Run]
     total_seconds: float = 0.0
+    evaluation_unit: str = Task.evaluation_unit
 
     # ------------------------------------------------------------- summaries
     def runs_of(self, label: str) -> list[Run]:
@@ -300,8 +301,7 @@ class Comparison:
         if self.budget_seconds is not None:
             budget.append(f"{self.budget_seconds:g} s")
         head = (f"task {self.task}: {len(self.seeds)} seed(s) {self.seeds}, budget per run: "
-                f"{' or '.join(budget)} (1 evaluation = the training loss of one parameter "
-                "vector on the whole training set)")
+                f"{' or '.join(budget)} (1 evaluation = {self.evaluation_unit})")
 
         def fmt(s, digits=4, span=True):
             if math.isnan(s["mean"]):
@@ -679,7 +679,7 @@ def compare(
         task=task.name, metric=task.metric, higher_is_better=task.metric_higher_is_better,
         budget_evals=budget_evals, budget_seconds=budget_seconds, seeds=seeds,
         optimizers=labels, acceptance=dict(task.acceptance), runs=runs,
-        total_seconds=time.perf_counter() - t0)
+        total_seconds=time.perf_counter() - t0, evaluation_unit=task.evaluation_unit)
     if out_dir is not None:
         result.save(out_dir, plot=plot)
     return result

@@ -78,6 +78,7 @@ class Task:
             (``None``: rank by final training loss); ``metric_higher_is_better``.
         hyperparameters: per-optimizer constructor arguments tuned for this task (the
             comparison's defaults; ``compare`` fills in generic ones for the rest).
+        evaluation_unit: what one evaluation is, in words (the comparison prints it).
         acceptance: what the comparison checks and reports, e.g.
             ``{"gradient_min": 0.95, "population_min": 0.90}`` (the best optimizer of
             each family reaches that ``metric``) or ``{"population_beats_gradient": True}``.
@@ -90,6 +91,7 @@ class Task:
     metric_higher_is_better: bool = True
     hyperparameters: dict[str, dict[str, Any]] = {}
     acceptance: dict[str, Any] = {}
+    evaluation_unit: str = "the training loss of one parameter vector on the whole training set"
 
     # ----------------------------------------------------------------- protocol
     def make_model(self, seed: int) -> nn.Module:  # pragma: no cover - abstract

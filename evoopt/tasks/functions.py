@@ -107,7 +107,7 @@ class VectorModel(nn.Module):
 
 
 class FunctionTask(Task):
-    """A black-box test function f(x), x in R^D (sphere, rastrigin, ...); metric: f.
+    """A black-box test function f(x), x in R^D (sphere, rastrigin, ...), minimised.
 
     ``make_model(seed)`` draws ``x`` uniformly in the function's initialisation box with a
     private generator. One evaluation is one value ``f(x)``; the population objective
@@ -120,8 +120,8 @@ class FunctionTask(Task):
     """
 
     differentiable = True
-    metric = "f"
-    metric_higher_is_better = False
+    metric = None  # the training loss is f itself; metrics() adds distance_to_optimum
+    evaluation_unit = "one value f(x)"
     gradient_hyperparameters = {
         "sgd": {"lr": 1e-3},
         "sgd-momentum": {"lr": 1e-4, "momentum": 0.9},
@@ -154,7 +154,7 @@ class FunctionTask(Task):
         }
 
     def describe(self) -> str:
-        return f"black-box {self.function} function f(x), x in R^D (default D=10); metric: f"
+        return f"black-box {self.function} function f(x), x in R^D (default D=10; option dim)"
 
     def make_model(self, seed: int) -> nn.Module:
         gen = torch.Generator().manual_seed(int(seed))

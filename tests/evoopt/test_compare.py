@@ -230,7 +230,7 @@ def test_unknown_hyperparameter_lists_the_valid_ones():
 
 
 def test_zero_gradient_task_leaves_adam_at_its_start():
-    res = compare("digits01", ["adam"], seeds=[0], budget_evals=20, progress=False)
+    res = compare("digits01", ["adam"], seeds=[0], budget_evals=20, progress=False, num_threads=1)
     run = res.runs[0]
     assert run.final_loss == run.init_loss and run.num_evals == 20
     assert isinstance(res, Comparison)
