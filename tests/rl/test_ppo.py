@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from evoopt import KLAdaptive
+from evoopt import ClipUp, KLAdaptive
 from rl.algorithms.ppo import PPO, PPO_METRICS
 from rl.policies import ActorCritic, make_policy
 from rl.rollout import PopulationRollout
@@ -81,13 +81,21 @@ def test_ppo_kl_adaptive_solves_cartpole_within_100k_steps():
     assert ppo.optimizer.num_decreases > 0 and ppo.optimizer.num_increases > 0
 
 
-def test_ppo_learns_a_continuous_action_task():
+OPTIMIZERS = {
+    "adam": functools.partial(torch.optim.Adam, lr=3e-2),
+    "clipup": functools.partial(ClipUp, lr=0.05, momentum=0.9, max_speed=0.1),
+    "kl_adaptive": lambda p: KLAdaptive(torch.optim.Adam(p, lr=3e-2), target_kl=0.02, lr_max=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_ppo_learns_a_continuous_action_task(name):
     # optimum: a = obs0 - 0.5 obs1 (linear actor), episodes of one step
     envs = vector(TargetEnv, 8)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         agent = ActorCritic(2, envs.single_action_space, hidden=(), critic_hidden=(16,), log_std_init=-0.5)
-    ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=3e-2), num_steps=16, num_minibatches=2,
+    ppo = PPO(envs, agent, OPTIMIZERS[name], num_steps=16, num_minibatches=2,
               update_epochs=4, ent_coef=0.0, seed=1)
     ppo.learn(8 * 16 * 60)
     w = agent.layers[0].weight.detach().reshape(-1)
