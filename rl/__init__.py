@@ -16,9 +16,11 @@ evoopt population optimizer (:mod:`rl.rollout`)::
     returns = objective.evaluate_center(policy, num_episodes=20, seed=123)
 """
 
+from .algorithms import PPO, Reinforce
 from .normalization import RunningNorm
 from .policies import ActorCritic, LinearPolicy, MLPPolicy, Policy, make_policy
 from .rollout import WORST_RETURN, PopulationRollout, RolloutResult
+from .train import TrainResult, evaluate, load_policy, save_policy, train
 
 __all__ = [
     "RunningNorm",
@@ -30,4 +32,11 @@ __all__ = [
     "PopulationRollout",
     "RolloutResult",
     "WORST_RETURN",
+    "PPO",
+    "Reinforce",
+    "train",
+    "TrainResult",
+    "evaluate",
+    "save_policy",
+    "load_policy",
 ]
