@@ -336,7 +336,8 @@ class Comparison:
             out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
         out.insert(3, "  ".join("-" * w for w in widths))
         if best:
-            out.append(f"* best: {best}")
+            by = f"mean {self.metric}" if self.metric else "mean final train loss"
+            out.append(f"* best: {best} (by {by}); time s = wall time inside opt.step per run")
         for c in self.checks():
             out.append(f"check: {c.description}: {'PASS' if c.passed else 'FAIL'}")
         errors = [r for r in self.runs if r.error]
@@ -572,7 +573,17 @@ def _check_constructors(task: Task, specs: list[OptimizerSpec], seed: int) -> No
     hyperparameters raise ``ValueError`` before any run starts."""
     for spec in specs:
         model = task.make_model(seed)
-        spec.cls(model.parameters(), **resolve_hyperparameters(spec, task, model, seed))
+        kw = resolve_hyperparameters(spec, task, model, seed)
+        what = f"{spec.cls.__name__}(model.parameters(), **{kw})"
+        try:
+            opt = spec.cls(model.parameters(), **kw)
+        except TypeError as e:
+            raise ValueError(f"Invalid optimizer {spec.label!r}: {what} failed: {e}") from None
+        owned = {id(p) for g in getattr(opt, "param_groups", []) for p in g["params"]}
+        if owned != {id(p) for p in model.parameters()}:  # e.g. a wrapper of another optimizer
+            raise ValueError(
+                f"Invalid optimizer {spec.label!r}: {what} does not optimize the model's "
+                "parameters (a wrapper around another optimizer cannot run on its own)")
 
 
 def compare(

@@ -223,6 +223,20 @@ def test_bad_arguments(kwargs, match):
         compare(args.pop("task"), **args)
 
 
+class _Elsewhere(torch.optim.SGD):
+    """Ignores the parameters it is given (as a wrapper of some other optimizer would)."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__([torch.zeros(1, requires_grad=True)], lr=lr)
+
+
+def test_an_optimizer_that_does_not_own_the_models_parameters_is_refused(monkeypatch):
+    monkeypatch.setitem(OPTIMIZERS, "_elsewhere", _Elsewhere)
+    with pytest.raises(ValueError, match=r"Invalid optimizer '_elsewhere': _Elsewhere\(model.parameters\(\), "
+                                         r"\*\*\{\}\) does not optimize the model's parameters"):
+        compare("line", ["_elsewhere"], seeds=[0], budget_evals=5)
+
+
 def test_unknown_hyperparameter_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"Invalid hyperparameters for 'adam:foo=1': \['foo'\] "
                                          r"\(expected some of: lr, betas"):
