@@ -80,10 +80,10 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
     def __init__(
         self,
         params,
-        popsize: int = 256,
         lr: float = 0.01,
         sigma: float = 0.02,
         *,
+        popsize: int = 256,
         weight_decay: float = 0.005,
         optimizer=torch.optim.Adam,
         shaping: str = "centered_rank",

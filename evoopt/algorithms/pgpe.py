@@ -95,10 +95,10 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
     def __init__(
         self,
         params,
-        popsize: int = 100,
         lr: float = 0.1,
         sigma: float | None = None,
         *,
+        popsize: int = 100,
         radius_init: float | None = None,
         stdev_lr: float = 0.1,
         stdev_max_change: float = 0.2,
