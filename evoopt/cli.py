@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "DEFAULT_OPTIMIZERS", "UsageError"]
+__all__ = ["DEFAULT_OPTIMIZERS", "UsageError", "build_parser", "main"]
 
 #: What ``evoopt compare`` runs without ``--optimizers`` (those registered are used).
 DEFAULT_OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "rmsprop",
@@ -249,7 +249,7 @@ def _microbench() -> int:
             extra = {"diagonal": True} if "diagonal" in inspect.signature(cls).parameters else {}
             opt = cls([p], popsize=50, seed=0, **extra)
 
-            def gen():
+            def gen(opt=opt):
                 q = opt.ask()
                 opt.tell((q.flat ** 2).sum(1))
 

@@ -49,8 +49,16 @@ from .population import PopulationOptimizer
 from .registry import OPTIMIZERS
 from .tasks import Task, get_task, params_hash
 
-__all__ = ["compare", "Comparison", "Run", "OptimizerSpec", "parse_optimizer", "ALIASES",
-           "GENERIC_HYPERPARAMETERS", "resolve_hyperparameters"]
+__all__ = [
+    "ALIASES",
+    "GENERIC_HYPERPARAMETERS",
+    "Comparison",
+    "OptimizerSpec",
+    "Run",
+    "compare",
+    "parse_optimizer",
+    "resolve_hyperparameters",
+]
 
 #: Names that stand for a registered optimizer with fixed extra arguments.
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -636,9 +644,9 @@ def compare(
     seeds = list(seeds)
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ValueError(f"Invalid seeds: {seeds!r} (expected a non-empty list of integers >= 0)")
-    if budget_evals is not None:
-        if not isinstance(budget_evals, int) or isinstance(budget_evals, bool) or budget_evals < 1:
-            raise ValueError(f"Invalid budget_evals: {budget_evals!r} (expected an integer >= 1)")
+    if budget_evals is not None and (not isinstance(budget_evals, int)
+                                     or isinstance(budget_evals, bool) or budget_evals < 1):
+        raise ValueError(f"Invalid budget_evals: {budget_evals!r} (expected an integer >= 1)")
     if budget_seconds is not None:
         ok = isinstance(budget_seconds, (int, float)) and not isinstance(budget_seconds, bool)
         if not ok or not math.isfinite(budget_seconds) or budget_seconds <= 0:

@@ -15,9 +15,20 @@ from .functions import FUNCTIONS, FunctionTask, VectorModel
 from .line import LineRegression
 
 __all__ = [
-    "Task", "TASKS", "get_task", "init_uniform_", "params_hash",
-    "LineRegression", "Digits", "Digits01", "QuantizedDigits", "TernaryMLP",
-    "FunctionTask", "FUNCTIONS", "VectorModel", "load_digits_split",
+    "FUNCTIONS",
+    "TASKS",
+    "Digits",
+    "Digits01",
+    "FunctionTask",
+    "LineRegression",
+    "QuantizedDigits",
+    "Task",
+    "TernaryMLP",
+    "VectorModel",
+    "get_task",
+    "init_uniform_",
+    "load_digits_split",
+    "params_hash",
 ]
 
 TASKS: dict[str, Callable[..., Task]] = {

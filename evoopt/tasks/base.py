@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Task", "init_uniform_", "build_uninitialized", "params_hash"]
+__all__ = ["Task", "build_uninitialized", "init_uniform_", "params_hash"]
 
 
 def build_uninitialized(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -89,8 +89,8 @@ class Task:
     default_budget_evals: int = 1000
     metric: str | None = None
     metric_higher_is_better: bool = True
-    hyperparameters: dict[str, dict[str, Any]] = {}
-    acceptance: dict[str, Any] = {}
+    hyperparameters: ClassVar[dict[str, dict[str, Any]]] = {}
+    acceptance: ClassVar[dict[str, Any]] = {}
     evaluation_unit: str = "the training loss of one parameter vector on the whole training set"
 
     # ----------------------------------------------------------------- protocol

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -122,7 +123,7 @@ class FunctionTask(Task):
     differentiable = True
     metric = None  # the training loss is f itself; metrics() adds distance_to_optimum
     evaluation_unit = "one value f(x)"
-    gradient_hyperparameters = {
+    gradient_hyperparameters: ClassVar[dict] = {
         "sgd": {"lr": 1e-3},
         "sgd-momentum": {"lr": 1e-4, "momentum": 0.9},
         "adam": {"lr": 0.05},

@@ -4,6 +4,8 @@ optimizer on its own fresh model built from the same seed."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,7 +30,7 @@ class LineRegression(Task):
     default_budget_evals = 500
     metric = None  # rank by the training MSE; metrics() adds test_mse, slope, intercept
     slope, intercept = 2.0, 1.0
-    hyperparameters = {
+    hyperparameters: ClassVar[dict] = {
         "sgd": {"lr": 0.1},
         "sgd-momentum": {"lr": 0.05, "momentum": 0.9},
         "adam": {"lr": 0.05},

@@ -9,8 +9,15 @@ import torch
 
 from evoopt.population import ParamLayout, Population
 from evoopt.tasks import FUNCTIONS, TASKS, FunctionTask, get_task, params_hash
-from evoopt.tasks.functions import (STYBLINSKI_TANG_ARGMIN, ackley, levy, rastrigin, rosenbrock,
-                                    sphere, styblinski_tang)
+from evoopt.tasks.functions import (
+    STYBLINSKI_TANG_ARGMIN,
+    ackley,
+    levy,
+    rastrigin,
+    rosenbrock,
+    sphere,
+    styblinski_tang,
+)
 
 SUPERVISED = ["line", "digits", "digits01", "quantized"]
 
@@ -38,7 +45,7 @@ def test_population_objective_equals_per_member_loss(name):
     torch.testing.assert_close(batched.double(), torch.tensor(per_member, dtype=torch.float64),
                                rtol=1e-5, atol=1e-6)
     # the members differ, so the check is not vacuous
-    assert len(set(round(v, 6) for v in per_member)) > 1
+    assert len({round(v, 6) for v in per_member}) > 1
 
 
 @pytest.mark.parametrize("name", SUPERVISED + ["sphere"])
@@ -66,7 +73,7 @@ def test_line_data_follow_the_line_and_depend_only_on_data_seed():
 
 def test_digits_split_is_fixed_standardised_and_stratified():
     task = get_task("digits")
-    x, y, xt, yt = task.data
+    x, _, xt, yt = task.data
     assert x.shape == (1347, 64) and xt.shape == (450, 64)
     assert float(x.mean(0).abs().max()) < 1e-5
     assert int(torch.bincount(yt).min()) >= 43  # 25% of each class (43 to 46)
