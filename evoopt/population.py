@@ -243,16 +243,49 @@ class PopulationOptimizer(Optimizer):
         """D, the length of the flat search vector."""
         return self.layout.num_params
 
-    def group_values(self, key: str) -> float | Tensor:
+    def group_values(self, key: str | Callable[[dict[str, Any]], float]) -> float | Tensor:
         """A hyperparameter read from the groups now: a float when all groups agree, else a
-        [D] tensor with each group's value on its coordinates."""
-        vals = [g[key] for g in self.param_groups]
+        [D] tensor with each group's value on its coordinates. ``key`` is a group key or a
+        function of the group (for values derived from several keys)."""
+        vals = [float(key(g)) if callable(key) else g[key] for g in self.param_groups]
         if all(v == vals[0] for v in vals):
             return float(vals[0])
         out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
         for v, (a, b) in zip(vals, self._group_slices):
             out[a:b] = v
         return out
+
+    def group_vector(self, key: str, dtype: torch.dtype | None = None) -> Tensor:
+        """Like :meth:`group_values`, always as a fresh [D] tensor (``dtype`` default: the
+        parameters')."""
+        v = self.group_values(key)
+        dtype = dtype or self._dtype
+        return torch.as_tensor(v, device=self._device, dtype=dtype).expand(self.num_params).clone()
+
+    def sigma_ratio(self, st: dict[str, Any], dtype: torch.dtype | None = None) -> Tensor | None:
+        """For algorithms that adapt the search width themselves, ``group["sigma"]`` is the
+        initial width and a later change to it (a scheduler, the user) rescales what was
+        learned by new/old. Returns that [D] ratio and records the new values in
+        ``st["sigma_group"]``, or returns ``None`` when no group's sigma changed."""
+        new = self.group_vector("sigma", dtype)
+        old = st.get("sigma_group")
+        if old is None:
+            st["sigma_group"] = new
+            return None
+        if torch.equal(new, old):
+            return None
+        st["sigma_group"] = new
+        return new / old
+
+    def noise_buffer(self, rows: int) -> Tensor:
+        """A [rows, D] buffer kept between generations, to draw noise into with
+        ``out=`` (a fresh P x D tensor page-faults every generation: about a third of the
+        sampling time at large D). Valid until the next call."""
+        buf = getattr(self, "_noise_buf", None)
+        if buf is None or buf.shape != (rows, self.num_params):
+            buf = torch.empty(rows, self.num_params, device=self._device, dtype=self._dtype)
+            self._noise_buf = buf
+        return buf
 
     # ------------------------------------------------------------------- state
     @property

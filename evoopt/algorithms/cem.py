@@ -155,64 +155,37 @@ class CEM(PopulationOptimizer):
         super().add_param_group(param_group)
         _check_group(self.param_groups[-1], initial=True)
 
-    def _group_sigma(self) -> Tensor:
-        sig = self.group_values("sigma")
-        return (
-            torch.as_tensor(sig, device=self._device, dtype=self._dtype)
-            .expand(self.num_params)
-            .clone()
-        )
-
     def _extra_noise(self, t: int) -> float | Tensor:
         """``Z_t`` of each group (a float when all groups agree, else a [D] tensor)."""
-        vals = []
-        for g in self.param_groups:
-            steps = g["extra_noise_steps"]
-            z = float(g["extra_noise"])
-            vals.append(z if steps is None else z * max(0.0, 1.0 - t / steps))
-        if all(v == vals[0] for v in vals):
-            return vals[0]
-        out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
-        for v, (a, b) in zip(vals, self._group_slices):
-            out[a:b] = v
-        return out
+
+        def z(g):
+            steps, z0 = g["extra_noise_steps"], float(g["extra_noise"])
+            return z0 if steps is None else z0 * max(0.0, 1.0 - t / steps)
+
+        return self.group_values(z)
 
     def _sigma_rate(self, t: int) -> float | Tensor:
         """beta_t = sigma_lr * (1 - (1 - 1/t)**q) of each group (q = sigma_lr_power)."""
-        vals = []
-        for g in self.param_groups:
-            q = g["sigma_lr_power"]
-            beta = float(g["sigma_lr"])
-            vals.append(beta if q is None else beta * (1.0 - (1.0 - 1.0 / t) ** q))
-        if all(v == vals[0] for v in vals):
-            return vals[0]
-        out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
-        for v, (a, b) in zip(vals, self._group_slices):
-            out[a:b] = v
-        return out
 
-    def _noise_buffer(self) -> Tensor:
-        """A [P, D] buffer for the noise, kept between generations (a fresh P x D tensor
-        page-faults on every generation: about a third of the sampling time at large D)."""
-        buf = getattr(self, "_noise_buf", None)
-        if buf is None or buf.shape != (self.popsize, self.num_params):
-            buf = torch.empty(self.popsize, self.num_params, device=self._device, dtype=self._dtype)
-            self._noise_buf = buf
-        return buf
+        def beta(g):
+            q, b = g["sigma_lr_power"], float(g["sigma_lr"])
+            return b if q is None else b * (1.0 - (1.0 - 1.0 / t) ** q)
+
+        return self.group_values(beta)
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
-        st["sigma_group"] = self._group_sigma()
+        self.sigma_ratio(st)  # records st["sigma_group"]
         st["sigma_vec"] = st["sigma_group"].clone()
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
         for g in self.param_groups:
             _check_group(g)
-        new = self._group_sigma()
-        if not torch.equal(new, st["sigma_group"]):  # a schedule moved sigma: rescale
-            st["sigma_vec"] = st["sigma_vec"] * (new / st["sigma_group"])
-            st["sigma_group"] = new
-        s = torch.randn(self.popsize, self.num_params, generator=gen, out=self._noise_buffer())
+        ratio = self.sigma_ratio(st)
+        if ratio is not None:  # a schedule moved sigma: rescale
+            st["sigma_vec"] = st["sigma_vec"] * ratio
+        s = self.noise_buffer(self.popsize)
+        torch.randn(self.popsize, self.num_params, generator=gen, out=s)
         self._pending = {"s": s}
         return torch.addcmul(st["mean"], st["sigma_vec"], s)  # mean + sigma_vec * s
 

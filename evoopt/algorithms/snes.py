@@ -121,47 +121,21 @@ class SNES(PopulationOptimizer):
 
     def _group_sigma_lr(self) -> float | Tensor:
         default = snes_defaults(self.num_params)["sigma_lr"]
-        vals = [
-            default if g["sigma_lr"] is None else float(g["sigma_lr"]) for g in self.param_groups
-        ]
-        if all(v == vals[0] for v in vals):
-            return vals[0]
-        out = torch.empty(self.num_params, device=self._device, dtype=self._dtype)
-        for v, (a, b) in zip(vals, self._group_slices):
-            out[a:b] = v
-        return out
-
-    def _group_sigma(self) -> Tensor:
-        sig = self.group_values("sigma")
-        return (
-            torch.as_tensor(sig, device=self._device, dtype=self._dtype)
-            .expand(self.num_params)
-            .clone()
-        )
-
-    def _noise_buffer(self) -> Tensor:
-        """A [P, D] buffer for the noise, kept between generations (a fresh P x D tensor
-        page-faults on every generation: about a third of the sampling time at large D)."""
-        buf = getattr(self, "_noise_buf", None)
-        if buf is None or buf.shape != (self.popsize, self.num_params):
-            buf = torch.empty(self.popsize, self.num_params, device=self._device, dtype=self._dtype)
-            self._noise_buf = buf
-        return buf
+        return self.group_values(lambda g: default if g["sigma_lr"] is None else g["sigma_lr"])
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
-        st["sigma_group"] = self._group_sigma()
+        self.sigma_ratio(st)  # records st["sigma_group"]
         st["sigma_vec"] = st["sigma_group"].clone()
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
         for g in self.param_groups:
             _check_group(g)
-        new = self._group_sigma()
-        if not torch.equal(new, st["sigma_group"]):  # a schedule moved sigma: rescale
-            st["sigma_vec"] = st["sigma_vec"] * (new / st["sigma_group"])
-            st["sigma_group"] = new
+        ratio = self.sigma_ratio(st)
+        if ratio is not None:  # a schedule moved sigma: rescale
+            st["sigma_vec"] = st["sigma_vec"] * ratio
         P, D = self.popsize, self.num_params
-        s = self._noise_buffer()
+        s = self.noise_buffer(P)
         if self.mirrored:  # [s_1..s_P/2, -s_1..-s_P/2]
             torch.randn(P // 2, D, generator=gen, out=s[: P // 2])
             torch.neg(s[: P // 2], out=s[P // 2 :])

@@ -149,19 +149,11 @@ class XNES(PopulationOptimizer):
             )
         return vals[0]
 
-    def _group_sigma(self) -> Tensor:
-        sig = self.group_values("sigma")
-        return (
-            torch.as_tensor(sig, device=self._device, dtype=torch.float64)
-            .expand(self.num_params)
-            .clone()
-        )
-
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         D = self.num_params
-        sig = self._group_sigma()
-        st["sigma_group"] = sig
+        self.sigma_ratio(st, torch.float64)  # records st["sigma_group"]
+        sig = st["sigma_group"]
         st["B"] = torch.eye(D, device=self._device, dtype=torch.float64)
         st["sigma"] = sig[0].clone()
         if not torch.all(sig == sig[0]):  # A = diag(sig) = sigma * B with det(B) = 1
@@ -173,9 +165,8 @@ class XNES(PopulationOptimizer):
             _check_group(g)
         self._matrix_rate("sigma_lr")
         self._matrix_rate("b_lr")
-        new = self._group_sigma()
-        if not torch.equal(new, st["sigma_group"]):  # a schedule moved sigma: rescale A's rows
-            ratio = new / st["sigma_group"]
+        ratio = self.sigma_ratio(st, torch.float64)
+        if ratio is not None:  # a schedule moved sigma: rescale A's rows
             if torch.all(ratio == ratio[0]):
                 st["sigma"] = st["sigma"] * ratio[0]
             else:
@@ -183,7 +174,6 @@ class XNES(PopulationOptimizer):
                 c = log_r.mean()
                 st["sigma"] = st["sigma"] * torch.exp(c)
                 st["B"] = torch.exp(log_r - c)[:, None] * st["B"]
-            st["sigma_group"] = new
         s = self._randn(self.popsize, self.num_params)
         self._pending = {"s": s}
         step = st["sigma"] * (s.to(torch.float64) @ st["B"].T)  # sigma * B @ s_k, row-wise
