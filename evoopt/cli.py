@@ -107,7 +107,7 @@ def cmd_compare(args) -> int:
     import torch
 
     from . import OPTIMIZERS
-    from .compare import compare, parse_optimizer
+    from .compare import ALIASES, compare, parse_optimizer
 
     task = _parse_task(args.task)
     if args.optimizers:
@@ -115,8 +115,8 @@ def cmd_compare(args) -> int:
         if not names:
             raise UsageError("--optimizers is empty (expected names such as adam,pgpe)")
     else:
-        names = [n for n in DEFAULT_OPTIMIZERS if n.split(":")[0] in OPTIMIZERS
-                 or n in ("sgd-momentum",)]
+        # the registered ones: a checkout without some algorithm still runs the rest
+        names = [n for n in DEFAULT_OPTIMIZERS if n in OPTIMIZERS or n in ALIASES]
     try:
         specs = [parse_optimizer(n) for n in names]
     except ValueError as e:

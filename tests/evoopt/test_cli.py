@@ -46,6 +46,7 @@ def test_compare_without_arguments_is_the_quick_digits_comparison(monkeypatch, t
     assert seen["task"] == "digits" and seen["seeds"] == [0, 1]
     assert seen["budget_evals"] == 3000 and seen["budget_seconds"] is None
     assert seen["labels"] == [n for n in DEFAULT_OPTIMIZERS if n in OPTIMIZERS or n == "sgd-momentum"]
+    assert {"adam", "sgd-momentum", "pgpe", "cmaes", "snes"} <= set(seen["labels"])
     main(["compare", "--quick"])
     assert seen["budget_evals"] == 600 and seen["seeds"] == [0]
 
