@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["DEFAULT_OPTIMIZERS", "UsageError", "build_parser", "main"]
@@ -137,12 +138,11 @@ def cmd_compare(args) -> int:
                          num_threads=args.threads)
     except ValueError as e:  # bad hyperparameters for an optimizer: a usage error
         raise UsageError(str(e)) from None
-    plot_note = ""
-    try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
         paths = result.save(out, plot=not args.no_plot)
-    except ImportError as e:
-        paths = result.save(out, plot=False)
-        plot_note = f" (no plots: {e})"
+    plot_note = "".join(f" (no plots: {w.message})" for w in caught
+                        if "matplotlib" in str(w.message))
     print()
     print(result.table())
     print(f"\nwall time {time.perf_counter() - t0:.1f} s; results in {out}/ "

@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -429,7 +430,8 @@ class Comparison:
 
     def save(self, out_dir, plot: bool = True) -> dict[str, Path]:
         """Write ``curves.csv``, ``summary.csv``, ``results.json``, ``table.txt`` and (with
-        ``plot``) the PNGs into ``out_dir`` (created). Returns the paths by kind."""
+        ``plot``) the PNGs into ``out_dir`` (created). Returns the paths by kind. Without
+        matplotlib the PNGs are skipped with a ``RuntimeWarning`` saying how to get them."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"csv": self.to_csv(out_dir / "curves.csv"),
@@ -438,8 +440,11 @@ class Comparison:
         (out_dir / "table.txt").write_text(self.table() + "\n")
         paths["table"] = out_dir / "table.txt"
         if plot:
-            for p in self.plot(out_dir):
-                paths[p.stem] = p
+            try:
+                for p in self.plot(out_dir):
+                    paths[p.stem] = p
+            except ImportError as e:  # the numbers are saved; only the pictures are missing
+                warnings.warn(str(e), RuntimeWarning, stacklevel=2)
         return paths
 
 

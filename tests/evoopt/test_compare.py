@@ -279,3 +279,21 @@ def test_population_optimizer_beats_adam_without_useful_gradients(task):
     assert adam.final_loss == adam.init_loss  # zero gradient: Adam never moves
     assert snes.metrics["test_accuracy"] > adam.metrics["test_accuracy"] + 0.4
     assert res.checks()[0].passed and "beats adam" in res.checks()[0].description
+
+
+def test_without_matplotlib_the_numbers_are_saved_and_a_warning_says_why(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    res = compare("line", ["sgd"], seeds=[0], budget_evals=5, progress=False)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.warns(RuntimeWarning, match=r"plotting needs matplotlib: pip install 'evoopt\[plot\]'"):
+        paths = res.save(tmp_path, plot=True)
+    assert set(paths) == {"csv", "summary_csv", "json", "table"}
+    assert json.loads((tmp_path / "results.json").read_text())["runs"][0]["num_evals"] == 5
