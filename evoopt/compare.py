@@ -225,6 +225,7 @@ class Comparison:
     runs: list[Run]
     total_seconds: float = 0.0
     evaluation_unit: str = Task.evaluation_unit
+    default_budget_evals: int | None = None
 
     # ------------------------------------------------------------- summaries
     def runs_of(self, label: str) -> list[Run]:
@@ -347,7 +348,11 @@ class Comparison:
         if best:
             by = f"mean {self.metric}" if self.metric else "mean final train loss"
             out.append(f"* best: {best} (by {by}); time s = wall time inside opt.step per run")
-        for c in self.checks():
+        checks = self.checks()
+        if checks and (self.budget_seconds is not None or self.budget_evals != self.default_budget_evals):
+            out.append(f"(the checks' targets are set for the task's default budget of "
+                       f"{self.default_budget_evals} evaluations)")
+        for c in checks:
             out.append(f"check: {c.description}: {'PASS' if c.passed else 'FAIL'}")
         errors = [r for r in self.runs if r.error]
         for r in errors:
@@ -703,7 +708,8 @@ def compare(
         task=task.name, metric=task.metric, higher_is_better=task.metric_higher_is_better,
         budget_evals=budget_evals, budget_seconds=budget_seconds, seeds=seeds,
         optimizers=labels, acceptance=dict(task.acceptance), runs=runs,
-        total_seconds=time.perf_counter() - t0, evaluation_unit=task.evaluation_unit)
+        total_seconds=time.perf_counter() - t0, evaluation_unit=task.evaluation_unit,
+        default_budget_evals=task.default_budget_evals)
     if out_dir is not None:
         result.save(out_dir, plot=plot)
     return result

@@ -264,7 +264,7 @@ def test_digits_default_budget_adam_reaches_95_and_snes_90_percent():
     assert acc["adam"] >= 0.95 and acc["snes"] >= 0.90, acc
     checks = res.checks()
     assert [c.passed for c in checks] == [True, True]
-    assert res.table().count(": PASS") == 2
+    assert res.table().count(": PASS") == 2 and "targets are set" not in res.table()
 
 
 @pytest.mark.slow
@@ -279,6 +279,7 @@ def test_population_optimizer_beats_adam_without_useful_gradients(task):
     assert adam.final_loss == adam.init_loss  # zero gradient: Adam never moves
     assert snes.metrics["test_accuracy"] > adam.metrics["test_accuracy"] + 0.4
     assert res.checks()[0].passed and "beats adam" in res.checks()[0].description
+    assert "targets are set for the task's default budget of 3000 evaluations" in res.table()
 
 
 def test_without_matplotlib_the_numbers_are_saved_and_a_warning_says_why(tmp_path, monkeypatch):
