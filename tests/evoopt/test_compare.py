@@ -298,3 +298,12 @@ def test_without_matplotlib_the_numbers_are_saved_and_a_warning_says_why(tmp_pat
         paths = res.save(tmp_path, plot=True)
     assert set(paths) == {"csv", "summary_csv", "json", "table"}
     assert json.loads((tmp_path / "results.json").read_text())["runs"][0]["num_evals"] == 5
+
+
+def test_runs_are_reproducible_and_leave_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = compare("line", ["adam", "_bestof"], seeds=[3], budget_evals=30, progress=False)
+    assert torch.equal(state, torch.random.get_rng_state())
+    b = compare("line", ["adam", "_bestof"], seeds=[3], budget_evals=30, progress=False)
+    for ra, rb in zip(a.runs, b.runs):
+        assert (ra.losses, ra.evals, ra.metrics) == (rb.losses, rb.evals, rb.metrics)
