@@ -335,6 +335,14 @@ class ActorCritic(Policy):
 
 
 def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
+    if isinstance(env_or_spaces, str):  # an env id: read the spaces off one instance
+        from .rollout import resolve_env_id
+
+        env = resolve_env_id(env_or_spaces).make()
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            env.close()
     if isinstance(env_or_spaces, (tuple, list)) and len(env_or_spaces) == 2:
         return env_or_spaces[0], env_or_spaces[1]
     obs_space = getattr(env_or_spaces, "single_observation_space", None) or getattr(
@@ -343,8 +351,8 @@ def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
         env_or_spaces, "action_space", None)
     if obs_space is None or act_space is None:
         raise ValueError(
-            f"Invalid env_or_spaces: {type(env_or_spaces).__name__} (expected a Gymnasium env, "
-            "a vector env, or an (observation_space, action_space) pair)"
+            f"Invalid env_or_spaces: {type(env_or_spaces).__name__} (expected a Gymnasium env id, "
+            "an env, a vector env, or an (observation_space, action_space) pair)"
         )
     return obs_space, act_space
 
@@ -352,7 +360,7 @@ def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
 def make_policy(env_or_spaces, kind: str = "linear", hidden: Sequence[int] = (64, 64),
                 stochastic: bool = False, obs_norm: bool | RunningNorm = False,
                 actor_critic: bool = False, obs_clip: float | None = None, **kwargs) -> Policy:
-    """Build a policy for a Gymnasium env (or vector env, or ``(obs_space, action_space)``).
+    """Build a policy for a Gymnasium env id, env, vector env, or ``(obs_space, action_space)``.
 
     Args:
         kind: ``"linear"`` or ``"mlp"`` (``hidden`` is used only for ``"mlp"``).
