@@ -1,16 +1,8 @@
 """Gradient-side optimizers (plain ``torch.optim.Optimizer``s) that suit policy gradients
-and evolution-strategy gradient estimates alike. Each module adds its own import line below."""
+and evolution-strategy gradient estimates alike."""
 
-__all__: list[str] = []
+from .clipup import ClipUp
+from .kl_adaptive import KLAdaptive
+from .natural import NaturalGradient, conjugate_gradient
 
-from .kl_adaptive import KLAdaptive  # noqa: E402
-
-__all__ += ["KLAdaptive"]
-
-from .natural import NaturalGradient  # noqa: E402
-
-__all__ += ["NaturalGradient"]
-
-from .clipup import ClipUp  # noqa: E402
-
-__all__ += ["ClipUp"]
+__all__ = ["ClipUp", "KLAdaptive", "NaturalGradient", "conjugate_gradient"]

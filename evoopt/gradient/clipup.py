@@ -29,6 +29,7 @@ import torch
 from torch.optim import Optimizer
 
 from .._validation import check_positive, check_range
+from ..registry import register
 
 __all__ = ["ClipUp"]
 
@@ -40,6 +41,7 @@ def _check_hyperparameters(lr, momentum, max_speed) -> None:
         check_positive("max_speed", max_speed)
 
 
+@register("clipup")
 class ClipUp(Optimizer):
     r"""ClipUp (Toklu et al. 2020): see the module docstring for the maths.
 
