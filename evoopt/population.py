@@ -31,6 +31,7 @@ parameters' dtype on load.)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import secrets
@@ -482,15 +483,21 @@ class PopulationOptimizer(Optimizer):
         sd[META_KEY] = self._meta()
         return sd
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        load = cls.load_state_dict  # every override (mixins included) is all-or-nothing too
+        if not getattr(load, "_all_or_nothing", False):
+            cls.load_state_dict = _all_or_nothing(load)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         name = type(self).__name__
         if not isinstance(state_dict, dict) or "param_groups" not in state_dict:
             raise ValueError(f"{name}.load_state_dict: expected an optimizer state_dict, got {type(state_dict).__name__}")
         meta = state_dict.get(META_KEY)
-        if meta is None:
+        if not isinstance(meta, dict):
             raise ValueError(
                 f"{name}.load_state_dict: this state_dict was not saved by an evoopt population "
-                "optimizer (no 'evoopt' entry)"
+                "optimizer (no 'evoopt' dict entry)"
             )
         if meta.get("optimizer") != name:
             raise ValueError(
@@ -508,6 +515,12 @@ class PopulationOptimizer(Optimizer):
                     f"{name}.load_state_dict: saved {key}={meta.get(key)!r}, this optimizer has "
                     f"{key}={getattr(self, key)!r}"
                 )
+        self._check_loaded_structure(state_dict, meta)
+        if self.state.get(STATE_KEY) and state_dict.get("state", {}).get(STATE_KEY):
+            # both have run: the saved state must look like this optimizer's own (same config)
+            mine = self.state_dict()
+            for key in ("state", META_KEY):
+                _check_like(mine[key], state_dict.get(key), f"{name}.load_state_dict: saved {key!r}")
         st = state_dict.get("state", {}).get(STATE_KEY)
         if st:
             mean = st.get("mean")
@@ -516,6 +529,7 @@ class PopulationOptimizer(Optimizer):
                     f"{name}.load_state_dict: saved mean has shape "
                     f"{getattr(mean, 'shape', None)}, expected ({self.num_params},)"
                 )
+            self._check_loaded_entries(st)
             self._check_loaded_state(st)
         rng = meta.get("rng")
         sd = {k: v for k, v in state_dict.items() if k != META_KEY}
@@ -533,6 +547,147 @@ class PopulationOptimizer(Optimizer):
 
     def _check_loaded_state(self, st: dict[str, Any]) -> None:
         """Hook: subclasses check algorithm-specific entries; raise ValueError if wrong."""
+
+    def _check_loaded_structure(self, state_dict: dict[str, Any], meta) -> None:
+        """Types of the containers, the RNG state and the groups' hyperparameters, checked
+        before anything is changed (a failed load leaves the optimizer as it was)."""
+        name = type(self).__name__
+        state = state_dict.get("state", {})
+        if not isinstance(state, dict) or not isinstance(state.get(STATE_KEY, {}), dict):
+            raise ValueError(f"{name}.load_state_dict: 'state' and its {STATE_KEY!r} entry must be dicts")
+        groups = state_dict["param_groups"]
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                   for g in groups):
+            raise ValueError(f"{name}.load_state_dict: 'param_groups' must be a list of dicts with 'params'")
+        seed = meta.get("seed", self.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"{name}.load_state_dict: saved seed {seed!r} is not a non-negative integer")
+        rng = meta.get("rng")
+        if rng is not None:
+            want = self._gen.get_state()
+            if not isinstance(rng, Tensor) or rng.dtype != torch.uint8 or rng.shape != want.shape:
+                raise ValueError(
+                    f"{name}.load_state_dict: saved rng is not a generator state (expected a uint8 "
+                    f"tensor of shape {tuple(want.shape)}, got {getattr(rng, 'dtype', type(rng).__name__)} "
+                    f"{tuple(getattr(rng, 'shape', ()))})"
+                )
+        for i, (mine, saved) in enumerate(zip(self.param_groups, groups)):
+            for key, value in mine.items():
+                if key in ("params", "param_names", "initial_lr") or not (value is None or _is_real(value)):
+                    continue
+                if key not in saved:
+                    raise ValueError(f"{name}.load_state_dict: param group {i} lacks {key!r}")
+                got = saved[key]
+                if value is None and got is None:
+                    continue
+                if not _is_real(got) or math.isnan(got) or ((value is None or value >= 0) and got < 0):
+                    raise ValueError(
+                        f"{name}.load_state_dict: param group {i} has {key}={got!r} (expected a number"
+                        f"{' >= 0' if value is None or value >= 0 else ''}, like this optimizer's {value!r})"
+                    )
+
+    def _check_loaded_entries(self, st: dict[str, Any]) -> None:
+        """The common entries of a saved population state, and every entry this optimizer's
+        own state has (same kind; tensors of the same shape and finite)."""
+        name = type(self).__name__
+        for key in ("generation", "num_evals"):
+            v = st.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}.load_state_dict: saved {key} {v!r} is not a non-negative integer")
+        if not _is_real(st.get("best_loss")):
+            raise ValueError(f"{name}.load_state_dict: saved best_loss {st.get('best_loss')!r} is not a number")
+        mine = dict(self.state.get(STATE_KEY) or {})
+        mine.setdefault("best", self.layout.flatten())
+        mine.setdefault("mean", mine["best"])
+        for key, ref in mine.items():
+            if key not in st:
+                raise ValueError(f"{name}.load_state_dict: the saved state lacks {key!r}")
+            v = st[key]
+            if isinstance(ref, Tensor):
+                if not isinstance(v, Tensor) or v.shape != ref.shape:
+                    raise ValueError(
+                        f"{name}.load_state_dict: saved {key} is {type(v).__name__} of shape "
+                        f"{tuple(getattr(v, 'shape', ()))}, expected a tensor of shape {tuple(ref.shape)}"
+                    )
+                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    raise ValueError(f"{name}.load_state_dict: saved {key} has NaN or infinite entries")
+            elif isinstance(ref, bool) and not isinstance(v, bool):
+                raise ValueError(f"{name}.load_state_dict: saved {key}={v!r} (expected True or False)")
+            elif _is_real(ref) and not isinstance(ref, bool) and not _is_real(v):
+                raise ValueError(f"{name}.load_state_dict: saved {key}={v!r} (expected a number)")
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _kind(t: Tensor) -> str:
+    return "float" if t.is_floating_point() else "complex" if t.is_complex() else str(t.dtype)
+
+
+def _check_like(mine, saved, where: str) -> None:
+    """``saved`` has the structure of ``mine`` (an own state_dict entry): the same keys, lists
+    of the same length element by element, tensors of the same kind and number of dims (not
+    shape: CMA-ES restarts resize some arrays), numbers for numbers, no NaN/inf where
+    ``mine`` is finite. Raises ValueError naming the first difference."""
+    if isinstance(mine, dict):
+        if not isinstance(saved, dict):
+            raise ValueError(f"{where} is {type(saved).__name__}, expected a dict")
+        for k, v in mine.items():
+            if k not in saved:
+                raise ValueError(f"{where} lacks {k!r}")
+            _check_like(v, saved[k], f"{where}[{k!r}]")
+    elif isinstance(mine, (list, tuple)):
+        if not isinstance(saved, (list, tuple)):
+            raise ValueError(f"{where} is {type(saved).__name__}, expected a list")
+        if len(mine) == len(saved):
+            for i, (a, b) in enumerate(zip(mine, saved)):
+                _check_like(a, b, f"{where}[{i}]")
+    elif isinstance(mine, Tensor):
+        if not isinstance(saved, Tensor) or saved.dim() != mine.dim() or _kind(saved) != _kind(mine):
+            raise ValueError(
+                f"{where} is {type(saved).__name__} {getattr(saved, 'dtype', '')} "
+                f"{tuple(getattr(saved, 'shape', ()))}, expected a {mine.dtype} tensor with {mine.dim()} dims"
+            )
+        if mine.is_floating_point() and bool(torch.isfinite(mine).all()) and not bool(torch.isfinite(saved).all()):
+            raise ValueError(f"{where} has NaN or infinite entries")
+    elif isinstance(mine, bool):
+        if not isinstance(saved, bool):
+            raise ValueError(f"{where} is {saved!r}, expected True or False")
+    elif _is_real(mine):
+        if not _is_real(saved) or (math.isnan(saved) and not math.isnan(mine)):
+            raise ValueError(f"{where} is {saved!r}, expected a number")
+    elif isinstance(mine, str) and not isinstance(saved, str):
+        raise ValueError(f"{where} is {saved!r}, expected a string")
+
+
+def _all_or_nothing(load):
+    """Wrap a ``load_state_dict``: on any failure the optimizer is restored from its own
+    state_dict taken before, and the error is a ValueError (the original as its cause)."""
+
+    @functools.wraps(load)
+    def wrapper(self, state_dict):
+        if getattr(self, "_loading", False):  # an inner super().load_state_dict call
+            return load(self, state_dict)
+        backup = self.state_dict()
+        pending = (self._pending_pop, self._pending)
+        self._loading = True
+        try:
+            load(self, state_dict)
+        except Exception as e:
+            load(self, backup)
+            self._pending_pop, self._pending = pending
+            if isinstance(e, ValueError):
+                raise
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: invalid state_dict ({type(e).__name__}: {e}); "
+                "the optimizer's state is unchanged"
+            ) from e
+        finally:
+            self._loading = False
+
+    wrapper._all_or_nothing = True
+    return wrapper
 
 
 def _clone_tree(x):
@@ -557,3 +712,6 @@ def _to_device(x, device, dtype):
     if isinstance(x, list):
         return [_to_device(v, device, dtype) for v in x]
     return x
+
+
+PopulationOptimizer.load_state_dict = _all_or_nothing(PopulationOptimizer.load_state_dict)
