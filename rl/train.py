@@ -27,6 +27,13 @@ and resets its envs every ``checkpoint_every`` iterations so that a checkpoint n
 env state; a PPO run stopped between checkpoints resumes from the last one (population
 runs and REINFORCE, which resets its envs every iteration, checkpoint whenever stopped).
 Checkpoints load with ``torch.load(weights_only=True)``.
+
+Crash safety (:mod:`rl.checkpoint`): checkpoints are written atomically (temporary file,
+fsync, rename) and the previous one is kept as ``checkpoint.pt.prev``; a corrupted newest
+file is refused and the previous good one is loaded (with a warning); a checkpoint saved
+for another optimizer, policy, env or spec is refused with the differences listed.
+SIGTERM or Ctrl-C finishes the current iteration, checkpoints and stops (a second signal
+stops at once); a process killed outright resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import functools
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +57,7 @@ import evoopt
 from evoopt._validation import check_int
 
 from .algorithms import PPO, Reinforce
+from .checkpoint import GracefulExit, describe, load_checkpoint, save_checkpoint
 from .policies import make_policy
 from .rollout import PopulationRollout, resolve_env_id
 
@@ -287,16 +296,18 @@ def train(
         runner = _PopulationRunner(env_id, net, optimizer, popsize, lr, seed, opt_kw, rollout_kwargs or {})
 
     # ---- outputs and resume
+    opt_obj = runner.algo.optimizer if gradient else runner.opt
+    header = describe(optimizer=opt_obj, policy=net, env_id=env_id, algorithm=optimizer,
+                      spec=json.dumps(spec, sort_keys=True))
     history: list[dict[str, float]] = []
     ck_path = csv_path = None
     if run_dir is not None:
         os.makedirs(run_dir, exist_ok=True)
         ck_path, csv_path = os.path.join(run_dir, "checkpoint.pt"), os.path.join(run_dir, "metrics.csv")
-        if resume and os.path.exists(ck_path):
-            ck = torch.load(ck_path, weights_only=True)
-            if ck.get("spec") != spec or ck.get("optimizer") != optimizer:
-                raise ValueError(f"Invalid resume: the checkpoint in {run_dir!r} was saved for "
-                                 f"{ck.get('optimizer')!r} {ck.get('spec')}, not {optimizer!r} {spec}")
+        if resume and (os.path.exists(ck_path) or os.path.exists(ck_path + ".prev")):
+            # refuses a corrupted file (falling back to the previous good one, with a
+            # warning) and one saved for another optimizer, policy, env or spec
+            ck = load_checkpoint(ck_path, expected=header)
             runner.load_state_dict(ck["runner"])
             history = [dict(r) for r in ck["history"]]
         with open(os.path.join(run_dir, "config.json"), "w") as f:
@@ -306,12 +317,9 @@ def train(
         _write_csv(csv_path, history)
     writer = _tensorboard(run_dir) if (tensorboard and run_dir) else None
 
-    def save_checkpoint():
+    def checkpoint():  # atomic: a crash mid-write keeps the previous good checkpoint
         if ck_path is not None:
-            tmp = ck_path + ".tmp"
-            torch.save({"format": "evoopt.train/1", "spec": spec, "optimizer": optimizer,
-                        "runner": runner.state_dict(), "history": history}, tmp)
-            os.replace(tmp, ck_path)
+            save_checkpoint({"runner": runner.state_dict(), "history": history}, ck_path, header=header)
 
     # ---- the loop
     from tqdm.auto import tqdm
@@ -330,7 +338,11 @@ def train(
         return not (target_return is not None and reached)
 
     elapsed0 = history[-1]["time_s"] if history else 0.0
+    # SIGTERM / Ctrl-C: finish the iteration, checkpoint, stop (a second signal stops at once)
+    graceful = GracefulExit() if threading.current_thread() is threading.main_thread() else None
     try:
+        if graceful is not None:
+            graceful.__enter__()
         while budget_left():
             before = runner.env_steps
             row = dict.fromkeys(COLUMNS, math.nan)
@@ -353,13 +365,17 @@ def train(
             bar.update(1 if iterations is not None else runner.env_steps - before)
             bar.set_postfix(ret=f"{row['train_return']:.1f}", eval=f"{row['eval_return']:.1f}", refresh=False)
             stop = callback is not None and bool(callback(row))
-            if done_iters % checkpoint_every == 0 or (stop and optimizer != "ppo"):
-                save_checkpoint()
-            if stop:
+            interrupted = graceful is not None and graceful.requested
+            # PPO checkpoints only where it resets its envs (every checkpoint_every iterations)
+            if done_iters % checkpoint_every == 0 or ((stop or interrupted) and optimizer != "ppo"):
+                checkpoint()
+            if stop or interrupted:
                 break
         else:
-            save_checkpoint()  # the budget is spent
+            checkpoint()  # the budget is spent
     finally:
+        if graceful is not None:
+            graceful.__exit__(None, None, None)
         bar.close()
         if writer is not None:
             writer.close()
@@ -370,7 +386,7 @@ def train(
         if plot:
             plot_curve(csv_path, os.path.join(run_dir, "curve.png"))
     return TrainResult(policy=net, history=history, run_dir=run_dir, final_eval=final,
-                       extra={"optimizer_obj": getattr(runner, "opt", None) or runner.algo.optimizer})
+                       extra={"optimizer_obj": opt_obj})
 
 
 # ------------------------------------------------------------------ outputs

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from rl.checkpoint import load_checkpoint
 from rl.train import COLUMNS, evaluate, load_policy, read_csv, render_gif, train
 
 SMALL_PPO = dict(num_steps=16, num_minibatches=2, update_epochs=2)
@@ -33,7 +34,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, optimizer, kwargs):
     # reset there), PGPE from 5 (saved when stopped); both must end exactly as the uninterrupted run
     part = train("CartPole-v1", run_dir=str(tmp_path / "part"), callback=_stop_at(5), **common)
     assert len(part.history) == 5
-    ck = torch.load(str(tmp_path / "part" / "checkpoint.pt"), weights_only=True)
+    ck = load_checkpoint(str(tmp_path / "part" / "checkpoint.pt"))
     assert len(ck["history"]) == (4 if optimizer == "ppo" else 5)
     resumed = train("CartPole-v1", run_dir=str(tmp_path / "part"), resume=True, **common)
     np.testing.assert_equal(_strip(resumed.history), _strip(full.history))
@@ -112,6 +113,77 @@ def test_bad_env_id_and_mismatched_checkpoint(tmp_path):
     run = str(tmp_path / "r")
     train("CartPole-v1", optimizer="pgpe", policy="linear", popsize=4, iterations=1, run_dir=run,
           progress=False, plot=False)
-    with pytest.raises(ValueError, match="Invalid resume: the checkpoint .* was saved for 'pgpe'"):
+    with pytest.raises(ValueError, match="Invalid checkpoint: .* does not match this run .*policy: saved "
+                                         "'LinearPolicy', expected 'MLPPolicy'"):
         train("CartPole-v1", optimizer="pgpe", policy="mlp", popsize=4, iterations=2, run_dir=run,
               resume=True, progress=False)
+
+
+PGPE_SMALL = dict(optimizer="pgpe", policy="linear", popsize=10, seed=3, eval_every=2, eval_episodes=3,
+                  checkpoint_every=1, progress=False, plot=False)
+
+
+def test_corrupted_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
+    run = str(tmp_path / "run")
+    full = train("CartPole-v1", iterations=5, run_dir=str(tmp_path / "full"), **PGPE_SMALL)
+    train("CartPole-v1", iterations=5, run_dir=run, callback=_stop_at(3), **PGPE_SMALL)
+    ck = os.path.join(run, "checkpoint.pt")
+    assert os.path.exists(ck + ".prev")  # the checkpoint of iteration 2
+    with open(ck, "r+b") as f:  # a crash that left garbage in the newest file
+        f.seek(100)
+        f.write(b"\x00garbage\x00" * 8)
+    with pytest.warns(RuntimeWarning, match="loading the previous good checkpoint"):
+        resumed = train("CartPole-v1", iterations=5, run_dir=run, resume=True, **PGPE_SMALL)
+    np.testing.assert_equal(_strip(resumed.history), _strip(full.history))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    run = str(tmp_path / "run")
+    train("CartPole-v1", iterations=2, run_dir=run, **PGPE_SMALL)
+    with pytest.raises(ValueError, match="popsize"):
+        train("CartPole-v1", iterations=4, run_dir=run, resume=True, **{**PGPE_SMALL, "popsize": 12})
+    assert os.path.exists(os.path.join(run, "checkpoint.pt"))  # the good one is kept
+
+
+SCRIPT = """
+import os, sys, torch
+torch.set_num_threads(1)
+from rl.train import train
+marker = sys.argv[2]
+def slow(row):
+    if row["iteration"] == 3:
+        open(marker, "w").close()  # tell the parent we are mid-run
+        import time; time.sleep(60)  # and wait to be killed
+train("CartPole-v1", iterations=6, run_dir=sys.argv[1], optimizer="pgpe", policy="linear",
+      popsize=10, seed=3, eval_every=2, eval_episodes=3, checkpoint_every=1, progress=False,
+      plot=False, callback=slow)
+"""
+
+
+def test_sigkill_mid_run_then_cli_resume_reproduces_the_uninterrupted_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    full = train("CartPole-v1", iterations=6, run_dir=str(tmp_path / "full"), **PGPE_SMALL)
+    run, marker = str(tmp_path / "run"), str(tmp_path / "marker")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, run, marker], env=env)
+    deadline = time.time() + 120
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(marker), "the child never reached iteration 3"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(load_checkpoint(os.path.join(run, "checkpoint.pt"))["history"]) == 2  # 3 was not saved
+    cmd = [sys.executable, "-m", "evoopt.cli", "train", "CartPole-v1", "--optimizer", "pgpe", "--policy",
+           "linear", "--popsize", "10", "--seed", "3", "--iterations", "6", "--eval-every", "2",
+           "--eval-episodes", "3", "--checkpoint-every", "1", "--run-dir", run, "--resume", "--no-progress"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_equal(_strip(read_csv(os.path.join(run, "metrics.csv"))),
+                            _strip(read_csv(str(tmp_path / "full" / "metrics.csv"))))
+    policy, _ = load_policy(os.path.join(run, "policy.pt"))
+    for p, q in zip(full.policy.state_dict().values(), policy.state_dict().values()):
+        assert torch.equal(p, q)
