@@ -13,7 +13,7 @@ import torch
 import evoopt
 
 ray = pytest.importorskip("ray")
-from evoopt.distributed import RayEvaluator  # noqa: E402
+from evoopt.distributed import RayEvaluator
 
 pytestmark = pytest.mark.ray
 
@@ -121,7 +121,7 @@ def test_faults_are_replaced_and_generations_unchanged(tmp_path, caplog):
     actor between submit and get; 3: a chunk hangs past the timeout. Every generation
     equals the in-process one; each fault is one event, logged."""
     faults = {0: "raise", 1: "exit", 2: "slow", 3: "hang"}
-    factory = lambda: Noisy(str(tmp_path), faults)  # noqa: E731
+    factory = lambda: Noisy(str(tmp_path), faults)
     ref = run_generations(InProcess(), n=4)
     x = torch.nn.Parameter(torch.linspace(-1, 1, D))
     opt = evoopt.SNES([x], popsize=P, seed=3)
@@ -133,7 +133,7 @@ def test_faults_are_replaced_and_generations_unchanged(tmp_path, caplog):
             if g == 2:
                 victim = ev.actors[0]
                 ray.get([a.ready.remote() for a in ev.actors])
-                threading.Timer(0.3, lambda: ray.kill(victim)).start()
+                threading.Timer(0.3, ray.kill, args=(victim,)).start()
             loss = opt.step(ev)
             got.append((opt.last.losses.clone(), opt.mean.clone(), float(loss)))
         assert not set(first) & set(ev.actors)
@@ -170,9 +170,9 @@ def test_member_that_always_fails_gets_worst_loss():
 
 def test_broken_objective_raises_instead_of_retrying_forever():
     with RayEvaluator(lambda: Noisy(bad=set(range(4))), num_actors=1, max_retries=0,
-                      num_cpus_per_actor=0.5) as ev:
-        with pytest.raises(RuntimeError, match="failed in a row without one success"):
-            ev(torch.zeros(4, 3))
+                      num_cpus_per_actor=0.5) as ev, \
+            pytest.raises(RuntimeError, match="failed in a row without one success"):
+        ev(torch.zeros(4, 3))
 
 
 def test_shared_stats_protocol():

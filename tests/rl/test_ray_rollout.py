@@ -10,7 +10,7 @@ from rl.policies import LinearPolicy
 from rl.rollout import PopulationRollout
 
 ray = pytest.importorskip("ray")
-from rl.ray_rollout import RayPopulationRollout  # noqa: E402
+from rl.ray_rollout import RayPopulationRollout
 
 pytestmark = pytest.mark.ray
 
