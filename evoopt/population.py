@@ -383,7 +383,7 @@ class PopulationOptimizer(Optimizer):
             unp[~finite] = good.max() + max(good.max() - good.min(), 1.0)
         bi = int(np.argmin(unp))  # non-finite members are strictly worse than any finite one
         gen_best = float(lnp[bi])
-        mean_loss = float(lnp[finite].mean())
+        mean_loss = float(lnp[finite].mean() if nbad else lnp.mean())
         u = torch.from_numpy(unp).to(device=self._device, dtype=self._dtype)
         st = self._st
         self._update(st, u)
