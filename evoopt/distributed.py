@@ -4,8 +4,8 @@ Public API (stable; needs ``pip install evoopt[ray]``, imported only when used):
 
     evaluator = RayEvaluator(objective_factory, num_actors=None, address=None, *,
                              num_cpus_per_actor=1, chunk_size=None, timeout=600.0,
-                             max_retries=2, worst=math.inf, merge_stats=None,
-                             runtime_env=None)
+                             startup_timeout=300.0, max_retries=2, worst=math.inf,
+                             merge_stats=None, runtime_env=None)
     opt.step(evaluator)            # a population objective: Tensor[P] float64 losses
     evaluator(pop)                 # pop: an evoopt Population or a [P, D] tensor
     evaluator.evaluate(rows, generation=g)   # explicit generation index
@@ -178,6 +178,8 @@ class RayEvaluator:
             merged statistics independent of ``num_actors``.
         timeout: seconds a chunk may run before its actor is killed and replaced
             (``None``: no limit).
+        startup_timeout: seconds an actor may take to start (build its objective) before
+            it is replaced (e.g. when the cluster lacks the CPUs it asks for).
         max_retries: retries of a failing chunk (then of each of its members).
         worst: the loss of a member whose evaluation keeps failing.
         merge_stats: driver-side ``merge_stats(deltas) -> state | None`` (see above).
@@ -195,6 +197,7 @@ class RayEvaluator:
         num_cpus_per_actor: float = 1,
         chunk_size: int | None = None,
         timeout: float | None = 600.0,
+        startup_timeout: float = 300.0,
         max_retries: int = 2,
         worst: float = math.inf,
         merge_stats: Callable[[list], Any] | None = None,
@@ -210,6 +213,7 @@ class RayEvaluator:
         check_positive("num_cpus_per_actor", num_cpus_per_actor)
         self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size)
         self.timeout = None if timeout is None else check_positive("timeout", timeout)
+        self.startup_timeout = check_positive("startup_timeout", startup_timeout)
         self.max_retries = check_int("max_retries", max_retries, minimum=0)
         if isinstance(worst, bool) or not isinstance(worst, numbers.Real) or math.isnan(worst):
             raise ValueError(f"Invalid worst: {worst!r} (expected a number; +inf ranks worst)")
@@ -366,10 +370,9 @@ class RayEvaluator:
                     waiting[slot.ready_ref] = slot
                 if slot.busy is not None:
                     waiting[slot.busy[0]] = slot
-            wait_s = None
-            if self.timeout is not None and any(s.busy for s in self._slots):
-                now = time.monotonic()
-                wait_s = max(0.0, min(s.busy[2] + self.timeout - now for s in self._slots if s.busy))
+            deadlines = [s.busy[2] + self.timeout for s in self._slots if s.busy and self.timeout is not None]
+            deadlines += [s.started + self.startup_timeout for s in self._slots if s.ready_ref is not None]
+            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             ready, _ = self._ray.wait(list(waiting), num_returns=1, timeout=wait_s)
             for ref in ready:
                 slot = waiting[ref]
@@ -393,13 +396,16 @@ class RayEvaluator:
                 fails_in_a_row = 0
                 losses[torch.from_numpy(chunk.members)] = torch.tensor(out, dtype=torch.float64)
                 done.append((chunk.members, info, stats))
-            if self.timeout is not None:
-                now = time.monotonic()
-                for slot in list(self._slots):
-                    if slot.busy is not None and now - slot.busy[2] > self.timeout:
-                        _, chunk, t0 = slot.busy
-                        slot.busy = None
-                        failed(slot, "timeout", f"no result after {now - t0:.1f} s (timeout={self.timeout} s)", chunk)
+            now = time.monotonic()
+            for slot in list(self._slots):
+                if self.timeout is not None and slot.busy is not None and now - slot.busy[2] > self.timeout:
+                    _, chunk, t0 = slot.busy
+                    slot.busy = None
+                    failed(slot, "timeout", f"no result after {now - t0:.1f} s (timeout={self.timeout} s)", chunk)
+                elif slot.ready_ref is not None and now - slot.started > self.startup_timeout:
+                    failed(slot, "start_failed", f"not started after {now - slot.started:.0f} s "
+                           f"(startup_timeout={self.startup_timeout} s; are there num_actors x "
+                           "num_cpus_per_actor free CPUs in the cluster?)", None)
 
         done.sort(key=lambda d: int(d[0][0]))
         self.last_info = [(m, info) for m, info, _ in done]

@@ -3,8 +3,8 @@ r"""Population rollouts on Ray actors: :class:`rl.rollout.PopulationRollout`, di
 Public API (stable; needs ``pip install evoopt[ray]``, imported only when built)::
 
     objective = RayPopulationRollout(env, policy, popsize, *, num_actors=None, address=None,
-                                     chunk_size=None, timeout=600.0, max_retries=2,
-                                     num_cpus_per_actor=1, runtime_env=None,
+                                     chunk_size=None, timeout=600.0, startup_timeout=300.0,
+                                     max_retries=2, num_cpus_per_actor=1, runtime_env=None,
                                      **rollout_kwargs)          # PopulationRollout's options
     opt.step(objective)          # Tensor[P] float64 losses, as PopulationRollout
     objective.last, objective.evaluate_center(...), objective.state_dict(), ...
@@ -125,8 +125,8 @@ class RayPopulationRollout(PopulationRollout):
     Args:
         env, policy, popsize, **rollout_kwargs: as :class:`~rl.rollout.PopulationRollout`
             (the env id or constructor and a copy of the policy are sent to every actor).
-        num_actors, address, chunk_size, timeout, max_retries, num_cpus_per_actor,
-            runtime_env: as :class:`evoopt.distributed.RayEvaluator`.
+        num_actors, address, chunk_size, timeout, startup_timeout, max_retries,
+            num_cpus_per_actor, runtime_env: as :class:`evoopt.distributed.RayEvaluator`.
     """
 
     def __init__(
@@ -139,6 +139,7 @@ class RayPopulationRollout(PopulationRollout):
         address: str | None = None,
         chunk_size: int | None = None,
         timeout: float | None = 600.0,
+        startup_timeout: float = 300.0,
         max_retries: int = 2,
         num_cpus_per_actor: float = 1,
         runtime_env: dict | None = None,
@@ -151,7 +152,8 @@ class RayPopulationRollout(PopulationRollout):
         factory = functools.partial(_RolloutWorker, env, worker_policy, self.popsize, dict(rollout_kwargs))
         self.evaluator = RayEvaluator(
             factory, num_actors, address, num_cpus_per_actor=num_cpus_per_actor, chunk_size=chunk_size,
-            timeout=timeout, max_retries=max_retries, worst=-self.worst_return, runtime_env=runtime_env,
+            timeout=timeout, startup_timeout=startup_timeout, max_retries=max_retries,
+            worst=-self.worst_return, runtime_env=runtime_env,
         )
 
     def __call__(self, pop) -> Tensor:

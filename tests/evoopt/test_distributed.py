@@ -175,6 +175,23 @@ def test_broken_objective_raises_instead_of_retrying_forever():
         ev(torch.zeros(4, 3))
 
 
+def broken_factory():
+    raise OSError("no such dataset")
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"objective_factory": broken_factory}, "OSError: no such dataset"),
+    ({"objective_factory": Noisy, "num_cpus_per_actor": 3, "startup_timeout": 1.0},  # 2 CPUs here
+     "not started after"),
+])
+def test_actors_that_cannot_start_raise_a_clear_error(kwargs, error):
+    with RayEvaluator(num_actors=1, max_retries=0, **kwargs) as ev:
+        with pytest.raises(RuntimeError, match="without one success") as info:
+            ev(torch.zeros(2, 3))
+        assert error in str(info.value)
+        assert [e["kind"] for e in ev.events] == ["start_failed"] * 3
+
+
 def test_shared_stats_protocol():
     """get_stats deltas come back in member order; merge_stats' state reaches set_stats."""
 
@@ -211,6 +228,7 @@ class Counter:
     ({"num_actors": 0}, "Invalid num_actors: 0"),
     ({"chunk_size": 0}, "Invalid chunk_size: 0"),
     ({"timeout": -1.0}, "Invalid timeout: -1.0"),
+    ({"startup_timeout": 0}, "Invalid startup_timeout: 0"),
     ({"max_retries": -1}, "Invalid max_retries: -1"),
     ({"worst": float("nan")}, "Invalid worst: nan"),
 ])

@@ -1,6 +1,9 @@
 """RayPopulationRollout: the same numbers as the in-process PopulationRollout, generation
 by generation, for any number of actors; observation statistics merged from the chunks."""
 
+import threading
+import time
+
 import pytest
 import torch
 
@@ -35,7 +38,7 @@ def make(env_id, obs_dim, space, obs_norm, seed=0):
 def run(rollout_cls, env_id, space_of, generations, obs_norm, rollout_kwargs, ray_kwargs=None):
     import gymnasium as gym
 
-    env = gym.make(env_id)
+    env = env_id() if callable(env_id) else gym.make(env_id)
     obs_dim, space = env.observation_space.shape[0], env.action_space
     env.close()
     policy, opt = make(env_id, obs_dim, space, obs_norm)
@@ -114,6 +117,41 @@ def test_box_actions_with_action_noise_equal_in_process():
     # and the noise matters: without it the losses differ
     quiet, _ = run(PopulationRollout, "Pendulum-v1", None, 1, False, {"max_episode_steps": 40})
     assert not torch.equal(quiet[0]["losses"], ref[0]["losses"])
+
+
+class _Slow(__import__("gymnasium").Wrapper):
+    def reset(self, **kwargs):
+        time.sleep(0.15)  # a chunk of 4 members takes >= 0.6 s: the kill lands inside it
+        return self.env.reset(**kwargs)
+
+
+def slow_cartpole():
+    import gymnasium as gym
+
+    return _Slow(gym.make("CartPole-v1", max_episode_steps=60))
+
+
+def test_actor_killed_mid_generation_gives_the_same_generation():
+    """ray.kill on an actor while it plays its chunk: replaced, chunk re-played with the
+    same seeds, and the run equals the in-process one (returns, normaliser, optimizer)."""
+    args = (slow_cartpole, None, 2, True, {})
+    ref, _ = run(PopulationRollout, *args)
+    import gymnasium as gym
+
+    policy, opt = make("CartPole-v1", 4, gym.spaces.Discrete(2), True)
+    with RayPopulationRollout(slow_cartpole, policy, 8, seed=5, num_actors=2, num_cpus_per_actor=0.5) as rollout:
+        ray.get([a.ready.remote() for a in rollout.evaluator.actors])
+        victim = rollout.evaluator.actors[1]
+        threading.Timer(0.3, ray.kill, args=(victim,)).start()
+        got = []
+        for _ in range(2):
+            opt.step(rollout)
+            got.append((opt.last.losses.clone(), opt.mean.clone(), policy.obs_norm.stats()))
+        assert [(e["generation"], e["kind"], e["members"]) for e in rollout.evaluator.events] == [
+            (0, "died", [4, 5, 6, 7])]
+    for r, (losses, mean, norm) in zip(ref, got):
+        assert torch.equal(r["losses"], losses) and torch.equal(r["mean"], mean)
+        torch.testing.assert_close(r["norm"]["mean"], norm["mean"], rtol=1e-12, atol=1e-14)
 
 
 def test_bad_arguments():
