@@ -96,7 +96,11 @@ class InnerOptimizerMixin:
         if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
             self._check_inner(meta)
         super().load_state_dict(state_dict)  # checks the rest before changing anything
-        self._inner.load_state_dict(meta["inner"])
+        # torch's load_state_dict keeps the given tensors (``.to`` is a no-op when the dtype
+        # and device match): clone, or two optimizers loaded from one state_dict would share
+        # (and update in place) the same Adam moments / ClipUp velocities, and the caller's
+        # checkpoint would change under it
+        self._inner.load_state_dict(_clone_tree(meta["inner"]))
 
     def _check_inner(self, meta: dict[str, Any]) -> None:
         name = type(self).__name__

@@ -272,3 +272,36 @@ def test_recycled_population_buffers_never_overwrite_a_population_still_held():
     fourth = opt.ask()  # the released buffer is recycled (the point: no fresh pages at large D)
     assert fourth.flat.data_ptr() == ptr3  # (the first one has left the pool; `second` is held)
     assert torch.equal(second.flat, kept2)
+
+
+@pytest.mark.parametrize("name", ["openai_es", "pgpe"])
+def test_loading_one_state_dict_twice_shares_no_inner_state(name):
+    """Regression: the inner optimizer's state was loaded without a copy, so two optimizers
+    loaded from one state_dict shared (and updated in place) the same Adam moments / ClipUp
+    velocities, and the caller's checkpoint changed under it."""
+    cls = evoopt.OPTIMIZERS[name]
+
+    def make():
+        p = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 5, dtype=torch.float64))
+        return cls([p], lr=0.1, sigma=0.1, popsize=8, seed=0)
+
+    def f(pop):
+        return (pop.flat**2).sum(1)
+
+    opt = make()
+    for _ in range(3):
+        opt.step(f)
+    sd = opt.state_dict()
+    frozen = {k: v.clone() for k, v in sd["evoopt"]["inner"]["state"][0].items()}
+    a, b = make(), make()
+    a.load_state_dict(sd)
+    b.load_state_dict(sd)
+    a.step(f)
+    a.step(f)
+    for k, v in sd["evoopt"]["inner"]["state"][0].items():
+        assert torch.equal(v, frozen[k]), k  # the checkpoint is untouched
+    for _ in range(2):  # b resumes exactly like the original
+        b.step(f)
+        opt.step(f)
+    assert torch.equal(b.mean, opt.mean)
+    assert torch.equal(a.mean, opt.mean)
