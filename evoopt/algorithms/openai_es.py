@@ -49,8 +49,9 @@ from ._mirrored import MirroredSampler
 __all__ = ["OpenAIES"]
 
 
-def _check_group(g: dict[str, Any]) -> None:
-    check_positive("lr", g["lr"])
+def _check_group(g: dict[str, Any], *, initial: bool = True) -> None:
+    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+    check_positive("lr", g["lr"], allow_zero=not initial)
     check_positive("sigma", g["sigma"])
     check_positive("weight_decay", g["weight_decay"], allow_zero=True)
 
@@ -105,11 +106,12 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         pass  # the center (st["mean"]) and the inner optimizer's state are all there is
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:
+        for g in self.param_groups:  # read every generation: a bad value must not reach the state
             if not g["sigma"] > 0:
                 raise ValueError(
                     f"Invalid sigma: {g['sigma']!r} (expected > 0; check the sigma schedule)"
                 )
+            _check_group(g, initial=False)
         sigma = self.group_values("sigma")
         self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
         self._pending = {"sigma": sigma}

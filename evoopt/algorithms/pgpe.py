@@ -56,8 +56,9 @@ from ._mirrored import MirroredSampler
 __all__ = ["PGPE"]
 
 
-def _check_group(g: dict[str, Any]) -> None:
-    check_positive("lr", g["lr"])
+def _check_group(g: dict[str, Any], *, initial: bool = True) -> None:
+    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+    check_positive("lr", g["lr"], allow_zero=not initial)
     if g["sigma"] is not None:  # None: radius_init fills it in once D is known
         check_positive("sigma", g["sigma"])
     check_positive("stdev_lr", g["stdev_lr"], allow_zero=True)
@@ -167,6 +168,8 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
             st["group_sigma"][i] = float(new)
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
+        for g in self.param_groups:  # read every generation: a bad value must not reach the state
+            _check_group({**g, "sigma": None}, initial=False)  # sigma: _follow_sigma_schedule
         self._follow_sigma_schedule(st)
         self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
         return self._sampler.members(st["mean"], st["stdev"])

@@ -305,3 +305,25 @@ def test_loading_one_state_dict_twice_shares_no_inner_state(name):
         opt.step(f)
     assert torch.equal(b.mean, opt.mean)
     assert torch.equal(a.mean, opt.mean)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("weight_decay", -0.5, r"Invalid weight_decay: -0.5 \(expected a finite number >= 0\)"),
+        ("lr", float("inf"), r"Invalid lr: inf \(expected a finite number >= 0\)"),
+    ],
+)
+def test_group_values_changed_mid_run_are_validated(key, value, match):
+    """Regression: only sigma was checked after construction; a negative weight_decay or an
+    infinite lr set mid-run went into the update silently."""
+    x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = evoopt.OpenAIES([x], popsize=8, seed=0)
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    mean = opt.mean.clone()
+    opt.param_groups[0][key] = value
+    with pytest.raises(ValueError, match=match):
+        opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert torch.equal(opt.mean, mean) and opt.generation == 1
+    opt.param_groups[0][key] = 0.0  # lr annealed to 0 by a schedule, or no weight decay: fine
+    opt.step(lambda pop: (pop.flat**2).sum(1))
