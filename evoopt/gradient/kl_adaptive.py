@@ -89,10 +89,12 @@ class KLAdaptive(Optimizer):
         if isinstance(optimizer, KLAdaptive):
             raise ValueError("Invalid optimizer: a KLAdaptive (expected a plain optimizer to wrap)")
         self.target_kl = check_positive("target_kl", target_kl)
-        self.factor = float(factor)
+        ok = isinstance(factor, numbers.Real) and not isinstance(factor, bool)
+        self.factor = float(factor) if ok else math.nan
         if not (math.isfinite(self.factor) and self.factor > 1):
             raise ValueError(f"Invalid factor: {factor!r} (expected a finite number > 1)")
-        self.threshold = float(threshold)
+        ok = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+        self.threshold = float(threshold) if ok else math.nan
         if not (math.isfinite(self.threshold) and self.threshold > 1):
             raise ValueError(f"Invalid threshold: {threshold!r} (expected a finite number > 1)")
         self.lr_min = check_positive("lr_min", lr_min)

@@ -16,7 +16,9 @@ the mean KL divergence between the old policy (fixed) and the policy at ``theta`
         accept the first with loss < loss_old and kl <= max_kl; none: keep theta_old
 
 Defaults: ``max_kl=0.01``, ``cg_iters=10``, ``damping=0.1``, ``backtrack_coef=0.5``,
-``backtrack_iters=10`` (TRPO as in OpenAI baselines / Spinning Up; their damping is 0.1).
+``backtrack_iters=10`` (Spinning Up's TRPO: ``delta=0.01``, ``damping_coeff=0.1``,
+``cg_iters=10``, ``backtrack_iters=10``, but ``backtrack_coeff=0.8``; OpenAI baselines'
+``trpo_mpi`` halves the step as here, with ``cg_damping=1e-2``).
 
 The KL comes from ``kl_fn`` (constructor or ``step`` argument): a zero-argument function
 that recomputes the mean KL(pi_old || pi_theta) from the *current* parameters, with the
@@ -85,13 +87,16 @@ class NaturalGradient(Optimizer):
     def __init__(self, params, max_kl: float = 0.01, cg_iters: int = 10, damping: float = 0.1, *,
                  line_search: bool = True, backtrack_coef: float = 0.5, backtrack_iters: int = 10,
                  kl_fn: Callable[[], Tensor] | None = None, maximize: bool = False):
+        for name, flag in (("line_search", line_search), ("maximize", maximize)):
+            if not isinstance(flag, bool):  # bool("False") is True: refuse, do not convert
+                raise ValueError(f"Invalid {name}: {flag!r} (expected True or False)")
         defaults = dict(
             max_kl=check_positive("max_kl", max_kl),
             cg_iters=check_int("cg_iters", cg_iters),
             damping=check_positive("damping", damping, allow_zero=True),
             backtrack_coef=check_range("backtrack_coef", backtrack_coef, 0.0, 1.0, low_open=True, high_open=True),
             backtrack_iters=check_int("backtrack_iters", backtrack_iters),
-            line_search=bool(line_search), maximize=bool(maximize),
+            line_search=line_search, maximize=maximize,
         )
         if kl_fn is not None and not callable(kl_fn):
             raise ValueError(f"Invalid kl_fn: {kl_fn!r} (expected a zero-argument callable returning the KL)")

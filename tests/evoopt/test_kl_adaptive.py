@@ -138,6 +138,10 @@ def test_state_dict_resumes_exactly_and_loads_weights_only():
     (dict(target_kl=-1.0), "Invalid target_kl"),
     (dict(factor=1.0), "Invalid factor: 1.0 .expected a finite number > 1"),
     (dict(threshold=0.5), "Invalid threshold: 0.5"),
+    # regression: float() accepted strings and bools, and None raised a bare TypeError
+    (dict(factor="2"), r"Invalid factor: '2' \(expected a finite number > 1\)"),
+    (dict(factor=None), r"Invalid factor: None \(expected a finite number > 1\)"),
+    (dict(threshold=True), r"Invalid threshold: True \(expected a finite number > 1\)"),
     (dict(lr_min=0.0), "Invalid lr_min: 0.0"),
     (dict(lr_min=1e-2, lr_max=1e-3), r"Invalid lr_min: 0.01 \(expected <= lr_max=0.001\)"),
 ])

@@ -156,6 +156,9 @@ def test_rejects_a_step_that_makes_things_worse():
     (dict(backtrack_coef=1.0), r"Invalid backtrack_coef: 1.0 \(expected a number in \(0.0, 1.0\)\)"),
     (dict(backtrack_iters=0), "Invalid backtrack_iters"),
     (dict(kl_fn=3), "Invalid kl_fn: 3"),
+    # regression: bool("False") is True, so maximize="False" used to maximise silently
+    (dict(maximize="False"), r"Invalid maximize: 'False' \(expected True or False\)"),
+    (dict(line_search=None), r"Invalid line_search: None \(expected True or False\)"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
