@@ -625,24 +625,25 @@ def _kind(t: Tensor) -> str:
     return "float" if t.is_floating_point() else "complex" if t.is_complex() else str(t.dtype)
 
 
-def _check_like(mine, saved, where: str) -> None:
+def _check_like(mine, saved, where: str, groups: bool = False) -> None:
     """``saved`` has the structure of ``mine`` (an own state_dict entry): the same keys, lists
     of the same length element by element, tensors of the same kind and number of dims (not
     shape: CMA-ES restarts resize some arrays), numbers for numbers, no NaN/inf where
-    ``mine`` is finite. Raises ValueError naming the first difference."""
+    ``mine`` is finite, and in (inner optimizers') param groups None or a number where
+    ``mine`` is None. Raises ValueError naming the first difference."""
     if isinstance(mine, dict):
         if not isinstance(saved, dict):
             raise ValueError(f"{where} is {type(saved).__name__}, expected a dict")
         for k, v in mine.items():
             if k not in saved:
                 raise ValueError(f"{where} lacks {k!r}")
-            _check_like(v, saved[k], f"{where}[{k!r}]")
+            _check_like(v, saved[k], f"{where}[{k!r}]", groups or k == "param_groups")
     elif isinstance(mine, (list, tuple)):
         if not isinstance(saved, (list, tuple)):
             raise ValueError(f"{where} is {type(saved).__name__}, expected a list")
         if len(mine) == len(saved):
             for i, (a, b) in enumerate(zip(mine, saved)):
-                _check_like(a, b, f"{where}[{i}]")
+                _check_like(a, b, f"{where}[{i}]", groups)
     elif isinstance(mine, Tensor):
         if not isinstance(saved, Tensor) or saved.dim() != mine.dim() or _kind(saved) != _kind(mine):
             raise ValueError(
@@ -659,6 +660,8 @@ def _check_like(mine, saved, where: str) -> None:
             raise ValueError(f"{where} is {saved!r}, expected a number")
     elif isinstance(mine, str) and not isinstance(saved, str):
         raise ValueError(f"{where} is {saved!r}, expected a string")
+    elif mine is None and groups and saved is not None and (not _is_real(saved) or math.isnan(saved)):
+        raise ValueError(f"{where} is {saved!r}, expected None or a number (a hyperparameter)")
 
 
 def _all_or_nothing(load):
