@@ -92,21 +92,32 @@ def main() -> None:
     torch.set_num_threads(1)
     t = time.perf_counter()
     ray.init(num_cpus=args.actors, include_dashboard=False, log_to_driver=False)
-    print(f"ray.init: {time.perf_counter() - t:.1f} s   (cpus on this machine: {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"ray.init: {time.perf_counter() - t:.1f} s   (cpus on this machine: {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f})"
+    )
 
-    print(f"\nHalfCheetah-v5, linear policy + obs norm, PGPE, P={args.popsize} x 1 episode x "
-          f"{args.steps} steps, {args.generations} timed generations")
-    sps_local, gen_local, ref = halfcheetah(PopulationRollout, args.popsize, args.steps, args.generations)
+    print(
+        f"\nHalfCheetah-v5, linear policy + obs norm, PGPE, P={args.popsize} x 1 episode x "
+        f"{args.steps} steps, {args.generations} timed generations"
+    )
+    sps_local, gen_local, ref = halfcheetah(
+        PopulationRollout, args.popsize, args.steps, args.generations
+    )
     print(f"  in-process            : {sps_local:9.0f} env steps/s   {gen_local:6.2f} s/generation")
-    sps_ray, gen_ray, got = halfcheetah(RayPopulationRollout, args.popsize, args.steps, args.generations,
-                                        num_actors=args.actors)
+    sps_ray, gen_ray, got = halfcheetah(
+        RayPopulationRollout, args.popsize, args.steps, args.generations, num_actors=args.actors
+    )
     first = torch.equal(ref[0], got[0])
     rel = max(float(((a - b).abs() / a.abs().clamp(min=1e-12)).max()) for a, b in zip(ref, got))
-    print(f"  Ray, {args.actors} actors         : {sps_ray:9.0f} env steps/s   {gen_ray:6.2f} s/generation"
-          f"   ratio Ray/in-process {sps_ray / sps_local:.2f}x")
-    print(f"  losses: generation 0 bitwise equal: {first}; max relative difference over all "
-          f"generations {rel:.1e} (normaliser merged from {args.actors} chunks: rounding)")
+    print(
+        f"  Ray, {args.actors} actors         : {sps_ray:9.0f} env steps/s   {gen_ray:6.2f} s/generation"
+        f"   ratio Ray/in-process {sps_ray / sps_local:.2f}x"
+    )
+    print(
+        f"  losses: generation 0 bitwise equal: {first}; max relative difference over all "
+        f"generations {rel:.1e} (normaliser merged from {args.actors} chunks: rounding)"
+    )
     t_step = 1.0 / sps_local
     print(f"  per env step (policy + MuJoCo), in-process: {1e6 * t_step:.1f} us")
 
@@ -115,9 +126,11 @@ def main() -> None:
         chunked, local = overhead(D, args.actors, None, args.reps)
         per_row, _ = overhead(D, args.actors, 1, max(2, args.reps // 2))
         mb = 256 * D * 4 / 1e6
-        print(f"  D={D:>6} ({mb:6.1f} MB/generation): {1e3 * chunked:8.1f} ms with {args.actors} chunks, "
-              f"{1e3 * per_row:8.1f} ms with 256 one-row tasks "
-              f"({1e3 * per_row / (256 / args.actors):.2f} ms per task per actor); in process {1e3 * local:.3f} ms")
+        print(
+            f"  D={D:>6} ({mb:6.1f} MB/generation): {1e3 * chunked:8.1f} ms with {args.actors} chunks, "
+            f"{1e3 * per_row:8.1f} ms with 256 one-row tasks "
+            f"({1e3 * per_row / (256 / args.actors):.2f} ms per task per actor); in process {1e3 * local:.3f} ms"
+        )
     ray.shutdown()
 
 

@@ -115,7 +115,15 @@ class _Worker:
     def ready(self) -> int:
         return os.getpid()
 
-    def run(self, rows: np.ndarray, members: np.ndarray, generation: int, layout_spec, state, version: int):
+    def run(
+        self,
+        rows: np.ndarray,
+        members: np.ndarray,
+        generation: int,
+        layout_spec,
+        state,
+        version: int,
+    ):
         obj = self.objective
         if version != self.version:
             if state is not None and hasattr(obj, "set_stats"):
@@ -221,7 +229,9 @@ class RayEvaluator:
         if merge_stats is not None and not callable(merge_stats):
             raise ValueError(f"Invalid merge_stats: {merge_stats!r} (expected a callable or None)")
         if address is not None and not isinstance(address, str):
-            raise ValueError(f"Invalid address: {address!r} (expected a Ray address string or None)")
+            raise ValueError(
+                f"Invalid address: {address!r} (expected a Ray address string or None)"
+            )
         self.merge_stats = merge_stats
 
         ray = import_ray()
@@ -278,13 +288,26 @@ class RayEvaluator:
         """The live actor handles (a replaced actor's handle leaves this list)."""
         return [s.handle for s in self._slots]
 
-    def _event(self, kind: str, slot: _Slot, error: str, members, attempt: int, generation: int) -> None:
-        ev = {"generation": generation, "kind": kind, "actor": slot.wid, "error": error,
-              "members": [int(m) for m in members], "attempt": attempt}
+    def _event(
+        self, kind: str, slot: _Slot, error: str, members, attempt: int, generation: int
+    ) -> None:
+        ev = {
+            "generation": generation,
+            "kind": kind,
+            "actor": slot.wid,
+            "error": error,
+            "members": [int(m) for m in members],
+            "attempt": attempt,
+        }
         self.events.append(ev)
         logger.warning(
-            "generation %d: actor %d %s (%s); members %s %s", generation, slot.wid, kind, error,
-            _short(ev["members"]), "re-sent" if kind != "gave_up" else f"get loss {self.worst}",
+            "generation %d: actor %d %s (%s); members %s %s",
+            generation,
+            slot.wid,
+            kind,
+            error,
+            _short(ev["members"]),
+            "re-sent" if kind != "gave_up" else f"get loss {self.worst}",
         )
 
     # -------------------------------------------------------------- state
@@ -299,7 +322,9 @@ class RayEvaluator:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("generation"), int):
-            raise ValueError("Invalid state_dict: expected {'generation': int} from RayEvaluator.state_dict()")
+            raise ValueError(
+                "Invalid state_dict: expected {'generation': int} from RayEvaluator.state_dict()"
+            )
         self.generation = state_dict["generation"]
 
     # ------------------------------------------------------------ evaluate
@@ -325,7 +350,9 @@ class RayEvaluator:
             rows = rows.astype(np.float64)
         P = rows.shape[0]
         size = self.chunk_size or max(1, math.ceil(P / self.num_actors))
-        todo = collections.deque(_Chunk(np.arange(a, min(a + size, P), dtype=np.int64)) for a in range(0, P, size))
+        todo = collections.deque(
+            _Chunk(np.arange(a, min(a + size, P), dtype=np.int64)) for a in range(0, P, size)
+        )
         if self._state_ref is None and self._state is not None:
             self._state_ref = self._ray.put(self._state)
         losses = torch.full((P,), self.worst, dtype=torch.float64)
@@ -348,7 +375,10 @@ class RayEvaluator:
                 if chunk.attempts <= self.max_retries:
                     todo.appendleft(chunk)
                 elif len(chunk.members) > 1:
-                    todo.extendleft(_Chunk(chunk.members[i:i + 1]) for i in reversed(range(len(chunk.members))))
+                    todo.extendleft(
+                        _Chunk(chunk.members[i : i + 1])
+                        for i in reversed(range(len(chunk.members)))
+                    )
                 else:
                     self._event("gave_up", slot, error, members, attempt, generation)
             if fails_in_a_row >= limit:
@@ -361,8 +391,14 @@ class RayEvaluator:
             for slot in self._slots:  # hand out chunks to idle, started actors
                 if todo and slot.busy is None and slot.ready_ref is None:
                     chunk = todo.popleft()
-                    ref = slot.handle.run.remote(rows[chunk.members], chunk.members, generation, spec,
-                                                 self._state_ref, self._state_version)
+                    ref = slot.handle.run.remote(
+                        rows[chunk.members],
+                        chunk.members,
+                        generation,
+                        spec,
+                        self._state_ref,
+                        self._state_version,
+                    )
                     slot.busy = (ref, chunk, time.monotonic())
             waiting = {}
             for slot in self._slots:
@@ -370,8 +406,12 @@ class RayEvaluator:
                     waiting[slot.ready_ref] = slot
                 if slot.busy is not None:
                     waiting[slot.busy[0]] = slot
-            deadlines = [s.busy[2] + self.timeout for s in self._slots if s.busy and self.timeout is not None]
-            deadlines += [s.started + self.startup_timeout for s in self._slots if s.ready_ref is not None]
+            deadlines = [
+                s.busy[2] + self.timeout for s in self._slots if s.busy and self.timeout is not None
+            ]
+            deadlines += [
+                s.started + self.startup_timeout for s in self._slots if s.ready_ref is not None
+            ]
             wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             ready, _ = self._ray.wait(list(waiting), num_returns=1, timeout=wait_s)
             for ref in ready:
@@ -398,14 +438,28 @@ class RayEvaluator:
                 done.append((chunk.members, info, stats))
             now = time.monotonic()
             for slot in list(self._slots):
-                if self.timeout is not None and slot.busy is not None and now - slot.busy[2] > self.timeout:
+                if (
+                    self.timeout is not None
+                    and slot.busy is not None
+                    and now - slot.busy[2] > self.timeout
+                ):
                     _, chunk, t0 = slot.busy
                     slot.busy = None
-                    failed(slot, "timeout", f"no result after {now - t0:.1f} s (timeout={self.timeout} s)", chunk)
+                    failed(
+                        slot,
+                        "timeout",
+                        f"no result after {now - t0:.1f} s (timeout={self.timeout} s)",
+                        chunk,
+                    )
                 elif slot.ready_ref is not None and now - slot.started > self.startup_timeout:
-                    failed(slot, "start_failed", f"not started after {now - slot.started:.0f} s "
-                           f"(startup_timeout={self.startup_timeout} s; are there num_actors x "
-                           "num_cpus_per_actor free CPUs in the cluster?)", None)
+                    failed(
+                        slot,
+                        "start_failed",
+                        f"not started after {now - slot.started:.0f} s "
+                        f"(startup_timeout={self.startup_timeout} s; are there num_actors x "
+                        "num_cpus_per_actor free CPUs in the cluster?)",
+                        None,
+                    )
 
         done.sort(key=lambda d: int(d[0][0]))
         self.last_info = [(m, info) for m, info, _ in done]
@@ -438,8 +492,10 @@ class RayEvaluator:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"RayEvaluator(num_actors={self.num_actors}, chunk_size={self.chunk_size}, "
-                f"timeout={self.timeout}, max_retries={self.max_retries}, events={len(self.events)})")
+        return (
+            f"RayEvaluator(num_actors={self.num_actors}, chunk_size={self.chunk_size}, "
+            f"timeout={self.timeout}, max_retries={self.max_retries}, events={len(self.events)})"
+        )
 
 
 def _error_text(e: BaseException) -> str:

@@ -47,15 +47,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_header", "describe", "GracefulExit", "FORMAT"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_header",
+    "describe",
+    "GracefulExit",
+    "FORMAT",
+]
 
 FORMAT = "evoopt.checkpoint/1"
 logger = logging.getLogger("rl.checkpoint")
 
 
 # ------------------------------------------------------------------- header
-def describe(*, optimizer: torch.optim.Optimizer | None = None, policy: nn.Module | None = None,
-             env_id: str | None = None, **extra) -> dict[str, Any]:
+def describe(
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    policy: nn.Module | None = None,
+    env_id: str | None = None,
+    **extra,
+) -> dict[str, Any]:
     """A header of plain values that identifies what a checkpoint fits: the optimizer's
     class, popsize, maximize and parameter shapes; the policy's class and named parameter
     and buffer shapes; the env id; plus any ``extra`` plain values."""
@@ -102,13 +114,22 @@ def _digest(obj) -> str:
 
 
 # --------------------------------------------------------------------- save
-def save_checkpoint(obj: Any, path: str | os.PathLike, *, header: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    obj: Any, path: str | os.PathLike, *, header: dict[str, Any] | None = None
+) -> None:
     """Write ``obj`` (tensors and plain values) to ``path`` atomically, keeping the previous
     file as ``path + ".prev"``. ``header``: plain values checked by :func:`load_checkpoint`."""
     path = os.fspath(path)
     if header is not None and not isinstance(header, dict):
-        raise ValueError(f"Invalid header: {type(header).__name__} (expected a dict of plain values)")
-    record = {"format": FORMAT, "header": dict(header or {}), "sha256": _digest(obj), "payload": obj}
+        raise ValueError(
+            f"Invalid header: {type(header).__name__} (expected a dict of plain values)"
+        )
+    record = {
+        "format": FORMAT,
+        "header": dict(header or {}),
+        "sha256": _digest(obj),
+        "payload": obj,
+    }
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
@@ -170,11 +191,15 @@ def _read_with_fallback(path: str) -> dict[str, Any]:
         if not os.path.exists(prev):
             if isinstance(e, FileNotFoundError):
                 raise FileNotFoundError(f"no checkpoint at {path!r} (nor {prev!r})") from None
-            raise ValueError(f"Invalid checkpoint: {why}; no previous checkpoint {prev!r} to fall back to") from None
+            raise ValueError(
+                f"Invalid checkpoint: {why}; no previous checkpoint {prev!r} to fall back to"
+            ) from None
         try:
             record = _read(prev)
         except _Corrupt as e2:
-            raise ValueError(f"Invalid checkpoint: {why}, and the previous one is too: {e2}") from None
+            raise ValueError(
+                f"Invalid checkpoint: {why}, and the previous one is too: {e2}"
+            ) from None
         msg = f"{why}; loading the previous good checkpoint {prev!r} instead"
         logger.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
@@ -193,10 +218,15 @@ def load_checkpoint(path: str | os.PathLike, expected: dict[str, Any] | None = N
     record = _read_with_fallback(path)
     if expected is not None:
         saved = record["header"]
-        diffs = [f"{k}: saved {saved.get(k, '<missing>')!r}, expected {v!r}"
-                 for k, v in expected.items() if saved.get(k, _MISSING) != v]
+        diffs = [
+            f"{k}: saved {saved.get(k, '<missing>')!r}, expected {v!r}"
+            for k, v in expected.items()
+            if saved.get(k, _MISSING) != v
+        ]
         if diffs:
-            raise ValueError(f"Invalid checkpoint: {path!r} does not match this run ({'; '.join(diffs)})")
+            raise ValueError(
+                f"Invalid checkpoint: {path!r} does not match this run ({'; '.join(diffs)})"
+            )
     return record["payload"]
 
 
@@ -225,8 +255,11 @@ class GracefulExit:
             return
         self.requested = True
         self.signal = signum
-        logger.warning("%s received: saving and stopping at the end of this generation "
-                       "(send it again to stop now)", signal.Signals(signum).name)
+        logger.warning(
+            "%s received: saving and stopping at the end of this generation "
+            "(send it again to stop now)",
+            signal.Signals(signum).name,
+        )
 
     def request(self) -> None:
         """Ask for a stop, as a signal would."""

@@ -64,7 +64,9 @@ class _SlotNoiseActor(_Actor):
     whole population's noise ``[total, *k]`` is drawn from the generation's generator and
     the rows of this chunk's slots are used."""
 
-    def __init__(self, policy, action_space, slots: np.ndarray, total: int, noise_seed: int, scale: float):
+    def __init__(
+        self, policy, action_space, slots: np.ndarray, total: int, noise_seed: int, scale: float
+    ):
         super().__init__(policy, action_space)
         self.scale = scale
         self.slots = torch.from_numpy(slots)
@@ -73,7 +75,9 @@ class _SlotNoiseActor(_Actor):
 
     def actions(self, out, out_np, noise):
         if noise is not None:
-            full = torch.randn((self.total, *out.shape[1:]), generator=self.gen, dtype=torch.float64)
+            full = torch.randn(
+                (self.total, *out.shape[1:]), generator=self.gen, dtype=torch.float64
+            )
             noise = self.scale * full[self.slots]  # as rl.rollout: action_noise * randn
         return super().actions(out, out_np, noise)
 
@@ -105,14 +109,28 @@ class _RolloutWorker:
         slots = (idx[:, None] * K + np.arange(K)).reshape(-1)
         actor = None
         if r.action_noise > 0:
-            actor = _SlotNoiseActor(r.policy, r.action_space, slots, P * K, noise_seed, r.action_noise)
+            actor = _SlotNoiseActor(
+                r.policy, r.action_space, slots, P * K, noise_seed, r.action_noise
+            )
         stats = RunningNorm(r._obs_dim) if (r.obs_norm is not None and r.update_obs_norm) else None
-        res = r._run(_expand(params, K), seeds.reshape(-1).tolist(), reward_shift=r.reward_shift,
-                     action_noise=r.action_noise, noise_seed=noise_seed, obs_stats=stats, actor=actor)
+        res = r._run(
+            _expand(params, K),
+            seeds.reshape(-1).tolist(),
+            reward_shift=r.reward_shift,
+            action_noise=r.action_noise,
+            noise_seed=noise_seed,
+            obs_stats=stats,
+            actor=actor,
+        )
         self._stats = None if stats is None else stats.stats()
-        info = {"shifted": res["shifted"].reshape(m, K), "returns": res["returns"].reshape(m, K),
-                "lengths": res["lengths"].reshape(m, K), "failed": res["failed"].reshape(m, K),
-                "num_steps": int(res["num_steps"]), "errors": res["errors"]}
+        info = {
+            "shifted": res["shifted"].reshape(m, K),
+            "returns": res["returns"].reshape(m, K),
+            "lengths": res["lengths"].reshape(m, K),
+            "failed": res["failed"].reshape(m, K),
+            "num_steps": int(res["num_steps"]),
+            "errors": res["errors"],
+        }
         shifted = info["shifted"].mean(1)
         shifted[info["failed"].any(1)] = r.worst_return
         return torch.from_numpy(-shifted), info
@@ -149,18 +167,29 @@ class RayPopulationRollout(PopulationRollout):
         if chunk_size is not None:
             check_int("chunk_size", chunk_size)
         worker_policy = copy.deepcopy(policy).cpu()
-        factory = functools.partial(_RolloutWorker, env, worker_policy, self.popsize, dict(rollout_kwargs))
+        factory = functools.partial(
+            _RolloutWorker, env, worker_policy, self.popsize, dict(rollout_kwargs)
+        )
         self.evaluator = RayEvaluator(
-            factory, num_actors, address, num_cpus_per_actor=num_cpus_per_actor, chunk_size=chunk_size,
-            timeout=timeout, startup_timeout=startup_timeout, max_retries=max_retries,
-            worst=-self.worst_return, runtime_env=runtime_env,
+            factory,
+            num_actors,
+            address,
+            num_cpus_per_actor=num_cpus_per_actor,
+            chunk_size=chunk_size,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            max_retries=max_retries,
+            worst=-self.worst_return,
+            runtime_env=runtime_env,
         )
 
     def __call__(self, pop) -> Tensor:
         params = _member_params(self.policy, pop)
         P = next(iter(params.values())).shape[0]
         if P != self.popsize:
-            raise ValueError(f"Invalid population: {P} members (this rollout has popsize={self.popsize})")
+            raise ValueError(
+                f"Invalid population: {P} members (this rollout has popsize={self.popsize})"
+            )
         K = self.episodes_per_member
         rows = torch.cat([t.detach().reshape(P, -1) for t in params.values()], 1).cpu()
         seeds = self.generation_seeds(self.generation)
@@ -195,9 +224,13 @@ class RayPopulationRollout(PopulationRollout):
         shifted[failed] = self.worst_return
         returns[failed_slot] = np.nan
         self.last = RolloutResult(
-            returns=torch.from_numpy(shifted), episode_returns=torch.from_numpy(returns),
-            lengths=torch.from_numpy(lengths), failed=torch.from_numpy(failed),
-            seeds=torch.from_numpy(seeds), num_steps=num_steps, errors=errors[:5],
+            returns=torch.from_numpy(shifted),
+            episode_returns=torch.from_numpy(returns),
+            lengths=torch.from_numpy(lengths),
+            failed=torch.from_numpy(failed),
+            seeds=torch.from_numpy(seeds),
+            num_steps=num_steps,
+            errors=errors[:5],
         )
         self.generation += 1
         self.total_steps += num_steps
@@ -205,7 +238,10 @@ class RayPopulationRollout(PopulationRollout):
         if failed.any():
             warnings.warn(
                 f"{int(failed.sum())} of {P} members failed (NaN actions, env errors or failing "
-                f"actors) and get return {self.worst_return}; first: {errors[:1]}", RuntimeWarning, stacklevel=2)
+                f"actors) and get return {self.worst_return}; first: {errors[:1]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         out = torch.from_numpy(shifted)
         return out if self.maximize else -out
 

@@ -23,11 +23,30 @@ from evoopt.registry import population_optimizers
 
 NAMES = sorted(population_optimizers())
 P, D = 6, 4
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
-SPECIAL = [math.nan, math.inf, -math.inf, 1e300, -1e300, 1e308, -1e308, 1e-300, -1e-300, 5e-324,
-           0.0, -0.0, 1.0, 3.0]
+SPECIAL = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    1e300,
+    -1e300,
+    1e308,
+    -1e308,
+    1e-300,
+    -1e-300,
+    5e-324,
+    0.0,
+    -0.0,
+    1.0,
+    3.0,
+]
 
 
 def sphere(pop):
@@ -56,7 +75,9 @@ def same(a, b) -> bool:
         if a.dtype != b.dtype or a.shape != b.shape:
             return False
         if a.is_floating_point():
-            return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+            return torch.equal(a.isnan(), b.isnan()) and torch.equal(
+                a.nan_to_num(0.0), b.nan_to_num(0.0)
+            )
         return torch.equal(a, b)
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
@@ -76,18 +97,25 @@ def finite_state(opt) -> bool:
         if isinstance(x, (list, tuple)):
             return all(ok(v) for v in x)
         return True
-    return bool(torch.isfinite(opt.mean).all()) and ok({k: v for k, v in opt.state["population"].items()
-                                                         if k not in ("best_loss",)})
+
+    return bool(torch.isfinite(opt.mean).all()) and ok(
+        {k: v for k, v in opt.state["population"].items() if k not in ("best_loss",)}
+    )
 
 
 # ---------------------------------------------------------------- losses
-values = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=True, allow_infinity=True, width=64))
+values = st.one_of(
+    st.sampled_from(SPECIAL), st.floats(allow_nan=True, allow_infinity=True, width=64)
+)
 
 
 @st.composite
 def losses_strategy(draw):
-    kind = draw(st.sampled_from(["tensor64", "tensor32", "list", "numpy", "int", "repeated",
-                                 "shape", "dtype"]))
+    kind = draw(
+        st.sampled_from(
+            ["tensor64", "tensor32", "list", "numpy", "int", "repeated", "shape", "dtype"]
+        )
+    )
     vals = draw(st.lists(values, min_size=P, max_size=P))
     if kind == "tensor64":
         return torch.tensor(vals, dtype=torch.float64)
@@ -98,14 +126,26 @@ def losses_strategy(draw):
     if kind == "numpy":
         return np.array(vals)
     if kind == "int":
-        return torch.tensor(draw(st.lists(st.integers(-10**12, 10**12), min_size=P, max_size=P)))
+        return torch.tensor(draw(st.lists(st.integers(-(10**12), 10**12), min_size=P, max_size=P)))
     if kind == "repeated":
         return torch.full((P,), draw(values), dtype=torch.float64)
     if kind == "shape":
         shape = draw(st.sampled_from([(P + 1,), (P - 1,), (P, 2), (), (1, P), (0,), (2, P // 2)]))
         return torch.zeros(shape, dtype=torch.float64)
-    return draw(st.sampled_from([torch.zeros(P, dtype=torch.complex64), torch.zeros(P, dtype=torch.bool),
-                                 ["a"] * P, [None] * P, {"loss": 1.0}, "losses", None, object()]))
+    return draw(
+        st.sampled_from(
+            [
+                torch.zeros(P, dtype=torch.complex64),
+                torch.zeros(P, dtype=torch.bool),
+                ["a"] * P,
+                [None] * P,
+                {"loss": 1.0},
+                "losses",
+                None,
+                object(),
+            ]
+        )
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -144,9 +184,13 @@ def _beyond_float32(losses) -> bool:
     return bool((torch.isfinite(x) & (x.abs() > torch.finfo(torch.float32).max)).any())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PopulationOptimizer.tell casts the float64 losses to the parameters' dtype: finite losses "
-    "beyond float32's range become +-inf, and ARS's raw-reward step (sigma_R = std of inf) is NaN"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "PopulationOptimizer.tell casts the float64 losses to the parameters' dtype: finite losses "
+        "beyond float32's range become +-inf, and ARS's raw-reward step (sigma_R = std of inf) is NaN"
+    ),
+)
 def test_ars_finite_losses_beyond_float32_range():
     opt = make("ars")
     opt.ask()
@@ -189,9 +233,17 @@ def mutate(sd, path, how):
     if how == "delete":
         del parent[key]
     elif how == "wrong_shape":
-        parent[key] = torch.zeros(*(s + 1 for s in old.shape), 2) if isinstance(old, torch.Tensor) else [old, old]
+        parent[key] = (
+            torch.zeros(*(s + 1 for s in old.shape), 2)
+            if isinstance(old, torch.Tensor)
+            else [old, old]
+        )
     elif how == "nan":
-        parent[key] = torch.full_like(old, math.nan) if isinstance(old, torch.Tensor) and old.is_floating_point() else math.nan
+        parent[key] = (
+            torch.full_like(old, math.nan)
+            if isinstance(old, torch.Tensor) and old.is_floating_point()
+            else math.nan
+        )
     elif how == "string":
         parent[key] = "garbage"
     elif how == "none":
@@ -212,8 +264,12 @@ def test_corrupted_state_dict_is_refused_or_harmless(name, data):
     sd = copy.deepcopy(source.state_dict())
     paths = [p for p, _ in leaves(sd) if p[0] != "param_groups" or p[-1] != "params"]
     path = data.draw(st.sampled_from(paths), label="path")
-    how = data.draw(st.sampled_from(["delete", "wrong_shape", "nan", "string", "none", "float_tensor",
-                                     "negative"]), label="how")
+    how = data.draw(
+        st.sampled_from(
+            ["delete", "wrong_shape", "nan", "string", "none", "float_tensor", "negative"]
+        ),
+        label="how",
+    )
     mutate(sd, path, how)
     before = snapshot(target)
     with warnings.catch_warnings():

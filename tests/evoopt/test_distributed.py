@@ -29,8 +29,16 @@ def local_ray():
 
 def noisy_sphere(rows, members, generation):
     """sum(x^2) plus noise seeded by (generation, member): independent of who evaluates."""
-    noise = torch.stack([torch.randn((), generator=torch.Generator().manual_seed(1000 * generation + int(i)),
-                                     dtype=torch.float64) for i in members])
+    noise = torch.stack(
+        [
+            torch.randn(
+                (),
+                generator=torch.Generator().manual_seed(1000 * generation + int(i)),
+                dtype=torch.float64,
+            )
+            for i in members
+        ]
+    )
     return (rows.double() ** 2).sum(1) + 0.1 * noise
 
 
@@ -126,8 +134,12 @@ def test_faults_are_replaced_and_generations_unchanged(tmp_path, caplog):
     x = torch.nn.Parameter(torch.linspace(-1, 1, D))
     opt = evoopt.SNES([x], popsize=P, seed=3)
     got = []
-    with caplog.at_level(logging.WARNING, logger="evoopt.distributed"), \
-            RayEvaluator(factory, num_actors=2, chunk_size=2, timeout=4.0, num_cpus_per_actor=0.5) as ev:
+    with (
+        caplog.at_level(logging.WARNING, logger="evoopt.distributed"),
+        RayEvaluator(
+            factory, num_actors=2, chunk_size=2, timeout=4.0, num_cpus_per_actor=0.5
+        ) as ev,
+    ):
         first = ev.actors
         for g in range(4):
             if g == 2:
@@ -140,7 +152,11 @@ def test_faults_are_replaced_and_generations_unchanged(tmp_path, caplog):
         assert victim not in ev.actors
     assert_same_run(ref, got)
     assert [(e["generation"], e["kind"]) for e in ev.events] == [
-        (0, "raised"), (1, "died"), (2, "died"), (3, "timeout")]
+        (0, "raised"),
+        (1, "died"),
+        (2, "died"),
+        (3, "timeout"),
+    ]
     assert all(len(e["members"]) == 2 and e["attempt"] == 1 for e in ev.events)
     assert "injected fault" in ev.events[0]["error"]
     assert "timeout=4.0" in ev.events[3]["error"]
@@ -152,8 +168,9 @@ def test_faults_are_replaced_and_generations_unchanged(tmp_path, caplog):
 def test_member_that_always_fails_gets_worst_loss():
     x = torch.nn.Parameter(torch.linspace(-1, 1, D))
     opt = evoopt.SNES([x], popsize=6, seed=0)
-    with RayEvaluator(lambda: Noisy(bad={1}), num_actors=1, chunk_size=3, max_retries=0,
-                      num_cpus_per_actor=0.5) as ev:
+    with RayEvaluator(
+        lambda: Noisy(bad={1}), num_actors=1, chunk_size=3, max_retries=0, num_cpus_per_actor=0.5
+    ) as ev:
         pop = opt.ask()
         losses = ev(pop)
         kinds = [e["kind"] for e in ev.events]
@@ -169,9 +186,12 @@ def test_member_that_always_fails_gets_worst_loss():
 
 
 def test_broken_objective_raises_instead_of_retrying_forever():
-    with RayEvaluator(lambda: Noisy(bad=set(range(4))), num_actors=1, max_retries=0,
-                      num_cpus_per_actor=0.5) as ev, \
-            pytest.raises(RuntimeError, match="failed in a row without one success"):
+    with (
+        RayEvaluator(
+            lambda: Noisy(bad=set(range(4))), num_actors=1, max_retries=0, num_cpus_per_actor=0.5
+        ) as ev,
+        pytest.raises(RuntimeError, match="failed in a row without one success"),
+    ):
         ev(torch.zeros(4, 3))
 
 
@@ -179,11 +199,20 @@ def broken_factory():
     raise OSError("no such dataset")
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"objective_factory": broken_factory}, "OSError: no such dataset"),
-    ({"objective_factory": Noisy, "num_cpus_per_actor": 3, "startup_timeout": 1.0},  # 2 CPUs here
-     "not started after"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"objective_factory": broken_factory}, "OSError: no such dataset"),
+        (
+            {
+                "objective_factory": Noisy,
+                "num_cpus_per_actor": 3,
+                "startup_timeout": 1.0,
+            },  # 2 CPUs here
+            "not started after",
+        ),
+    ],
+)
 def test_actors_that_cannot_start_raise_a_clear_error(kwargs, error):
     with RayEvaluator(num_actors=1, max_retries=0, **kwargs) as ev:
         with pytest.raises(RuntimeError, match="without one success") as info:
@@ -201,7 +230,9 @@ def test_shared_stats_protocol():
         merged.append(deltas)
         return sum(deltas)
 
-    with RayEvaluator(Counter, num_actors=1, chunk_size=2, merge_stats=merge, num_cpus_per_actor=0.5) as ev:
+    with RayEvaluator(
+        Counter, num_actors=1, chunk_size=2, merge_stats=merge, num_cpus_per_actor=0.5
+    ) as ev:
         first = ev(torch.arange(12.0).reshape(6, 2))
         second = ev(torch.zeros(6, 2))
     assert merged[0] == [1.0, 5.0, 9.0]  # sum of the first column of each chunk
@@ -224,14 +255,17 @@ class Counter:
         return torch.full((rows.shape[0],), self.state, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"num_actors": 0}, "Invalid num_actors: 0"),
-    ({"chunk_size": 0}, "Invalid chunk_size: 0"),
-    ({"timeout": -1.0}, "Invalid timeout: -1.0"),
-    ({"startup_timeout": 0}, "Invalid startup_timeout: 0"),
-    ({"max_retries": -1}, "Invalid max_retries: -1"),
-    ({"worst": float("nan")}, "Invalid worst: nan"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_actors": 0}, "Invalid num_actors: 0"),
+        ({"chunk_size": 0}, "Invalid chunk_size: 0"),
+        ({"timeout": -1.0}, "Invalid timeout: -1.0"),
+        ({"startup_timeout": 0}, "Invalid startup_timeout: 0"),
+        ({"max_retries": -1}, "Invalid max_retries: -1"),
+        ({"worst": float("nan")}, "Invalid worst: nan"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RayEvaluator(lambda: sphere_objective, **kwargs)

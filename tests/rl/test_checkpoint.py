@@ -19,8 +19,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def state(v: float):
-    return {"mean": torch.full((4,), v, dtype=torch.float64), "generation": int(v), "name": "snes",
-            "rng": torch.arange(16, dtype=torch.uint8)}
+    return {
+        "mean": torch.full((4,), v, dtype=torch.float64),
+        "generation": int(v),
+        "name": "snes",
+        "rng": torch.arange(16, dtype=torch.uint8),
+    }
 
 
 def assert_state(obj, v: float):
@@ -67,7 +71,9 @@ def test_crash_during_save_leaves_a_good_checkpoint(tmp_path, monkeypatch, crash
         assert_state(load_checkpoint(path), 2.0)
     else:  # only ck.pt.prev (state 2) is there: load says so and returns it
         assert not path.exists()
-        with pytest.warns(RuntimeWarning, match="does not exist; loading the previous good checkpoint"):
+        with pytest.warns(
+            RuntimeWarning, match="does not exist; loading the previous good checkpoint"
+        ):
             assert_state(load_checkpoint(path), 2.0)
 
 
@@ -79,13 +85,16 @@ def _flip_tensor_byte(path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("corrupt, why", [
-    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "cannot be read"),
-    (lambda p: p.write_bytes(b"\x00garbage" * 100), "cannot be read"),
-    (lambda p: p.write_bytes(b""), "cannot be read"),
-    (_flip_tensor_byte, "sha256 digest does not match"),
-    (lambda p: torch.save({"mean": torch.zeros(4)}, p), "is not an evoopt checkpoint"),
-])
+@pytest.mark.parametrize(
+    "corrupt, why",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "cannot be read"),
+        (lambda p: p.write_bytes(b"\x00garbage" * 100), "cannot be read"),
+        (lambda p: p.write_bytes(b""), "cannot be read"),
+        (_flip_tensor_byte, "sha256 digest does not match"),
+        (lambda p: torch.save({"mean": torch.zeros(4)}, p), "is not an evoopt checkpoint"),
+    ],
+)
 def test_corrupted_newest_falls_back_to_previous(tmp_path, corrupt, why):
     path = tmp_path / "ck.pt"
     save_checkpoint(state(2.0), path)
@@ -95,7 +104,8 @@ def test_corrupted_newest_falls_back_to_previous(tmp_path, corrupt, why):
         assert_state(load_checkpoint(path), 2.0)
     # with no good previous file: a clear error
     corrupt(tmp_path / "ck.pt.prev") if why != "sha256 digest does not match" else (
-        tmp_path / "ck.pt.prev").write_bytes(b"junk")
+        tmp_path / "ck.pt.prev"
+    ).write_bytes(b"junk")
     with pytest.raises(ValueError, match="Invalid checkpoint: .*and the previous one is too"):
         load_checkpoint(path)
     os.unlink(tmp_path / "ck.pt.prev")
@@ -112,14 +122,30 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     x = torch.nn.Parameter(torch.zeros(5))
     snes = evoopt.SNES([x], popsize=8, seed=0)
     path = tmp_path / "ck.pt"
-    save_checkpoint({"optimizer": snes.state_dict()}, path, header=describe(optimizer=snes, env_id="CartPole-v1"))
-    assert read_header(path) == {"optimizer": "SNES", "param_shapes": [[5]], "popsize": 8,
-                                 "maximize": False, "env_id": "CartPole-v1"}
+    save_checkpoint(
+        {"optimizer": snes.state_dict()},
+        path,
+        header=describe(optimizer=snes, env_id="CartPole-v1"),
+    )
+    assert read_header(path) == {
+        "optimizer": "SNES",
+        "param_shapes": [[5]],
+        "popsize": 8,
+        "maximize": False,
+        "env_id": "CartPole-v1",
+    }
     cases = [
         (evoopt.SNES([x], popsize=16, seed=0), "CartPole-v1", "popsize: saved 8, expected 16"),
-        (evoopt.SNES([torch.nn.Parameter(torch.zeros(6))], popsize=8), "CartPole-v1",
-         r"param_shapes: saved \[\[5\]\], expected \[\[6\]\]"),
-        (evoopt.PGPE([x], popsize=8, sigma=0.1), "CartPole-v1", "optimizer: saved 'SNES', expected 'PGPE'"),
+        (
+            evoopt.SNES([torch.nn.Parameter(torch.zeros(6))], popsize=8),
+            "CartPole-v1",
+            r"param_shapes: saved \[\[5\]\], expected \[\[6\]\]",
+        ),
+        (
+            evoopt.PGPE([x], popsize=8, sigma=0.1),
+            "CartPole-v1",
+            "optimizer: saved 'SNES', expected 'PGPE'",
+        ),
         (snes, "Pendulum-v1", "env_id: saved 'CartPole-v1', expected 'Pendulum-v1'"),
     ]
     for opt, env_id, match in cases:
@@ -177,8 +203,9 @@ SCRIPT = textwrap.dedent("""
 
 def _run(script, path, generations, delay=0.0, **popen):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, str(script), str(path), str(generations), str(delay)],
-                            env=env, **popen)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(path), str(generations), str(delay)], env=env, **popen
+    )
 
 
 def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -210,7 +237,9 @@ def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert len(a["history"]) == len(b["history"]) == generations
     for la, lb in zip(a["history"], b["history"]):
         assert torch.equal(la, lb)
-    assert torch.equal(a["optimizer"]["state"]["population"]["mean"], b["optimizer"]["state"]["population"]["mean"])
+    assert torch.equal(
+        a["optimizer"]["state"]["population"]["mean"], b["optimizer"]["state"]["population"]["mean"]
+    )
 
 
 def test_sigterm_saves_and_stops_at_the_end_of_a_generation(tmp_path):

@@ -49,11 +49,17 @@ def run(rollout_cls, env_id, space_of, generations, obs_norm, rollout_kwargs, ra
         for _ in range(generations):
             opt.step(rollout)
             norm = policy.obs_norm
-            out.append({
-                "losses": opt.last.losses.clone(), "mean": opt.mean.clone(),
-                "lengths": rollout.last.lengths.clone(), "steps": rollout.total_steps,
-                "norm": None if norm is None else {k: v.clone() for k, v in norm.stats().items()},
-            })
+            out.append(
+                {
+                    "losses": opt.last.losses.clone(),
+                    "mean": opt.mean.clone(),
+                    "lengths": rollout.last.lengths.clone(),
+                    "steps": rollout.total_steps,
+                    "norm": None
+                    if norm is None
+                    else {k: v.clone() for k, v in norm.stats().items()},
+                }
+            )
         state = (opt.state_dict(), rollout.state_dict(), policy.state_dict())
     finally:
         rollout.close()
@@ -65,8 +71,11 @@ def test_cartpole_equals_in_process_and_merges_obs_stats():
     the in-process run exactly; the merged normaliser agrees to rounding."""
     args = ("CartPole-v1", None, 3, True, {"max_episode_steps": 200})
     ref, _ = run(PopulationRollout, *args)
-    got, _ = run(RayPopulationRollout, *args, ray_kwargs={"num_actors": 2, "chunk_size": 3,
-                                                          "num_cpus_per_actor": 0.5})
+    got, _ = run(
+        RayPopulationRollout,
+        *args,
+        ray_kwargs={"num_actors": 2, "chunk_size": 3, "num_cpus_per_actor": 0.5},
+    )
     for r, g in zip(ref, got):
         assert torch.equal(r["losses"], g["losses"])
         assert torch.equal(r["mean"], g["mean"])
@@ -83,13 +92,19 @@ def test_one_chunk_is_bitwise_in_process_and_resumes_in_process():
     one; the Ray rollout's state_dict resumes an in-process rollout exactly."""
     args = ("CartPole-v1", None, 3, True, {"max_episode_steps": 100})
     ref, ref_state = run(PopulationRollout, *args)
-    got, got_state = run(RayPopulationRollout, *args,
-                         ray_kwargs={"num_actors": 1, "chunk_size": 8, "num_cpus_per_actor": 0.5})
+    got, got_state = run(
+        RayPopulationRollout,
+        *args,
+        ray_kwargs={"num_actors": 1, "chunk_size": 8, "num_cpus_per_actor": 0.5},
+    )
     for r, g in zip(ref, got):
         assert torch.equal(r["losses"], g["losses"]) and torch.equal(r["mean"], g["mean"])
         for k in ("count", "mean", "m2"):
             assert torch.equal(r["norm"][k], g["norm"][k])
-    assert got_state[1]["generation"] == 3 and got_state[1]["total_steps"] == ref_state[1]["total_steps"]
+    assert (
+        got_state[1]["generation"] == 3
+        and got_state[1]["total_steps"] == ref_state[1]["total_steps"]
+    )
     # resume the Ray run's state in process: generation 4 equals the in-process run's
     import gymnasium as gym
 
@@ -110,8 +125,11 @@ def test_box_actions_with_action_noise_equal_in_process():
     """Pendulum, action noise: each slot's noise is its row of the in-process draw."""
     args = ("Pendulum-v1", None, 2, False, {"max_episode_steps": 40, "action_noise": 0.3})
     ref, _ = run(PopulationRollout, *args)
-    got, _ = run(RayPopulationRollout, *args, ray_kwargs={"num_actors": 2, "chunk_size": 3,
-                                                          "num_cpus_per_actor": 0.5})
+    got, _ = run(
+        RayPopulationRollout,
+        *args,
+        ray_kwargs={"num_actors": 2, "chunk_size": 3, "num_cpus_per_actor": 0.5},
+    )
     for r, g in zip(ref, got):
         assert torch.equal(r["losses"], g["losses"]) and torch.equal(r["mean"], g["mean"])
     # and the noise matters: without it the losses differ
@@ -139,7 +157,9 @@ def test_actor_killed_mid_generation_gives_the_same_generation():
     import gymnasium as gym
 
     policy, opt = make("CartPole-v1", 4, gym.spaces.Discrete(2), True)
-    with RayPopulationRollout(slow_cartpole, policy, 8, seed=5, num_actors=2, num_cpus_per_actor=0.5) as rollout:
+    with RayPopulationRollout(
+        slow_cartpole, policy, 8, seed=5, num_actors=2, num_cpus_per_actor=0.5
+    ) as rollout:
         ray.get([a.ready.remote() for a in rollout.evaluator.actors])
         victim = rollout.evaluator.actors[1]
         threading.Timer(0.3, ray.kill, args=(victim,)).start()
@@ -148,7 +168,8 @@ def test_actor_killed_mid_generation_gives_the_same_generation():
             opt.step(rollout)
             got.append((opt.last.losses.clone(), opt.mean.clone(), policy.obs_norm.stats()))
         assert [(e["generation"], e["kind"], e["members"]) for e in rollout.evaluator.events] == [
-            (0, "died", [4, 5, 6, 7])]
+            (0, "died", [4, 5, 6, 7])
+        ]
     for r, (losses, mean, norm) in zip(ref, got):
         assert torch.equal(r["losses"], losses) and torch.equal(r["mean"], mean)
         torch.testing.assert_close(r["norm"]["mean"], norm["mean"], rtol=1e-12, atol=1e-14)
