@@ -51,6 +51,23 @@ def _is_population_optimizer(opt) -> bool:
     return isinstance(opt, PopulationOptimizer)
 
 
+def _check_settings(target_kl, factor, threshold, lr_min, lr_max) -> tuple[float, ...]:
+    """The validated ``(target_kl, factor, threshold, lr_min, lr_max)`` as floats."""
+    target_kl = check_positive("target_kl", target_kl)
+    out = []
+    for name, value in (("factor", factor), ("threshold", threshold)):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        v = float(value) if ok else math.nan
+        if not (math.isfinite(v) and v > 1):
+            raise ValueError(f"Invalid {name}: {value!r} (expected a finite number > 1)")
+        out.append(v)
+    lo = check_positive("lr_min", lr_min)
+    hi = check_positive("lr_max", lr_max)
+    if lo > hi:
+        raise ValueError(f"Invalid lr_min: {lr_min!r} (expected <= lr_max={lr_max!r})")
+    return (target_kl, *out, lo, hi)
+
+
 @register("kl_adaptive")
 class KLAdaptive(Optimizer):
     """Wrap ``optimizer`` and multiply / divide its learning rate by ``factor`` so that the
@@ -88,19 +105,8 @@ class KLAdaptive(Optimizer):
                              "KLAdaptive builds the optimizer from parameters)")
         if isinstance(optimizer, KLAdaptive):
             raise ValueError("Invalid optimizer: a KLAdaptive (expected a plain optimizer to wrap)")
-        self.target_kl = check_positive("target_kl", target_kl)
-        ok = isinstance(factor, numbers.Real) and not isinstance(factor, bool)
-        self.factor = float(factor) if ok else math.nan
-        if not (math.isfinite(self.factor) and self.factor > 1):
-            raise ValueError(f"Invalid factor: {factor!r} (expected a finite number > 1)")
-        ok = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
-        self.threshold = float(threshold) if ok else math.nan
-        if not (math.isfinite(self.threshold) and self.threshold > 1):
-            raise ValueError(f"Invalid threshold: {threshold!r} (expected a finite number > 1)")
-        self.lr_min = check_positive("lr_min", lr_min)
-        self.lr_max = check_positive("lr_max", lr_max)
-        if self.lr_min > self.lr_max:
-            raise ValueError(f"Invalid lr_min: {lr_min!r} (expected <= lr_max={lr_max!r})")
+        settings = _check_settings(target_kl, factor, threshold, lr_min, lr_max)
+        self.target_kl, self.factor, self.threshold, self.lr_min, self.lr_max = settings
         for i, g in enumerate(optimizer.param_groups):
             if not isinstance(g.get("lr"), (numbers.Real, torch.Tensor)):
                 raise ValueError(f"Invalid optimizer: param group {i} has no numeric 'lr' to adapt")
@@ -191,14 +197,29 @@ class KLAdaptive(Optimizer):
             raise ValueError("KLAdaptive.load_state_dict: expected a state_dict saved by KLAdaptive "
                              "(keys 'optimizer' and 'kl_adaptive')")
         ours = state_dict["kl_adaptive"]
+        # everything is checked before anything is loaded: a bad checkpoint changes nothing
+        keys = ("target_kl", "factor", "threshold", "lr_min", "lr_max")
+        missing = [k for k in (*keys, "last_kl", "num_decreases", "num_increases")
+                   if not isinstance(ours, dict) or k not in ours]
+        if missing:
+            raise ValueError(f"KLAdaptive.load_state_dict: the saved 'kl_adaptive' entry lacks {missing}")
+        try:
+            settings = _check_settings(*(ours[k] for k in keys))
+        except ValueError as e:
+            raise ValueError(f"KLAdaptive.load_state_dict: saved {e}") from None
+        counts = [ours["num_decreases"], ours["num_increases"]]
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+            raise ValueError(f"KLAdaptive.load_state_dict: saved num_decreases/num_increases {counts} "
+                             "(expected integers >= 0)")
+        if isinstance(ours["last_kl"], bool) or not isinstance(ours["last_kl"], numbers.Real):
+            raise ValueError(f"KLAdaptive.load_state_dict: saved last_kl {ours['last_kl']!r} (expected a number)")
         self.optimizer.load_state_dict(state_dict["optimizer"])
         # torch's load_state_dict rebinds the inner groups list: share it again
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
-        for key in ("target_kl", "factor", "threshold", "lr_min", "lr_max", "last_kl"):
-            setattr(self, key, float(ours[key]))
-        self.num_decreases = int(ours["num_decreases"])
-        self.num_increases = int(ours["num_increases"])
+        self.target_kl, self.factor, self.threshold, self.lr_min, self.lr_max = settings
+        self.last_kl = float(ours["last_kl"])
+        self.num_decreases, self.num_increases = counts
 
     def __repr__(self) -> str:
         return (f"KLAdaptive(target_kl={self.target_kl}, factor={self.factor}, threshold={self.threshold}, "

@@ -191,3 +191,27 @@ def test_wraps_an_evolution_strategy_and_adapts_its_lr_to_the_search_distributio
     opt2 = KLAdaptive(es2, target_kl=0.05, lr_min=1e-5, lr_max=1.0)
     opt2.load_state_dict(torch.load(buf, weights_only=True))
     assert opt2.lr == opt.lr and torch.equal(es2.mean, es.mean)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(drop="lr_max"), r"lacks \['lr_max'\]"),
+    (dict(factor=0.5), r"saved Invalid factor: 0.5 \(expected a finite number > 1\)"),
+    (dict(lr_min=-1.0), r"saved Invalid lr_min: -1.0"),
+    (dict(num_increases=-3), r"num_decreases/num_increases"),
+])
+def test_bad_checkpoint_is_refused_before_anything_is_loaded(change, match):
+    """Regression: the inner optimizer was loaded first, then a missing key raised a bare
+    KeyError (the lr had already changed), and invalid settings (factor 0.5: the rule
+    inverted) were accepted silently."""
+    opt = KLAdaptive([_quad_params()], lr=1e-3)
+    sd = opt.state_dict()
+    ours = dict(sd["kl_adaptive"])
+    if "drop" in change:
+        del ours[change["drop"]]
+    else:
+        ours.update(change)
+    group = {**sd["optimizer"]["param_groups"][0], "lr": 5e-3}
+    bad = {**sd, "kl_adaptive": ours, "optimizer": {**sd["optimizer"], "param_groups": [group]}}
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(bad)
+    assert opt.lr == 1e-3 and opt.factor == 1.5 and opt.lr_min == 1e-5 and opt.num_increases == 0
