@@ -146,7 +146,8 @@ def resolve_hyperparameters(spec: OptimizerSpec, task: Task, model: torch.nn.Mod
     """The constructor arguments of one run: generic defaults, then the task's table
     (looked up by alias first, then by registry name), then the user's, then ``seed``
     for optimizers that take one. A value may be a callable of ``D`` (number of
-    parameters), e.g. ``{"diagonal": lambda D: D > 200}``."""
+    parameters), e.g. ``{"diagonal": lambda D: D > 200}``, except for arguments whose default is
+    itself callable (an inner ``optimizer`` class or factory), which get the callable."""
     base = spec.label.split(":")[0].lower()
     table = task.hyperparameters
     kw = dict(GENERIC_HYPERPARAMETERS.get(spec.name, {}))
@@ -155,8 +156,13 @@ def resolve_hyperparameters(spec: OptimizerSpec, task: Task, model: torch.nn.Mod
         kw.update(table.get(base, {}))
     kw.update(spec.kwargs)
     D = sum(p.numel() for p in model.parameters())
-    kw = {k: (v(D) if callable(v) and not isinstance(v, type) else v) for k, v in kw.items()}
     params = inspect.signature(spec.cls.__init__).parameters
+
+    def takes_callable(k) -> bool:  # e.g. optimizer=torch.optim.Adam: a factory, not f(D)
+        return k in params and callable(params[k].default)
+
+    kw = {k: (v(D) if callable(v) and not isinstance(v, type) and not takes_callable(k) else v)
+          for k, v in kw.items()}
     if "seed" in params and "seed" not in kw:
         kw["seed"] = int(seed)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())

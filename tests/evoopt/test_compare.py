@@ -307,3 +307,20 @@ def test_runs_are_reproducible_and_leave_the_global_rng_alone():
     b = compare("line", ["adam", "_bestof"], seeds=[3], budget_evals=30, progress=False)
     for ra, rb in zip(a.runs, b.runs):
         assert (ra.losses, ra.evals, ra.metrics) == (rb.losses, rb.evals, rb.metrics)
+
+
+def test_an_inner_optimizer_factory_is_passed_through_not_called_with_D():
+    """Regression: every callable hyperparameter was taken for a function of D, so an
+    inner-optimizer factory (OpenAIES/PGPE ``optimizer=``, documented as a callable) was
+    called with the number of parameters and the run failed with a bare TypeError."""
+    import functools
+
+    from evoopt.compare import resolve_hyperparameters
+
+    task = FunctionTask("sphere", dim=4)
+    factory = functools.partial(torch.optim.SGD, momentum=0.5)
+    spec = parse_optimizer(("openai_es", {"optimizer": factory, "popsize": lambda D: 2 * D}))
+    kw = resolve_hyperparameters(spec, task, task.make_model(0), seed=0)
+    assert kw["optimizer"] is factory and kw["popsize"] == 8  # a plain value of D still works
+    res = compare(task, [spec], seeds=[0], budget_evals=80, progress=False, on_error="raise")
+    assert res.runs[0].status == "ok" and res.runs[0].num_evals == 80
