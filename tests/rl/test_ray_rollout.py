@@ -167,9 +167,8 @@ def test_actor_killed_mid_generation_gives_the_same_generation():
         for _ in range(2):
             opt.step(rollout)
             got.append((opt.last.losses.clone(), opt.mean.clone(), policy.obs_norm.stats()))
-        assert [(e["generation"], e["kind"], e["members"]) for e in rollout.evaluator.events] == [
-            (0, "died", [4, 5, 6, 7])
-        ]
+        events = [(e["generation"], e["kind"], e["members"]) for e in rollout.evaluator.events]
+        assert events in ([(0, "died", [0, 1, 2, 3])], [(0, "died", [4, 5, 6, 7])])  # its chunk
     for r, (losses, mean, norm) in zip(ref, got):
         assert torch.equal(r["losses"], losses) and torch.equal(r["mean"], mean)
         torch.testing.assert_close(r["norm"]["mean"], norm["mean"], rtol=1e-12, atol=1e-14)
