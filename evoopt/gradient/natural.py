@@ -29,7 +29,8 @@ gradient norm, ``beta``, the expected and actual improvement, the accepted fract
 the KL after the step.
 
 The hyperparameters live in the param groups (schedulers can drive ``max_kl``); the
-step is computed over all groups jointly with the first group's values.
+step is computed over all groups jointly, so every group must hold the same values
+(``step`` raises ``ValueError`` naming the first that differs).
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ class NaturalGradient(Optimizer):
             raise ValueError("NaturalGradient.step needs kl_fn (a zero-argument callable returning the mean "
                              "KL between the old and the current policy), given here or to the constructor")
         hp = self.param_groups[0]
+        for i, g in enumerate(self.param_groups[1:], 1):  # one step for all groups: one value each
+            for key in self.defaults:
+                if g[key] != hp[key]:
+                    raise ValueError(
+                        f"Invalid {key}: {g[key]!r} in param group {i} but {hp[key]!r} in group 0 "
+                        "(expected one value for all groups: the trust-region step is computed "
+                        "over all parameters jointly)")
         params = self._params()
         loss = None
         if closure is not None:

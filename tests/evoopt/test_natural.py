@@ -175,3 +175,17 @@ def test_step_errors():
     w.grad = torch.ones(2)
     with pytest.raises(ValueError, match=r"x.Fx = .* \(expected > 0\)"):
         NaturalGradient([w], damping=0.0).step(kl_fn=lambda: (w * 0).sum() + 0 * (w ** 2).sum())
+
+
+def test_groups_with_different_hyperparameters_are_refused_not_ignored():
+    """Regression: the step used group 0's values only, so max_kl=0.5 given to a second
+    group (or set there by a scheduler) was ignored without a word."""
+    S, W, W_old, c, kl_fn, F = _gaussian_problem()
+    b = torch.nn.Parameter(torch.zeros(2, dtype=D64))
+    opt = NaturalGradient([{"params": [W]}, {"params": [b], "max_kl": 0.5}], kl_fn=kl_fn)
+    opt.zero_grad()
+    ((c * W).sum() + b.sum()).backward()
+    before = W.detach().clone()
+    with pytest.raises(ValueError, match=r"Invalid max_kl: 0.5 in param group 1 but 0.01 in group 0"):
+        opt.step()
+    assert torch.equal(W.detach(), before)
