@@ -22,6 +22,14 @@ from torch.optim import Optimizer
 from ..population import META_KEY, PopulationOptimizer, _clone_tree
 
 
+#: Per-parameter state entries of torch's optimizers (and ClipUp) that have the parameter's
+#: shape; a checkpoint's entries under these keys are checked against it.
+_PARAM_SHAPED = frozenset({
+    "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "exp_inf", "momentum_buffer", "velocity",
+    "sum", "square_avg", "acc_delta", "grad_avg", "prev", "step_size", "ax",
+})
+
+
 class InnerOptimizerMixin:
     """Mixin for a :class:`PopulationOptimizer` whose center moves by an inner optimizer."""
 
@@ -119,3 +127,30 @@ class InnerOptimizerMixin:
                 f"{name}.load_state_dict: inner optimizer groups hold {sizes} parameters, this "
                 f"optimizer's hold {mine}"
             )
+        # torch's load_state_dict checks none of the per-parameter state: a NaN moment would
+        # turn the center into NaN at the next step, a wrong shape fail only then
+        params = [p for g in self._inner.param_groups for p in g["params"]]
+        state = inner_sd.get("state", {})
+        if not isinstance(state, dict):
+            raise ValueError(f"{name}.load_state_dict: the inner optimizer's 'state' is not a dict")
+        for k, entry in state.items():
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(params):
+                raise ValueError(
+                    f"{name}.load_state_dict: inner optimizer state for parameter {k!r} "
+                    f"(expected indices 0..{len(params) - 1})"
+                )
+            if not isinstance(entry, dict):
+                raise ValueError(f"{name}.load_state_dict: inner optimizer state {k} is not a dict")
+            for key, v in entry.items():
+                if not isinstance(v, Tensor):
+                    continue
+                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    raise ValueError(
+                        f"{name}.load_state_dict: inner optimizer state {k} {key!r} has NaN or "
+                        "infinite entries"
+                    )
+                if key in _PARAM_SHAPED and v.shape != params[k].shape:
+                    raise ValueError(
+                        f"{name}.load_state_dict: inner optimizer state {k} {key!r} has shape "
+                        f"{tuple(v.shape)}, expected the parameter's {tuple(params[k].shape)}"
+                    )

@@ -327,3 +327,39 @@ def test_group_values_changed_mid_run_are_validated(key, value, match):
     assert torch.equal(opt.mean, mean) and opt.generation == 1
     opt.param_groups[0][key] = 0.0  # lr annealed to 0 by a schedule, or no weight decay: fine
     opt.step(lambda pop: (pop.flat**2).sum(1))
+
+
+@pytest.mark.parametrize("name", ["openai_es", "pgpe"])
+@pytest.mark.parametrize("corrupt, match", [
+    ("nan", r"inner optimizer state 0 '\w+' has NaN or infinite entries"),
+    ("shape", r"inner optimizer state 0 '\w+' has shape \(2,\), expected the parameter's \(5,\)"),
+    ("index", r"inner optimizer state for parameter 7 \(expected indices 0..0\)"),
+])
+def test_corrupted_inner_optimizer_state_is_refused(name, corrupt, match):
+    """Regression: torch's load_state_dict checks none of the inner optimizer's moments, so
+    a NaN in Adam's exp_avg_sq (or ClipUp's velocity) loaded silently and the center became
+    NaN at the next step; a wrong shape failed only then."""
+    def make():
+        p = torch.nn.Parameter(torch.ones(5, dtype=torch.float64))
+        return evoopt.OPTIMIZERS[name]([p], lr=0.1, sigma=0.1, popsize=8, seed=0)
+
+    def f(pop):
+        return (pop.flat**2).sum(1)
+
+    opt = make()
+    opt.step(f)
+    sd = opt.state_dict()
+    state = sd["evoopt"]["inner"]["state"]
+    key = next(k for k, v in state[0].items() if v.dim() == 1)
+    if corrupt == "nan":
+        state[0][key][1] = math.nan
+    elif corrupt == "shape":
+        state[0][key] = state[0][key][:2]
+    else:
+        state[7] = state.pop(0)
+    fresh = make()
+    with pytest.raises(ValueError, match=match):
+        fresh.load_state_dict(sd)
+    assert fresh.generation == 0 and not fresh.inner_optimizer.state
+    fresh.step(f)
+    assert torch.isfinite(fresh.mean).all()
