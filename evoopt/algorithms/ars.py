@@ -116,8 +116,8 @@ class ARS(PopulationOptimizer):
         return self.popsize // 2
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1], initial=True)
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

@@ -152,8 +152,8 @@ class CEM(PopulationOptimizer):
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1], initial=True)
 
     def _extra_noise(self, t: int) -> float | Tensor:
         """``Z_t`` of each group (a float when all groups agree, else a [D] tensor)."""

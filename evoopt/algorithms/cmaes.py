@@ -377,16 +377,23 @@ class CMAES(PopulationOptimizer):
         self.es = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        g = self.param_groups[-1]
-        check_positive("lr", g["lr"])
+        g = {**self.defaults, **param_group}
+        check_positive("lr", g["lr"])  # before anything is added
         check_positive("sigma", g["sigma"])
+        super().add_param_group(param_group)
         if getattr(self, "_popsize0", None) is not None:  # a group added after construction: D grew
+            old_bounds = self.bounds
+            try:
+                self.bounds = _check_bounds(self._bounds_arg, self.num_params)
+                if self.bounds is not None:
+                    self._check_inside(self.layout.flatten().double().cpu())
+            except ValueError:  # refused: take the group back out
+                self.bounds = old_bounds
+                self.param_groups.pop()
+                self._build_layout()
+                raise
             if self._popsize_arg is None:
                 self.popsize = self._popsize0 = cmaes_default_popsize(self.num_params)
-            self.bounds = _check_bounds(self._bounds_arg, self.num_params)
-            if self.bounds is not None:
-                self._check_inside(self.layout.flatten().double().cpu())
 
     def _check_inside(self, x: Tensor) -> None:
         lo, up = self.bounds

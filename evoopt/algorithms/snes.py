@@ -116,8 +116,8 @@ class SNES(PopulationOptimizer):
             self.popsize = p + (p % 2 if mirrored else 0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1], initial=True)
 
     def _group_sigma_lr(self) -> float | Tensor:
         default = snes_defaults(self.num_params)["sigma_lr"]

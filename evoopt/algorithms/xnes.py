@@ -133,10 +133,15 @@ class XNES(PopulationOptimizer):
             )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1], initial=True)
         if getattr(self, "layout", None) is not None:
-            self._check_size()
+            try:
+                self._check_size()
+            except ValueError:  # refused: take the group back out
+                self.param_groups.pop()
+                self._build_layout()
+                raise
 
     def _matrix_rate(self, key: str) -> float:
         """``sigma_lr`` / ``b_lr``: one number for the whole matrix."""

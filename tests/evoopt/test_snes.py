@@ -229,3 +229,15 @@ def test_per_group_initial_sigma_is_used():
     assert torch.equal(
         opt.state["population"]["sigma_vec"][2:], torch.full((2,), 10.0, dtype=torch.float64)
     )
+
+
+def test_a_refused_param_group_is_not_added():
+    """Regression: the group was validated after it had been added, so add_param_group
+    raised but left the bad group in place and every later step raised too."""
+    x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = evoopt.SNES([x], popsize=6, seed=0)
+    with pytest.raises(ValueError, match=r"Invalid sigma: -1.0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], "sigma": -1.0})
+    assert len(opt.param_groups) == 1 and opt.num_params == 3
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert opt.generation == 1

@@ -252,3 +252,26 @@ def test_per_group_initial_sigma_factors_into_sigma_and_B():
     torch.testing.assert_close(
         st["B"], torch.diag(torch.tensor([0.5, 0.5, 2.0, 2.0], dtype=torch.float64))
     )
+
+
+def test_a_refused_param_group_is_not_added():
+    """Regression: the group was validated after it had been added, so add_param_group
+    raised but left the bad group in place and every later step raised too."""
+    x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = evoopt.XNES([x], popsize=6, seed=0)
+    with pytest.raises(ValueError, match=r"Invalid sigma: -1.0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], "sigma": -1.0})
+    assert len(opt.param_groups) == 1 and opt.num_params == 3
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert opt.generation == 1
+
+
+def test_a_param_group_beyond_max_params_is_taken_back_out(monkeypatch):
+    monkeypatch.setattr(evoopt.XNES, "max_params", 4)
+    x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = evoopt.XNES([x], popsize=6, seed=0)
+    with pytest.raises(ValueError, match=r"Invalid number of parameters for XNES: 5"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]})
+    assert len(opt.param_groups) == 1 and opt.num_params == 3
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert opt.generation == 1
