@@ -384,6 +384,14 @@ class PopulationOptimizer(Optimizer):
         bi = int(np.argmin(unp))  # non-finite members are strictly worse than any finite one
         gen_best = float(lnp[bi])
         mean_loss = float(lnp[finite].mean() if nbad else lnp.mean())
+        if self._dtype != torch.float64:
+            # finite losses beyond the parameters' dtype would become inf in the cast: scale
+            # them by a power of two (every algorithm is invariant to a positive scale --
+            # ranks, or raw values divided by their spread)
+            limit = torch.finfo(self._dtype).max / (4 * P)
+            big = float(np.abs(unp).max())
+            if big > limit:
+                unp = unp * 2.0 ** math.floor(math.log2(limit / big))
         u = torch.from_numpy(unp).to(device=self._device, dtype=self._dtype)
         st = self._st
         self._update(st, u)
