@@ -34,11 +34,13 @@ from ..registry import register
 __all__ = ["ClipUp"]
 
 
-def _check_hyperparameters(lr, momentum, max_speed) -> None:
+def _check_hyperparameters(lr, momentum, max_speed, maximize=False) -> None:
     check_positive("lr", lr)
     check_range("momentum", momentum, 0.0, 1.0, high_open=True)
     if max_speed is not None:
         check_positive("max_speed", max_speed)
+    if not isinstance(maximize, bool):  # a truthy string would silently flip the direction
+        raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
 
 
 @register("clipup")
@@ -65,9 +67,7 @@ class ClipUp(Optimizer):
         *,
         maximize: bool = False,
     ):
-        _check_hyperparameters(lr, momentum, max_speed)
-        if not isinstance(maximize, bool):
-            raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
+        _check_hyperparameters(lr, momentum, max_speed, maximize)
         defaults = dict(lr=lr, momentum=momentum, max_speed=max_speed, maximize=maximize)
         super().__init__(params, defaults)
 
@@ -75,7 +75,7 @@ class ClipUp(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
-            _check_hyperparameters(group["lr"], group["momentum"], group["max_speed"])
+            _check_hyperparameters(group["lr"], group["momentum"], group["max_speed"], group["maximize"])
         except ValueError:
             self.param_groups.pop()
             raise

@@ -174,3 +174,12 @@ def test_state_dict_round_trip_is_exact():
     for p, q in zip(model.parameters(), model2.parameters()):
         assert torch.equal(p, q)
         assert torch.equal(opt.state[p]["velocity"], opt2.state[q]["velocity"])
+
+
+def test_a_param_group_with_a_non_bool_maximize_is_refused():
+    """Regression: only the constructor checked maximize; a group added with
+    maximize="no" (truthy) would have climbed the loss silently."""
+    opt = evoopt.ClipUp([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match=r"Invalid maximize: 'no' \(expected True or False\)"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "maximize": "no"})
+    assert len(opt.param_groups) == 1
