@@ -34,10 +34,11 @@ TASKS = {
 }
 
 
-def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episodes: int):
+def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episodes: int,
+        obs_norm: bool = True):
     threshold, _, lr, n_dirs, top, sigma, shift = TASKS[env_id]
     popsize = 2 * n_dirs
-    policy = make_policy(env_id, kind="linear", obs_norm=True)
+    policy = make_policy(env_id, kind="linear", obs_norm=obs_norm)
     opt = evoopt.ARS(policy.parameters(), lr=lr, sigma=sigma, popsize=popsize, num_top=top, seed=seed)
     objective = PopulationRollout(env_id, policy, popsize, seed=seed, reward_shift=shift)
     start = time.perf_counter()
@@ -64,6 +65,7 @@ def main(argv=None):
                     "(default: about every 16 training episodes)")
     ap.add_argument("--eval-episodes", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--v1", action="store_true", help="ARS V1: no observation normalisation")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{'env':15s} {'seed':>4s} {'episodes':>9s} {'paper':>6s} {'ratio':>6s} {'wall s':>8s} "
@@ -75,7 +77,7 @@ def main(argv=None):
         rows = []
         for seed in args.seeds:
             eps, wall, ret, steps = run(env_id, seed, int(args.max_episodes_factor * paper), every,
-                                        args.eval_episodes)
+                                        args.eval_episodes, obs_norm=not args.v1)
             rows.append(eps)
             shown = f"{eps:9d}" if eps is not None else f"{'>' + str(int(args.max_episodes_factor * paper)):>9s}"
             ratio = f"{eps / paper:6.2f}" if eps is not None else "     -"
