@@ -32,7 +32,7 @@ def test_quick_start_trains_the_digits_classifier_with_pgpe_and_the_ask_tell_sni
 
 
 def test_rl_snippet_solves_cartpole():
-    rl_block = next(b for b in _blocks() if "PopulationRollout" in b)
+    rl_block = next(b for b in _blocks() if "make_policy(" in b)
     ns: dict = {}
     exec(compile(rl_block, "README rl", "exec"), ns)
     assert float(ns["mean_return"]) >= 475
