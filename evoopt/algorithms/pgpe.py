@@ -155,15 +155,19 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
 
     def _follow_sigma_schedule(self, st: dict[str, Any]) -> None:
         """A group's ``sigma`` changed since the last generation: scale its stdev by new/old."""
-        for i, (g, (a, b)) in enumerate(zip(self.param_groups, self._group_slices)):
-            new, old = g["sigma"], st["group_sigma"][i]
-            if new == old:
-                continue
-            if not (isinstance(new, (int, float)) and new > 0 and math.isfinite(new)):
+        for i, g in enumerate(self.param_groups):  # all checked before any stdev changes
+            new = g["sigma"]
+            if new != st["group_sigma"][i] and not (
+                isinstance(new, (int, float)) and new > 0 and math.isfinite(new)
+            ):
                 raise ValueError(
                     f"Invalid sigma: {new!r} in param group {i} "
                     "(expected > 0; check the sigma schedule)"
                 )
+        for i, (g, (a, b)) in enumerate(zip(self.param_groups, self._group_slices)):
+            new, old = g["sigma"], st["group_sigma"][i]
+            if new == old:
+                continue
             st["stdev"][a:b] *= new / old
             st["group_sigma"][i] = float(new)
 

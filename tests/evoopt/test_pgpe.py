@@ -323,3 +323,21 @@ def test_group_values_changed_mid_run_are_validated_before_they_reach_the_state(
     opt.param_groups[0][key] = before["param_groups"][0][key]
     opt.param_groups[0]["lr"] = 0.0  # a schedule may anneal lr to 0
     opt.step(lambda pop: (pop.flat**2).sum(1))
+
+
+def test_a_bad_sigma_in_one_group_leaves_the_other_groups_stdev_alone():
+    """Regression: the groups were rescaled one by one, so a valid new sigma in group 0
+    was applied before group 1's invalid one raised: a failed step changed the state."""
+    a = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = evoopt.PGPE([{"params": [a]}, {"params": [b]}], popsize=8, sigma=0.3, seed=0)
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    stdev = opt.stdev.clone()
+    opt.param_groups[0]["sigma"] = 0.15
+    opt.param_groups[1]["sigma"] = -1.0
+    with pytest.raises(ValueError, match=r"Invalid sigma: -1.0 in param group 1"):
+        opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert torch.equal(opt.stdev, stdev)
+    opt.param_groups[1]["sigma"] = 0.3
+    opt.step(lambda pop: (pop.flat**2).sum(1))  # now group 0's halving applies, once
+    assert opt.generation == 2
