@@ -485,6 +485,8 @@ class CMAES(PopulationOptimizer):
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
         es = self.es
+        if [g["lr"] for g in self.param_groups] != self._lr_seen:  # checked before sigma moves
+            es.sp.cmean = self._group_lr()
         old = st["group_sigma"]
         if [g["sigma"] for g in self.param_groups] != old:  # a schedule moved sigma: rescale
             sigmas = self._group_sigmas()
@@ -496,8 +498,6 @@ class CMAES(PopulationOptimizer):
                 )
             es.sigma *= ratios[0]
             st["group_sigma"] = sigmas
-        if [g["lr"] for g in self.param_groups] != self._lr_seen:
-            es.sp.cmean = self._group_lr()
         X = es.ask()
         self._pending = {"X": X}
         flat = torch.from_numpy(np.array(X))  # float64 on the CPU

@@ -413,3 +413,20 @@ def test_a_param_group_outside_the_bounds_is_taken_back_out():
     assert len(opt.param_groups) == 1 and opt.num_params == 3 and opt.popsize == 6
     opt.step(lambda pop: (pop.flat**2).sum(1))
     assert opt.generation == 1
+
+
+def test_a_bad_lr_fails_the_step_before_a_sigma_change_is_applied():
+    """Regression: a sigma change was applied to pycma's step size before a bad lr (set
+    in the same groups) raised, so a failed step changed the state."""
+    x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = evoopt.CMAES([x], popsize=6, sigma=0.5, seed=0)
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    sigma = opt.sigma
+    opt.param_groups[0]["sigma"] = 0.25
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"Invalid lr: -1.0"):
+        opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert opt.sigma == sigma
+    opt.param_groups[0]["lr"] = 1.0
+    opt.step(lambda pop: (pop.flat**2).sum(1))
+    assert opt.generation == 2
