@@ -186,6 +186,7 @@ class XNES(PopulationOptimizer):
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         D = self.num_params
+        sigma_lr, b_lr = self._matrix_rate("sigma_lr"), self._matrix_rate("b_lr")  # may raise: first
         s = self._pending["s"].to(torch.float64)
         w = -nes_utilities(u.to(torch.float64))  # eq. 11, best largest
         eye = torch.eye(D, device=s.device, dtype=torch.float64)
@@ -198,8 +199,8 @@ class XNES(PopulationOptimizer):
             lr = lr.to(torch.float64)
         step = lr * st["sigma"] * (st["B"] @ G_delta)
         st["mean"] = st["mean"] + step.to(st["mean"].dtype)
-        st["sigma"] = st["sigma"] * torch.exp(0.5 * self._matrix_rate("sigma_lr") * G_sigma)
-        st["B"] = st["B"] @ torch.linalg.matrix_exp(0.5 * self._matrix_rate("b_lr") * G_B)
+        st["sigma"] = st["sigma"] * torch.exp(0.5 * sigma_lr * G_sigma)
+        st["B"] = st["B"] @ torch.linalg.matrix_exp(0.5 * b_lr * G_B)
 
     # ------------------------------------------------------------ checkpoint
     def _check_loaded_state(self, st: dict[str, Any]) -> None:

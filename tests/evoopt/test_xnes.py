@@ -275,3 +275,23 @@ def test_a_param_group_beyond_max_params_is_taken_back_out(monkeypatch):
     assert len(opt.param_groups) == 1 and opt.num_params == 3
     opt.step(lambda pop: (pop.flat**2).sum(1))
     assert opt.generation == 1
+
+
+def test_a_rate_that_differs_between_groups_at_tell_changes_nothing():
+    """Regression: the rates were read after the mean had moved, so a tell that raised
+    (sigma_lr set differently in two groups between ask and tell) left a moved mean, and
+    the retried tell moved it twice."""
+    a = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = evoopt.XNES([{"params": [a]}, {"params": [b]}], popsize=6, seed=0)
+    ref = evoopt.XNES([{"params": [a.detach().clone().requires_grad_()]},
+                       {"params": [b.detach().clone().requires_grad_()]}], popsize=6, seed=0)
+    pop, pop_ref = opt.ask(), ref.ask()
+    losses = (pop.flat**2).sum(1)
+    opt.param_groups[1]["sigma_lr"] = 0.5
+    with pytest.raises(ValueError, match=r"Invalid sigma_lr: .* differ between param groups"):
+        opt.tell(losses)
+    opt.param_groups[1]["sigma_lr"] = None
+    opt.tell(losses)
+    ref.tell((pop_ref.flat**2).sum(1))
+    assert torch.equal(opt.mean, ref.mean)
