@@ -67,6 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer-kwargs", type=_kv, default={}, metavar="K=V,...")
     p.add_argument("--algo-kwargs", type=_kv, default={}, metavar="K=V,...", help="PPO/Reinforce settings")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--ray-actors", type=int, metavar="N",
+                   help="evaluate the population on N Ray actors (population optimizers; pip install evoopt[ray])")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     p.set_defaults(func=_cmd_train)
@@ -105,7 +107,8 @@ def _cmd_train(args) -> int:
             lr=args.lr, grad_optimizer=args.grad_optimizer, num_envs=args.num_envs, seed=args.seed,
             eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
             run_dir=args.run_dir, resume=args.resume, progress=progress, target_return=args.target_return,
-            optimizer_kwargs=args.optimizer_kwargs, algo_kwargs=args.algo_kwargs)
+            optimizer_kwargs=args.optimizer_kwargs, algo_kwargs=args.algo_kwargs,
+            rollout_kwargs={"num_actors": args.ray_actors} if args.ray_actors else None)
     except ValueError as e:
         if str(e).startswith("Invalid"):
             raise _usage(e) from None

@@ -106,7 +106,13 @@ class _PopulationRunner:
             kw["lr"] = lr
         self.policy = policy
         self.opt = evoopt.get_optimizer(name)(policy.parameters(), popsize=popsize, seed=seed, **kw)
-        self.objective = PopulationRollout(env_id, policy, self.opt.popsize, seed=seed, **rollout_kwargs)
+        if rollout_kwargs.get("num_actors"):  # opt-in: the same rollout on Ray actors (same numbers)
+            from .ray_rollout import RayPopulationRollout
+
+            self.objective = RayPopulationRollout(env_id, policy, self.opt.popsize, seed=seed, **rollout_kwargs)
+        else:
+            self.objective = PopulationRollout(env_id, policy, self.opt.popsize, seed=seed,
+                                               **{k: v for k, v in rollout_kwargs.items() if k != "num_actors"})
 
     @property
     def env_steps(self) -> int:
@@ -262,6 +268,9 @@ def train(
     if not gradient and optimizer not in evoopt.population_optimizers():
         names = sorted([*GRADIENT_METHODS, *evoopt.population_optimizers()])
         raise ValueError(f"Invalid optimizer: {optimizer!r} (expected one of {names})")
+    if gradient and (rollout_kwargs or {}).get("num_actors"):
+        raise ValueError(f"Invalid num_actors for {optimizer!r}: Ray actors evaluate populations "
+                         "(expected a population optimizer, or no num_actors)")
     if resume and run_dir is None:
         raise ValueError("Invalid resume: True needs run_dir (where the checkpoint is)")
 
@@ -377,6 +386,9 @@ def train(
         if graceful is not None:
             graceful.__exit__(None, None, None)
         bar.close()
+        close = getattr(getattr(runner, "objective", None), "close", None)
+        if close is not None and type(runner.objective).__name__ == "RayPopulationRollout":
+            close()  # release the actors
         if writer is not None:
             writer.close()
 

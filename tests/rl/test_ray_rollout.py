@@ -180,3 +180,16 @@ def test_bad_arguments():
         RayPopulationRollout("CartPole-v1", policy, 4, chunk_size=0)
     with pytest.raises(ValueError, match="Invalid timeout: 0"):
         RayPopulationRollout("CartPole-v1", policy, 4, timeout=0)
+
+
+def test_train_with_ray_actors_equals_the_in_process_run(tmp_path):
+    from rl.train import train
+
+    common = dict(optimizer="pgpe", policy="linear", popsize=8, iterations=3, seed=5, eval_every=3,
+                  eval_episodes=2, progress=False, plot=False)
+    local = train("CartPole-v1", **common)
+    remote = train("CartPole-v1", rollout_kwargs={"num_actors": 2}, **common)
+    assert [r["train_return"] for r in remote.history] == [r["train_return"] for r in local.history]
+    assert remote.final_eval == local.final_eval
+    with pytest.raises(ValueError, match="Invalid num_actors for 'ppo'"):
+        train("CartPole-v1", optimizer="ppo", iterations=1, rollout_kwargs={"num_actors": 2}, progress=False)
