@@ -174,6 +174,9 @@ class PopulationOptimizer(Optimizer):
 
     #: True when members come in antithetic pairs (+eps, -eps): popsize must be even.
     mirrored: bool = False
+    #: dtype of the losses ``_update`` receives (``None``: the parameters' dtype). CMA-ES
+    #: asks for float64 so that pycma ranks and stops on unrounded fitness values.
+    loss_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -237,7 +240,12 @@ class PopulationOptimizer(Optimizer):
             )
         super().add_param_group(param_group)
         if getattr(self, "layout", None) is not None:
-            self._build_layout()
+            try:
+                self._build_layout()
+            except ValueError:  # refused (dtype, device, ...): leave the optimizer as it was
+                self.param_groups.pop()
+                self._build_layout()
+                raise
 
     @property
     def num_params(self) -> int:
@@ -384,15 +392,16 @@ class PopulationOptimizer(Optimizer):
         bi = int(np.argmin(unp))  # non-finite members are strictly worse than any finite one
         gen_best = float(lnp[bi])
         mean_loss = float(lnp[finite].mean() if nbad else lnp.mean())
-        if self._dtype != torch.float64:
+        dtype = self.loss_dtype or self._dtype
+        if dtype != torch.float64:
             # finite losses beyond the parameters' dtype would become inf in the cast: scale
             # them by a power of two (every algorithm is invariant to a positive scale --
             # ranks, or raw values divided by their spread)
-            limit = torch.finfo(self._dtype).max / (4 * P)
+            limit = torch.finfo(dtype).max / (4 * P)
             big = float(np.abs(unp).max())
             if big > limit:
                 unp = unp * 2.0 ** math.floor(math.log2(limit / big))
-        u = torch.from_numpy(unp).to(device=self._device, dtype=self._dtype)
+        u = torch.from_numpy(unp).to(device=self._device, dtype=dtype)
         st = self._st
         self._update(st, u)
         self._pending_pop = None

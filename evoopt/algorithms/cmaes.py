@@ -335,6 +335,8 @@ class CMAES(PopulationOptimizer):
     the pycma objects) and ``sampler_rng`` (the sampler generator's state).
     """
 
+    loss_dtype = torch.float64  # pycma ranks and stops on unrounded fitness values
+
     def __init__(
         self,
         params,

@@ -262,3 +262,25 @@ def test_nonfinite_warning_message_count_and_no_warning_when_clean():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         opt.tell(torch.arange(8.0))
+
+
+def test_refused_param_group_leaves_the_optimizer_as_it_was():
+    x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = EliteRS([x], sigma=0.1)
+    with pytest.raises(ValueError, match="expected all parameters on one device with one dtype"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "sigma": 0.5})
+    assert len(opt.param_groups) == 1 and opt.num_params == 3
+    assert opt.group_values("sigma") == 0.1
+
+
+def test_cmaes_gets_float64_losses_from_float32_parameters():
+    import evoopt
+
+    x = torch.nn.Parameter(torch.zeros(4))
+    opt = evoopt.CMAES([x], sigma=0.1, seed=0)
+    seen = []
+    update = opt._update
+    opt._update = lambda st, u: (seen.append(u), update(st, u))
+    pop = opt.ask()
+    opt.tell(1e4 + 1e-4 * torch.arange(len(pop), dtype=torch.float64))  # ties in float32
+    assert seen[0].dtype == torch.float64 and len(set(seen[0].tolist())) == len(pop)
