@@ -101,8 +101,9 @@ class InnerOptimizerMixin:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         meta = state_dict.get(META_KEY) if isinstance(state_dict, dict) else None
-        if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
-            self._check_inner(meta)
+        same_shapes = isinstance(meta, dict) and meta.get("shapes") == [list(s) for s in self.layout.shapes]
+        if same_shapes and meta.get("optimizer") == type(self).__name__:
+            self._check_inner(meta)  # (other mismatches get the base class's message)
         super().load_state_dict(state_dict)  # checks the rest before changing anything
         # torch's load_state_dict keeps the given tensors (``.to`` is a no-op when the dtype
         # and device match): clone, or two optimizers loaded from one state_dict would share
