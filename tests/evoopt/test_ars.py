@@ -10,18 +10,9 @@ import torch
 import evoopt
 from evoopt.algorithms.ars import ARS
 
-
-def sphere(pop):
-    return (pop.flat**2).sum(1)
-
-
-def rosenbrock(pop):
-    x = pop.flat
-    return (100 * (x[:, 1:] - x[:, :-1] ** 2) ** 2 + (1 - x[:, :-1]) ** 2).sum(1)
-
-
-def f_mean(opt, f):
-    return float(f(evoopt.Population(opt.mean[None], opt.layout))[0])
+from ._objectives import f_mean
+from ._objectives import rosenbrock_pop as rosenbrock
+from ._objectives import sphere_pop as sphere
 
 
 def make(x0=1.0, D=10, dtype=torch.float64, **kw):

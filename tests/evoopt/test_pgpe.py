@@ -13,12 +13,7 @@ import evoopt
 D = 10
 
 
-def sphere(x):
-    return (x**2).sum(-1)
-
-
-def rosenbrock(x):
-    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+from ._objectives import rosenbrock, sphere
 
 
 def roundtrip(obj):

@@ -17,17 +17,7 @@ from evoopt import population_optimizers
 D = 10
 
 
-def sphere(x):
-    return (x**2).sum(-1)
-
-
-def rosenbrock(x):
-    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
-
-
-def rastrigin(x):
-    return 10 * x.shape[-1] + (x**2 - 10 * torch.cos(2 * math.pi * x)).sum(-1)
-
+from ._objectives import rastrigin, rosenbrock, sphere
 
 FUNCTIONS = {"sphere": (sphere, 3.0), "rosenbrock": (rosenbrock, 0.0), "rastrigin": (rastrigin, 3.0)}
 
