@@ -370,28 +370,30 @@ class PopulationOptimizer(Optimizer):
         pop = self._pending_pop
         P = len(pop)
         losses = self._check_losses(losses, P)
-        # bookkeeping in numpy: for small P a handful of numpy calls cost far less than
-        # the equivalent torch ops (this is most of tell's overhead around pycma)
-        lnp = losses.numpy()
-        finite = np.isfinite(lnp)
-        nbad = P - int(finite.sum())
+        # bookkeeping in plain Python / numpy: after an algorithm's numpy work (pycma) each
+        # small torch op costs 10-25 us, which is most of tell's overhead around pycma
+        vals = losses.numpy().tolist()
+        finite = [math.isfinite(v) for v in vals]
+        nbad = P - sum(finite)
         if nbad == P:
             raise ValueError(
                 f"all {P} losses of generation {self.generation} are NaN or infinite; "
                 "the optimizer's state is unchanged (check the objective)"
             )
-        unp = -lnp if self.maximize else lnp.copy()
+        uvals = [-v for v in vals] if self.maximize else list(vals)
         if nbad:
             warnings.warn(
                 f"{nbad} of {P} losses are NaN or infinite; those members rank worst",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            good = unp[finite]
-            unp[~finite] = good.max() + max(good.max() - good.min(), 1.0)
-        bi = int(np.argmin(unp))  # non-finite members are strictly worse than any finite one
-        gen_best = float(lnp[bi])
-        mean_loss = float(lnp[finite].mean() if nbad else lnp.mean())
+            good = [v for v, f in zip(uvals, finite) if f]
+            worst = max(good) + max(max(good) - min(good), 1.0)
+            uvals = [v if f else worst for v, f in zip(uvals, finite)]
+        bi = min(range(P), key=uvals.__getitem__)  # non-finite members are strictly worse
+        gen_best = vals[bi]
+        mean_loss = sum(v for v, f in zip(vals, finite) if f) / (P - nbad)
+        unp = np.array(uvals, dtype=np.float64)
         dtype = self.loss_dtype or self._dtype
         if dtype != torch.float64:
             # finite losses beyond the parameters' dtype would become inf in the cast: scale
@@ -401,7 +403,9 @@ class PopulationOptimizer(Optimizer):
             big = float(np.abs(unp).max())
             if big > limit:
                 unp = unp * 2.0 ** math.floor(math.log2(limit / big))
-        u = torch.from_numpy(unp).to(device=self._device, dtype=dtype)
+        u = torch.from_numpy(unp)
+        if dtype != torch.float64 or self._device.type != "cpu":
+            u = u.to(device=self._device, dtype=dtype)
         st = self._st
         self._update(st, u)
         self._pending_pop = None
@@ -435,7 +439,9 @@ class PopulationOptimizer(Optimizer):
             )
         if not (losses.is_floating_point() or losses.dtype in (torch.int32, torch.int64)):
             raise ValueError(f"Invalid losses: dtype {losses.dtype} (expected a real dtype)")
-        return losses.to(dtype=torch.float64, device="cpu", copy=True)
+        if losses.dtype == torch.float64 and losses.device.type == "cpu":
+            return torch.from_numpy(losses.numpy().copy())  # one numpy copy: cheaper than .to
+        return losses.to(dtype=torch.float64, device="cpu")
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable | None = None) -> Tensor:  # type: ignore[override]
