@@ -24,7 +24,7 @@ import time
 import torch
 
 import evoopt
-from rl import PopulationRollout, make_policy
+from rl import PopulationRollout, RunningNorm, make_policy
 
 # env: (threshold, paper V2-t episodes, lr, N directions, b top, sigma, reward_shift)
 TASKS = {
@@ -35,10 +35,12 @@ TASKS = {
 
 
 def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episodes: int,
-        obs_norm: bool = True):
+        obs_norm: bool = True, min_var: float = 1e-2):
     threshold, _, lr, n_dirs, top, sigma, shift = TASKS[env_id]
     popsize = 2 * n_dirs
-    policy = make_policy(env_id, kind="linear", obs_norm=obs_norm)
+    policy = make_policy(env_id, kind="linear")
+    if obs_norm:
+        policy = make_policy(env_id, kind="linear", obs_norm=RunningNorm(policy.obs_dim, min_var=min_var))
     opt = evoopt.ARS(policy.parameters(), lr=lr, sigma=sigma, popsize=popsize, num_top=top, seed=seed)
     objective = PopulationRollout(env_id, policy, popsize, seed=seed, reward_shift=shift)
     start = time.perf_counter()
@@ -66,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--eval-episodes", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--v1", action="store_true", help="ARS V1: no observation normalisation")
+    ap.add_argument("--min-var", type=float, default=1e-2,
+                    help="variance floor of the observation normaliser (ARS's code: none)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{'env':15s} {'seed':>4s} {'episodes':>9s} {'paper':>6s} {'ratio':>6s} {'wall s':>8s} "
@@ -77,7 +81,7 @@ def main(argv=None):
         rows = []
         for seed in args.seeds:
             eps, wall, ret, steps = run(env_id, seed, int(args.max_episodes_factor * paper), every,
-                                        args.eval_episodes, obs_norm=not args.v1)
+                                        args.eval_episodes, obs_norm=not args.v1, min_var=args.min_var)
             rows.append(eps)
             shown = f"{eps:9d}" if eps is not None else f"{'>' + str(int(args.max_episodes_factor * paper)):>9s}"
             ratio = f"{eps / paper:6.2f}" if eps is not None else "     -"
