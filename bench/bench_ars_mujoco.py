@@ -68,8 +68,8 @@ def main(argv=None):
     ap.add_argument("--eval-episodes", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--v1", action="store_true", help="ARS V1: no observation normalisation")
-    ap.add_argument("--min-var", type=float, default=1e-2,
-                    help="variance floor of the observation normaliser (ARS's code: none)")
+    ap.add_argument("--min-var", type=float, default=1e-8,
+                    help="variance floor of the observation normaliser (default: ~none, as ARS code; rl default 1e-2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{'env':15s} {'seed':>4s} {'episodes':>9s} {'paper':>6s} {'ratio':>6s} {'wall s':>8s} "

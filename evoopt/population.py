@@ -174,6 +174,10 @@ class PopulationOptimizer(Optimizer):
 
     #: True when members come in antithetic pairs (+eps, -eps): popsize must be even.
     mirrored: bool = False
+    #: constructor settings a checkpoint must match (saved in the meta, checked on load)
+    settings: tuple[str, ...] = ()
+    #: entries of the population state that are [D] vectors (their shape is checked on load)
+    vector_state: tuple[str, ...] = ()
     #: dtype of the losses ``_update`` receives (``None``: the parameters' dtype). CMA-ES
     #: asks for float64 so that pycma ranks and stops on unrounded fitness values.
     loss_dtype: torch.dtype | None = None
@@ -498,6 +502,7 @@ class PopulationOptimizer(Optimizer):
             "maximize": self.maximize,
             "seed": self.seed,
             "rng": self._gen.get_state(),
+            **{key: getattr(self, key) for key in self.settings},
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -532,7 +537,7 @@ class PopulationOptimizer(Optimizer):
                 f"{name}.load_state_dict: parameter shapes differ: saved {meta.get('shapes')}, "
                 f"this optimizer has {shapes}"
             )
-        for key in ("popsize", "maximize"):
+        for key in ("popsize", "maximize", *self.settings):
             if meta.get(key) != getattr(self, key):
                 raise ValueError(
                     f"{name}.load_state_dict: saved {key}={meta.get(key)!r}, this optimizer has "
@@ -569,7 +574,16 @@ class PopulationOptimizer(Optimizer):
             self.layout.load_(self.state[STATE_KEY]["mean"])
 
     def _check_loaded_state(self, st: dict[str, Any]) -> None:
-        """Hook: subclasses check algorithm-specific entries; raise ValueError if wrong."""
+        """Checks the :attr:`vector_state` entries; subclasses extend it for other
+        algorithm-specific entries (raise ValueError if wrong)."""
+        D = self.num_params
+        for key in self.vector_state:
+            v = st.get(key)
+            if not isinstance(v, Tensor) or v.shape != (D,):
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: saved {key} has shape "
+                    f"{getattr(v, 'shape', None)}, expected ({D},)"
+                )
 
     def _check_loaded_structure(self, state_dict: dict[str, Any], meta) -> None:
         """Types of the containers, the RNG state and the groups' hyperparameters, checked

@@ -76,6 +76,8 @@ class ARS(PopulationOptimizer):
     State (``state["population"]``): ``mean`` [D] only -- ARS adapts nothing else.
     """
 
+    settings = ("num_top",)  # a checkpoint must match them
+
     mirrored = True
 
     def __init__(
@@ -146,17 +148,3 @@ class ARS(PopulationOptimizer):
         st["mean"] = st["mean"] + lr / (b * sigma_r) * ((r_plus - r_minus) @ delta)
 
     # ------------------------------------------------------------ checkpoint
-    def _meta(self) -> dict[str, Any]:
-        meta = super()._meta()
-        meta["num_top"] = self.num_top
-        return meta
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        meta = state_dict.get("evoopt") if isinstance(state_dict, dict) else None
-        if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
-            if meta.get("num_top") != self.num_top:
-                raise ValueError(
-                    f"ARS.load_state_dict: saved num_top={meta.get('num_top')!r}, this optimizer "
-                    f"has num_top={self.num_top!r}"
-                )
-        super().load_state_dict(state_dict)

@@ -114,6 +114,9 @@ class CEM(PopulationOptimizer):
     deviations), ``sigma_group`` [D] (the groups' ``sigma`` that ``sigma_vec`` refers to).
     """
 
+    settings = ("elite_frac", "weights")  # a checkpoint must match them
+    vector_state = ("sigma_vec", "sigma_group")
+
     def __init__(
         self,
         params,
@@ -206,29 +209,3 @@ class CEM(PopulationOptimizer):
         st["sigma_vec"] = (1 - sigma_lr) * sig + sigma_lr * torch.sqrt(var_elite + z_t)
 
     # ------------------------------------------------------------ checkpoint
-    def _meta(self) -> dict[str, Any]:
-        meta = super()._meta()
-        meta["elite_frac"] = self.elite_frac
-        meta["weights"] = self.weights
-        return meta
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        meta = state_dict.get("evoopt") if isinstance(state_dict, dict) else None
-        if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
-            for key in ("elite_frac", "weights"):
-                if meta.get(key) != getattr(self, key):
-                    raise ValueError(
-                        f"CEM.load_state_dict: saved {key}={meta.get(key)!r}, this optimizer has "
-                        f"{key}={getattr(self, key)!r}"
-                    )
-        super().load_state_dict(state_dict)
-
-    def _check_loaded_state(self, st: dict[str, Any]) -> None:
-        D = self.num_params
-        for key in ("sigma_vec", "sigma_group"):
-            v = st.get(key)
-            if not isinstance(v, Tensor) or v.shape != (D,):
-                raise ValueError(
-                    f"CEM.load_state_dict: saved {key} has shape {getattr(v, 'shape', None)}, "
-                    f"expected ({D},)"
-                )

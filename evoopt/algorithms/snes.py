@@ -83,6 +83,9 @@ class SNES(PopulationOptimizer):
     refers to, used to rescale it when a group's ``sigma`` changes).
     """
 
+    settings = ("mirrored",)  # a checkpoint must match them
+    vector_state = ("sigma_vec", "sigma_group")
+
     def __init__(
         self,
         params,
@@ -155,27 +158,3 @@ class SNES(PopulationOptimizer):
         st["sigma_vec"] = st["sigma_vec"] * torch.exp(0.5 * sigma_lr * g_sig)
 
     # ------------------------------------------------------------ checkpoint
-    def _meta(self) -> dict[str, Any]:
-        meta = super()._meta()
-        meta["mirrored"] = self.mirrored
-        return meta
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        meta = state_dict.get("evoopt") if isinstance(state_dict, dict) else None
-        if isinstance(meta, dict) and meta.get("optimizer") == type(self).__name__:
-            if meta.get("mirrored") != self.mirrored:
-                raise ValueError(
-                    f"SNES.load_state_dict: saved mirrored={meta.get('mirrored')!r}, "
-                    f"this optimizer has mirrored={self.mirrored!r}"
-                )
-        super().load_state_dict(state_dict)
-
-    def _check_loaded_state(self, st: dict[str, Any]) -> None:
-        D = self.num_params
-        for key in ("sigma_vec", "sigma_group"):
-            v = st.get(key)
-            if not isinstance(v, Tensor) or v.shape != (D,):
-                raise ValueError(
-                    f"SNES.load_state_dict: saved {key} has shape {getattr(v, 'shape', None)}, "
-                    f"expected ({D},)"
-                )
