@@ -111,3 +111,15 @@ class EpisodeTracker:
         ln = float(np.mean(self.lengths)) if n else float("nan")
         self.returns, self.lengths = [], []
         return r, ln, n
+
+
+def run_until(algo, total_timesteps: int, callback=None) -> list[dict[str, float]]:
+    """Call ``algo.iterate()`` until ``algo.global_step >= total_timesteps`` or
+    ``callback(metrics)`` returns True; the list of metrics of every iteration."""
+    history = []
+    while algo.global_step < total_timesteps:
+        m = algo.iterate()
+        history.append(m)
+        if callback is not None and callback(m):
+            break
+    return history

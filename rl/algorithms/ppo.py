@@ -59,7 +59,7 @@ from torch import nn
 from evoopt._validation import check_int, check_positive, check_range
 
 from ..returns import compute_gae, next_values_from
-from .common import EpisodeTracker, build_optimizer, check_vector_env, sample_action, to_env_action
+from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
 
 __all__ = ["PPO", "PPO_METRICS"]
 
@@ -276,13 +276,7 @@ class PPO:
         """Iterate until ``global_step >= total_timesteps``; ``callback(metrics)`` after each
         iteration may return True to stop. Returns the list of metrics."""
         self.total_timesteps = check_int("total_timesteps", total_timesteps)
-        history = []
-        while self.global_step < self.total_timesteps:
-            m = self.iterate()
-            history.append(m)
-            if callback is not None and callback(m):
-                break
-        return history
+        return run_until(self, self.total_timesteps, callback)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from torch import nn
 from evoopt._validation import check_choice, check_int, check_positive, check_range
 
 from ..returns import discounted_returns
-from .common import EpisodeTracker, build_optimizer, check_vector_env, sample_action, to_env_action
+from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
 
 __all__ = ["Reinforce", "REINFORCE_METRICS"]
 
@@ -186,14 +186,7 @@ class Reinforce:
 
     def learn(self, total_timesteps: int, callback=None) -> list[dict[str, float]]:
         """Iterate until ``global_step >= total_timesteps`` (or ``callback(metrics)`` is True)."""
-        total_timesteps = check_int("total_timesteps", total_timesteps)
-        history = []
-        while self.global_step < total_timesteps:
-            m = self.iterate()
-            history.append(m)
-            if callback is not None and callback(m):
-                break
-        return history
+        return run_until(self, check_int("total_timesteps", total_timesteps), callback)
 
     def state_dict(self) -> dict[str, Any]:
         return {
