@@ -53,6 +53,28 @@ STATE_KEY = "population"
 META_KEY = "evoopt"
 
 
+def _no_grad(fn):
+    """``torch.no_grad()`` as a decorator, without its per-call context objects (ask/tell
+    run every generation; around pycma each object costs microseconds)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        prev = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch._C._set_grad_enabled(prev)
+
+    return wrapper
+
+
+def _numpy_ok(t: Tensor) -> bool:
+    """A CPU tensor whose dtype numpy has: a numpy view skips torch's dispatch (which costs
+    10-25 us per small op right after an algorithm's numpy work, e.g. pycma's)."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
+
+
 class ParamLayout:
     """The map between a list of parameter tensors and one flat vector of ``D`` numbers."""
 
@@ -85,7 +107,11 @@ class ParamLayout:
             with torch.no_grad():
                 return self.load_(flat)
         if len(self.params) == 1:  # the common black-box case: skip the split
-            self.params[0].copy_(flat.view(self.shapes[0]))
+            p = self.params[0]
+            if _numpy_ok(p) and _numpy_ok(flat) and p.dtype == flat.dtype and p.is_contiguous():
+                np.copyto(p.data.numpy().reshape(-1), flat.numpy())  # in place, no dispatch
+            else:
+                p.copy_(flat.view(self.shapes[0]))
             return
         for p, v in zip(self.params, self.unflatten(flat)):
             p.copy_(v)
@@ -353,7 +379,7 @@ class PopulationOptimizer(Optimizer):
         return torch.randn(*shape, generator=self._gen, device=self._device, dtype=self._dtype)
 
     # ------------------------------------------------------------- ask / tell
-    @torch.no_grad()
+    @_no_grad
     def ask(self) -> Population:
         """Sample a generation of ``popsize`` members from the current distribution."""
         st = self._st
@@ -361,7 +387,7 @@ class PopulationOptimizer(Optimizer):
         self._pending_pop = Population(flat, self.layout)
         return self._pending_pop
 
-    @torch.no_grad()
+    @_no_grad
     def tell(self, losses) -> Tensor:
         """Update the distribution from one loss per member of the last :meth:`ask`.
 
@@ -420,13 +446,15 @@ class PopulationOptimizer(Optimizer):
         prev = st["best_loss"]
         if math.isnan(prev) or (gen_best > prev if self.maximize else gen_best < prev):
             st["best_loss"] = gen_best
-            st["best"] = pop.flat[bi].clone()
+            row = pop.flat[bi]
+            st["best"] = (torch.from_numpy(pop.flat.numpy()[bi].copy())  # cheaper on the CPU
+                          if _numpy_ok(pop.flat) and not pop.flat.requires_grad else row.clone())
         self.last = Generation(
             generation=st["generation"], losses=losses, mean_loss=mean_loss,
             best_loss=gen_best, best_index=bi, num_evals=st["num_evals"], num_nonfinite=nbad,
         )
         self.layout.load_(st["mean"])
-        return torch.tensor(mean_loss, dtype=torch.float64)
+        return torch.from_numpy(np.array(mean_loss, dtype=np.float64))  # 0-dim, cheaper than torch.tensor
 
     def _check_losses(self, losses, P: int) -> Tensor:
         if not isinstance(losses, Tensor):

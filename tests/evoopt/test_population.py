@@ -284,3 +284,16 @@ def test_cmaes_gets_float64_losses_from_float32_parameters():
     pop = opt.ask()
     opt.tell(1e4 + 1e-4 * torch.arange(len(pop), dtype=torch.float64))  # ties in float32
     assert seen[0].dtype == torch.float64 and len(set(seen[0].tolist())) == len(pop)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_load_copies_into_one_parameter_of_any_layout_and_dtype(dtype):
+    base = torch.zeros(3, 2, dtype=dtype)
+    for p in (torch.nn.Parameter(base.clone()), torch.nn.Parameter(base.clone().t())):  # non-contiguous too
+        layout = ParamLayout([p])
+        flat = torch.arange(6, dtype=dtype)
+        layout.load_(flat)
+        assert torch.equal(p.detach().reshape(-1), flat)
+        opt = EliteRS([p], seed=0)
+        opt.step(lambda: p.float().sum())
+        assert torch.equal(p.detach().reshape(-1), opt.mean) and opt.best.dtype == dtype
