@@ -10,9 +10,9 @@ import torch
 import evoopt
 from evoopt.algorithms.cem import CEM
 
-from ._objectives import f_mean
-from ._objectives import rosenbrock_pop as rosenbrock
-from ._objectives import sphere_pop as sphere
+from ._helpers import f_mean
+from ._helpers import rosenbrock_pop as rosenbrock
+from ._helpers import sphere_pop as sphere
 
 
 def make(x0=3.0, D=10, dtype=torch.float64, **kw):

@@ -1,8 +1,6 @@
 """evoopt.CMAES: equal to pycma driven directly, converges within stated budgets, restarts
 (IPOP/BIPOP), exact resume through weights_only checkpoints, no files, no global RNG."""
 
-import io
-import math
 import os
 
 import numpy as np
@@ -12,26 +10,10 @@ import torch
 import evoopt
 from evoopt.algorithms.cmaes import _QUIET, cmaes_default_popsize
 
+from ._helpers import rastrigin, rosenbrock, roundtrip, sphere
+
 cma = pytest.importorskip("cma")
 
-
-def sphere(x):
-    return (x**2).sum(-1)
-
-
-def rosenbrock(x):
-    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
-
-
-def rastrigin(x):
-    return 10 * x.shape[-1] + (x**2 - 10 * torch.cos(2 * math.pi * x)).sum(-1)
-
-
-def roundtrip(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def make(D=8, x0=0.5, dtype=torch.float64, seed=0, **kw):

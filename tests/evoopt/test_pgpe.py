@@ -2,7 +2,6 @@
 a float64 reference of the equations, EvoTorch's own gradients and ClipUp, convergence
 budgets, the sigma-rescaling rule, radius_init, stdev cap, resume, bad input."""
 
-import io
 import math
 
 import pytest
@@ -10,25 +9,10 @@ import torch
 
 import evoopt
 
+from ._helpers import centered_rank_reference as centered_rank
+from ._helpers import rosenbrock, roundtrip, sphere
+
 D = 10
-
-
-from ._objectives import rosenbrock, sphere
-
-
-def roundtrip(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-def centered_rank(u):
-    order = sorted(range(len(u)), key=lambda i: (float(u[i]), i))
-    r = torch.empty(len(u), dtype=torch.float64)
-    for k, i in enumerate(order):
-        r[i] = k / (len(u) - 1) - 0.5
-    return r
 
 
 def test_two_generations_match_a_float64_reference():

@@ -1,7 +1,6 @@
 """The PopulationOptimizer base class, with a minimal test-local algorithm (elitist random
 search), so these checks do not depend on any registered algorithm."""
 
-import io
 import math
 import warnings
 
@@ -9,6 +8,8 @@ import pytest
 import torch
 
 from evoopt.population import ParamLayout, PopulationOptimizer, is_population_objective
+
+from ._helpers import roundtrip as _roundtrip
 
 
 class EliteRS(PopulationOptimizer):
@@ -219,12 +220,6 @@ def test_add_param_group_before_first_step_only():
     with pytest.raises(ValueError, match="cannot add a param group after the first generation"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]})
 
-
-def _roundtrip(sd):
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def test_state_dict_refuses_other_optimizer_and_other_shapes():

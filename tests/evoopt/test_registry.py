@@ -4,7 +4,6 @@ algorithm is tested the moment it is registered, and must add its row here.
 Each row gives the constructor arguments and, per benchmark function, an evaluation
 budget and the value the *center* must reach within it (D = 10)."""
 
-import io
 import math
 from dataclasses import dataclass, field
 
@@ -14,10 +13,11 @@ import torch
 import evoopt
 from evoopt import population_optimizers
 
+from ._helpers import rastrigin, rosenbrock, sphere
+from ._helpers import roundtrip as _roundtrip
+
 D = 10
 
-
-from ._objectives import rastrigin, rosenbrock, sphere
 
 FUNCTIONS = {"sphere": (sphere, 3.0), "rosenbrock": (rosenbrock, 0.0), "rastrigin": (rastrigin, 3.0)}
 
@@ -146,13 +146,6 @@ def test_maximize_mirrors_minimizing_the_negated_loss(name):
     for (xa, la, ba), (xb, lb, bb) in zip(*means):
         assert torch.equal(xa, xb)
         assert la == lb and ba == bb
-
-
-def _roundtrip(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,6 +1,5 @@
 import io
 import math
-import warnings
 
 import gymnasium as gym
 import numpy as np

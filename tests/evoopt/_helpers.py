@@ -1,0 +1,52 @@
+"""Helpers shared by the optimizer tests: benchmark functions on tensors [..., D] and,
+with the ``_pop`` suffix, as population objectives (``pop -> [P]``); a checkpoint round
+trip through ``torch.load(weights_only=True)``; plain reference fitness shaping."""
+
+import io
+import math
+
+import torch
+
+import evoopt
+
+
+def sphere(x):
+    return (x**2).sum(-1)
+
+
+def rosenbrock(x):
+    return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+
+
+def rastrigin(x):
+    return 10 * x.shape[-1] + (x**2 - 10 * (2 * math.pi * x).cos()).sum(-1)
+
+
+def sphere_pop(pop):
+    return sphere(pop.flat)
+
+
+def rosenbrock_pop(pop):
+    return rosenbrock(pop.flat)
+
+
+def f_mean(opt, f):
+    """A population objective ``f`` at the optimizer's center."""
+    return float(f(evoopt.Population(opt.mean[None], opt.layout))[0])
+
+
+def roundtrip(obj):
+    """``obj`` through ``torch.save`` and ``torch.load(weights_only=True)``, as a checkpoint."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def centered_rank_reference(u):
+    """Plain reference: rank / (P - 1) - 0.5, ties by index."""
+    order = sorted(range(len(u)), key=lambda i: (float(u[i]), i))
+    r = torch.empty(len(u), dtype=torch.float64)
+    for k, i in enumerate(order):
+        r[i] = k / (len(u) - 1) - 0.5
+    return r
