@@ -446,9 +446,10 @@ class PopulationOptimizer(Optimizer):
         prev = st["best_loss"]
         if math.isnan(prev) or (gen_best > prev if self.maximize else gen_best < prev):
             st["best_loss"] = gen_best
-            row = pop.flat[bi]
-            st["best"] = (torch.from_numpy(pop.flat.numpy()[bi].copy())  # cheaper on the CPU
-                          if _numpy_ok(pop.flat) and not pop.flat.requires_grad else row.clone())
+            if _numpy_ok(pop.flat) and not pop.flat.requires_grad:  # a numpy copy: no dispatch
+                st["best"] = torch.from_numpy(pop.flat.numpy()[bi].copy())
+            else:
+                st["best"] = pop.flat[bi].clone()
         self.last = Generation(
             generation=st["generation"], losses=losses, mean_loss=mean_loss,
             best_loss=gen_best, best_index=bi, num_evals=st["num_evals"], num_nonfinite=nbad,
