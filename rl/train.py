@@ -386,9 +386,8 @@ def train(
         if graceful is not None:
             graceful.__exit__(None, None, None)
         bar.close()
-        close = getattr(getattr(runner, "objective", None), "close", None)
-        if close is not None and type(runner.objective).__name__ == "RayPopulationRollout":
-            close()  # release the actors
+        if isinstance(runner, _PopulationRunner):
+            runner.objective.close()  # its envs (and Ray actors)
         if writer is not None:
             writer.close()
 
