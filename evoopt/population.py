@@ -593,7 +593,7 @@ class PopulationOptimizer(Optimizer):
         sd["state"] = _clone_tree(sd.get("state", {}))
         super().load_state_dict(sd)
         if STATE_KEY in self.state:
-            self.state[STATE_KEY] = _to_device(self.state[STATE_KEY], self._device, self._dtype)
+            self.state[STATE_KEY] = _to_device(self.state[STATE_KEY], self._device)
         self.seed = meta.get("seed", self.seed)
         if isinstance(rng, Tensor):
             self._gen.set_state(rng.cpu())
@@ -771,15 +771,15 @@ def _clone_tree(x):
     return x
 
 
-def _to_device(x, device, dtype):
+def _to_device(x, device):
     """Move a loaded population state to the parameters' device. Float tensors keep their
     own dtype (float64 state stays float64); only the device follows the parameters."""
     if isinstance(x, Tensor):
         return x.to(device=device)
     if isinstance(x, dict):
-        return {k: _to_device(v, device, dtype) for k, v in x.items()}
+        return {k: _to_device(v, device) for k, v in x.items()}
     if isinstance(x, list):
-        return [_to_device(v, device, dtype) for v in x]
+        return [_to_device(v, device) for v in x]
     return x
 
 
