@@ -92,6 +92,7 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
     """
 
     mirrored = True
+    vector_state = ("stdev",)
 
     def __init__(
         self,
@@ -204,14 +205,8 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
         self._apply_gradient(st, grad_mean)
 
     def _check_loaded_state(self, st: dict[str, Any]) -> None:
-        super()._check_loaded_state(st)
+        super()._check_loaded_state(st)  # stdev's shape
         name = type(self).__name__
-        stdev = st.get("stdev")
-        if not isinstance(stdev, Tensor) or stdev.shape != (self.num_params,):
-            raise ValueError(
-                f"{name}.load_state_dict: saved stdev has shape {getattr(stdev, 'shape', None)}, "
-                f"expected ({self.num_params},)"
-            )
         gs = st.get("group_sigma")
         if not isinstance(gs, list) or len(gs) != len(self.param_groups):
             raise ValueError(
