@@ -20,13 +20,16 @@ The population's tensors are matched to the model's parameters by *identity*
 (``pop.layout.params`` are the model's ``Parameter`` objects), so parameter groups,
 frozen layers and tied weights need no naming convention.
 
-A plain ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations (the
-usual ES policy) takes a faster route with the same result: a shared input meets the
-stacked weights in one dense GEMM (``x @ W.reshape(P*out, in).T``), later layers are
-``bmm``/``baddbmm`` calls, members are processed in chunks whose activations fit in the
-CPU's L2 cache, and only ``loss_fn`` runs under vmap. On a 2-core CPU this measured
-1.4x (one observation per member) and 2.8x (a shared batch of 256 rows) faster than
-vmap over ``functional_call`` (``bench/bench_population_forward.py``).
+A plain ``nn.Sequential`` of ``Linear``/``Conv`` layers, elementwise activations,
+pooling and ``Flatten`` (the usual ES policy, a small conv net) takes a faster route with
+the same result (``evoopt/_fastpath.py``): a shared input meets the stacked weights in
+one dense GEMM (``x @ W.reshape(P*out, in).T``) or one convolution with ``P*out``
+channels, later layers are ``bmm`` calls or grouped convolutions in ``channels_last``,
+members are processed in chunks whose activations fit in the CPU's L2 cache, and only
+``loss_fn`` runs under vmap. On a 2-core CPU this measured 1.4x (one observation per
+member) and 2.8x (a shared batch of 256 rows) faster than vmap over ``functional_call``
+for an MLP, and about 10x for a small conv net on 256 rows
+(``bench/bench_population_forward.py``, ``bench/bench_vs_evotorch.py``).
 
 Chunking (``chunk_size``) uses vmap's own chunking (measured no slower than a loop
 over slices, and it keeps ``randomness="same"`` identical across chunks). It bounds
@@ -51,10 +54,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn.modules import module as _module
 
+from ._fastpath import fast_forward as _fast_forward
 from ._validation import check_choice, check_int
 from .population import Population
 
@@ -188,110 +192,6 @@ def _is_vmap_error(exc: RuntimeError) -> bool:
     return any(k in msg for k in ("vmap", "Batching rule", "BatchedTensor", "batched tensor"))
 
 
-# ------------------------------------------------------------------ MLP fast path
-# Elementwise, parameter-free modules: applying them to a [P, N, h] tensor is exact.
-_ELEMENTWISE = (nn.Identity, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.LeakyReLU, nn.ELU,
-                nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign,
-                nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink)
-# In-place twins, used once h is an intermediate this module allocated.
-_INPLACE = {nn.Tanh: torch.tanh_, nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Identity: lambda h: h}
-
-#: Bytes of activations per chunk of members on CPU: [chunk, N, width] tensors of about
-#: this size stay in L2, which made the shared-batch forward 2.4x faster (measured,
-#: bench/bench_population_forward.py (b)); with one row per member no chunking happens.
-_CACHE_BYTES = 1 << 20
-
-
-def _mlp_layers(model: nn.Module) -> list[nn.Module] | None:
-    """The layers of ``model`` if it is a plain ``nn.Sequential`` of ``nn.Linear`` and
-    elementwise activations (exact types, no hooks), else ``None``."""
-    if type(model) is not nn.Sequential or not len(model):
-        return None
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-        return None
-    layers = list(model)
-    for m in [model, *layers]:
-        if m._forward_hooks or m._forward_pre_hooks:
-            return None
-    if not all(type(m) is nn.Linear or type(m) in _ELEMENTWISE for m in layers):
-        return None
-    return layers
-
-
-def _mlp_forward(layers: list[nn.Module], by_id: dict[int, Tensor], x: Tensor, P: int,
-                 per_member: bool) -> Tensor:
-    """A Sequential MLP for all members with batched matmuls (same result as vmap).
-
-    ``h`` is ``[N, d]`` while no member-specific parameter has been applied (shared input)
-    and ``[P, N, d]`` after: a shared ``h`` meets a batched weight in one dense GEMM
-    ``h @ W.reshape(P*out, in).T``, a batched ``h`` a ``bmm``.
-    """
-    lead = x.shape[1:-1] if per_member else x.shape[:-1]
-    h = x.reshape(P, -1, x.shape[-1]) if per_member else x.reshape(-1, x.shape[-1])
-    batched = per_member
-    own = False  # True once h is a tensor this function made (safe to overwrite)
-    for m in layers:
-        if type(m) is not nn.Linear:
-            if own and type(m) in _INPLACE:
-                _INPLACE[type(m)](h)
-            else:
-                h = m(h.clone() if getattr(m, "inplace", False) and not own else h)
-            continue
-        own = True
-        W = by_id.get(id(m.weight), m.weight)
-        b = None if m.bias is None else by_id.get(id(m.bias), m.bias)
-        if W.dim() == 2:  # a layer shared by all members
-            h = nn.functional.linear(h, W, b if b is None or b.dim() == 1 else None)
-            if b is not None and b.dim() == 2:
-                h = (h if batched else h.unsqueeze(0)) + b.unsqueeze(1)
-                batched = True
-        elif batched:
-            if b is not None and h.shape[1] <= 16:  # few rows: one fused call is cheapest
-                h = torch.baddbmm(b.unsqueeze(-2) if b.dim() == 2 else b, h, W.transpose(1, 2))
-            else:  # many rows: bmm + in-place add beats baddbmm's broadcast copy
-                h = torch.bmm(h, W.transpose(1, 2))
-                if b is not None:
-                    h += b.unsqueeze(1) if b.dim() == 2 else b
-        else:
-            out = W.shape[1]
-            h = h @ W.reshape(P * out, -1).T  # [N, P*out]: one dense GEMM
-            if b is not None:
-                h += b.reshape(-1) if b.dim() == 2 else b.repeat(P)
-            h = h.view(-1, P, out).transpose(0, 1)
-            batched = True
-    if not batched:
-        h = h.expand(P, *h.shape)
-    return h.reshape(P, *lead, h.shape[-1])
-
-
-def _fast_forward(model, by_id, inputs, P, per_member, chunk_size):
-    """The MLP fast path when it applies (a Sequential MLP, one floating tensor input, all
-    population tensors in its Linear layers), else ``None``."""
-    layers = _mlp_layers(model)
-    if layers is None or len(inputs) != 1 or not isinstance(inputs[0], Tensor):
-        return None
-    x = inputs[0]
-    if x.dim() < (2 if per_member else 1) or not x.is_floating_point():
-        return None
-    linears = [m for m in layers if type(m) is nn.Linear]
-    own = {id(t) for m in linears for t in (m.weight, m.bias) if t is not None}
-    if not own.issuperset(by_id):
-        return None  # the generic path names the stranger
-    if x.device.type == "cpu":  # members per chunk whose activations fit in the cache
-        rows = x[0].numel() // x.shape[-1] if per_member else x.numel() // x.shape[-1]
-        width = max(max(m.in_features, m.out_features) for m in linears)
-        fit = max(1, _CACHE_BYTES // (rows * width * x.element_size()))
-        chunk_size = fit if chunk_size is None else min(chunk_size, fit)
-    if chunk_size is None or chunk_size >= P:
-        return _mlp_forward(layers, by_id, x, P, per_member)
-    outs = []
-    for a in range(0, P, chunk_size):
-        n = min(chunk_size, P - a)
-        sub = {k: v[a:a + n] for k, v in by_id.items()}
-        outs.append(_mlp_forward(layers, sub, x[a:a + n] if per_member else x, n, per_member))
-    return torch.cat(outs)
-
-
 # ------------------------------------------------------------------------- objective
 class PopulationObjective:
     """``objective(pop) -> Tensor[P]``: the loss of every member of a population.
@@ -370,7 +270,10 @@ class PopulationObjective:
                 losses.append(self._check_output(loss.unsqueeze(0), 1)[0])
             return torch.stack(losses).to(ref.device)
         out = _fast_forward(self.model, by_id, inputs[:k], P, False, self.chunk_size)
-        if out is not None:  # Sequential MLP: batched matmuls, then vmap over the loss alone
+        if out is not None:  # plain Sequential: batched matmuls, then vmap over the loss alone
+            loss = _few_class_cross_entropy(self.loss_fn, self.reduce, out, inputs[k:])
+            if loss is not None:
+                return loss
             arg = out
             f = vmap(lambda o: self._reduced_loss(o, inputs[k:]), in_dims=(0,),
                      randomness=self.randomness, chunk_size=self.chunk_size)
@@ -386,6 +289,23 @@ class PopulationObjective:
                 raise _vmap_failure(self.model, e, "vmap_objective") from e
             raise
         return self._check_output(loss, P)
+
+
+def _few_class_cross_entropy(loss_fn, reduce, out: Tensor, loss_inputs: tuple) -> Tensor | None:
+    """``F.cross_entropy`` (default arguments) of ``[P, N, C]`` logits against ``[N]``
+    class indices for every member, for ``C < 16``, with the classes in the middle
+    (``[P, C, N]``): torch's CPU log_softmax over a short innermost dim measured 8x slower
+    (C = 10, 256 x 256 rows). ``None`` where this does not apply."""
+    default = loss_fn is F.cross_entropy or (
+        type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None and loss_fn.ignore_index == -100
+        and loss_fn.reduction == "mean" and loss_fn.label_smoothing == 0.0)
+    if not default or reduce is not None or len(loss_inputs) != 1 or out.dim() != 3 or out.shape[-1] >= 16:
+        return None
+    y = loss_inputs[0]
+    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != out.shape[1:2]:
+        return None
+    losses = F.cross_entropy(out.transpose(1, 2), y.expand(out.shape[0], -1), reduction="none")
+    return losses.sum(1) / (y != -100).sum()  # the mean over the targets not ignored, as torch
 
 
 def vmap_objective(model: nn.Module, loss_fn: Callable, *inputs, num_model_inputs: int = 1,

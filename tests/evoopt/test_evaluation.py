@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import evoopt  # noqa: F401 - registers the algorithms
-from evoopt import evaluation
+from evoopt import _fastpath, evaluation
 from evoopt.evaluation import batched_forward, loop_objective, vmap_objective
 from evoopt.population import ParamLayout, Population, PopulationOptimizer, is_population_objective
 from evoopt.registry import population_optimizers
@@ -273,8 +273,79 @@ def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape, m
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=5),
                                ref, atol=1e-5, rtol=0)
-    monkeypatch.setattr(evaluation, "_CACHE_BYTES", 200)  # cache-sized chunks of 1-3 members
+    monkeypatch.setattr(_fastpath, "_CACHE_BYTES", 200)  # cache-sized chunks of 1-3 members
     torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member), ref, atol=1e-5, rtol=0)
+
+
+def _convnets():
+    """Conv nets the Sequential fast path takes (name -> (model, per-member input shape))."""
+    torch.manual_seed(0)
+    return {
+        "lenet": (nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                nn.MaxPool2d(2), nn.Conv2d(4, 6, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1),
+                                nn.Flatten(), nn.Dropout(0.5).eval(), nn.Linear(6, 3)), (5, 64)),
+        "groups+stride": (nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, dilation=1, bias=False), nn.ELU(),
+                                        nn.Conv2d(4, 6, 3, groups=2, padding="same"), nn.AvgPool2d(2),
+                                        nn.Flatten(), nn.Linear(24, 2)), (3, 2, 9, 9)),
+        "grouped first": (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2, dilation=2), nn.ReLU(),
+                                        nn.Flatten(1), nn.Linear(4 * 4 * 4, 2)), (2, 4, 8, 8)),
+        "conv1d": (nn.Sequential(nn.Conv1d(3, 5, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.MaxPool1d(2), nn.Conv1d(5, 2, 2), nn.Flatten(), nn.Linear(6, 2)), (4, 3, 8)),
+    }
+
+
+@pytest.mark.parametrize("name", ["lenet", "groups+stride", "grouped first", "conv1d"])
+@pytest.mark.parametrize("owned", ["all", "conv weights", "last layer", "second conv bias"])
+@pytest.mark.parametrize("per_member", [False, True])
+def test_conv_sequential_path_equals_generic_vmap(name, owned, per_member, monkeypatch):
+    model, shape = _convnets()[name]
+    convs = [m for m in model if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    params = {"all": list(model.parameters()), "conv weights": [c.weight for c in convs],
+              "last layer": list(model[-1].parameters()),
+              "second conv bias": [p for p in [convs[-1].bias, convs[0].bias] if p is not None][:1]}[owned]
+    pop = _population(model, params=params)
+    x = torch.randn(P, *shape) if per_member else torch.randn(*shape)
+    assert _fastpath.fast_forward(model, dict(zip(map(id, params), pop.tensors())), (x,), P,
+                                  per_member, None) is not None  # the fast path is taken
+    ref = _generic_vmap(model, pop, x, per_member)
+    out = batched_forward(model, pop, x, per_member_inputs=per_member)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=3),
+                               ref, atol=1e-5, rtol=0)
+    monkeypatch.setattr(_fastpath, "_CONV_CACHE_BYTES", 2000)  # cache-sized chunks of a few members
+    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member), ref,
+                               atol=1e-5, rtol=0)
+
+
+def test_conv_fast_path_leaves_unsupported_inputs_and_layers_to_vmap():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(0), nn.Linear(2 * 6 * 6, 2))
+    pop = _population(model)
+    by_id = dict(zip(map(id, model.parameters()), pop.tensors()))
+    x = torch.randn(1, 8, 8)  # an unbatched [C, H, W] image: vmap's business
+    assert _fastpath.fast_forward(model, by_id, (x,), P, False, None) is None
+    torch.testing.assert_close(batched_forward(model, pop, x), _generic_vmap(model, pop, x, False),
+                               atol=1e-5, rtol=0)
+    dropout = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))  # train mode: randomness, not identity
+    assert _fastpath.sequential_layers(dropout) is None
+    assert _fastpath.sequential_layers(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))) is None
+    assert _fastpath.sequential_layers(nn.Sequential(nn.MaxPool2d(2, return_indices=True))) is None
+
+
+@pytest.mark.parametrize("loss_fn", [F.cross_entropy, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(label_smoothing=0.1),
+                                     nn.CrossEntropyLoss(reduction="sum"), lambda o, y: F.cross_entropy(o, y)])
+@pytest.mark.parametrize("classes", [3, 20])
+def test_cross_entropy_of_few_classes_equals_the_loop(loss_fn, classes):
+    """Few classes take a transposed cross-entropy (a faster log_softmax); other losses and
+    many classes the vmapped loss_fn: all equal the per-member loop, ignored targets included."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, classes))
+    x, y = _cls_data((6,), classes, n=24)
+    y[:5] = -100  # ignore_index: left out of the mean
+    pop = _population(model)
+    ref = loop_objective(model, loss_fn, x, y)(pop)
+    torch.testing.assert_close(vmap_objective(model, loss_fn, x, y)(pop), ref, atol=1e-5, rtol=1e-6)
 
 
 class DataDependent(nn.Module):
