@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import evoopt  # noqa: F401 - registers the algorithms
-from evoopt import _fastpath, evaluation
+from evoopt import _fastpath
 from evoopt.evaluation import batched_forward, loop_objective, vmap_objective
 from evoopt.population import ParamLayout, Population, PopulationOptimizer, is_population_objective
 from evoopt.registry import population_optimizers
