@@ -327,9 +327,10 @@ def vmap_objective(model: nn.Module, loss_fn: Callable, *inputs, num_model_input
         num_model_inputs: how many of ``inputs`` go to the model (0 for a module whose
             ``forward`` takes no input); the rest go to ``loss_fn``.
         chunk_size: evaluate this many members per vectorized call (vmap's own
-            chunking) to bound peak memory; ``None`` evaluates all at once (a Sequential
-            MLP is chunked for the CPU caches regardless). On CPU, 16-32 also made a small
-            conv net on 256 rows 1.8x faster than ``None`` (smaller intermediates).
+            chunking) to bound peak memory; ``None`` evaluates all at once (a plain
+            Sequential of Linear/Conv layers is chunked for the CPU caches regardless). On
+            CPU, 16-32 also made other conv nets on 256 rows 1.8x faster than ``None``
+            (smaller intermediates).
         randomness: vmap's treatment of random ops (dropout in train mode, noise in the
             model): ``"error"`` refuses them, ``"different"`` draws independently for each
             member, ``"same"`` draws once and shares it across members (also across chunks).
