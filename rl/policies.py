@@ -15,7 +15,7 @@ Public API (stable; other ``rl`` modules build on it)::
     policy.distribution(obs)     -> Categorical | Independent(Normal) over *raw* actions
     policy.act(obs, deterministic=None, generator=None) -> raw action
                                     (Discrete: int64 index; Box: mean or mean + std * eps)
-    policy.to_env(action)        -> the action inside the space's bounds (what env.step takes)
+    policy.to_env(action)        -> the action env.step takes (in the bounds unless squash="none")
     policy.log_prob(obs, action) -> [...];  policy.entropy(obs) -> [...]
     policy.predict(obs)          -> deterministic env action for one numpy observation (numpy)
     policy.action_from_output(out, deterministic=True) -> env action from a forward's output
@@ -28,10 +28,13 @@ action is ``argmax``, the stochastic one a sample of ``Categorical(logits)``; ``
 adds ``start``. ``Box(low, high)``: the network outputs the mean ``mu`` of the action;
 the stochastic policy is the diagonal Gaussian ``N(mu, exp(log_std)^2)`` with a
 state-independent parameter ``log_std``; ``to_env`` maps a raw action ``a`` into the
-bounds, either ``squash="clip"``: ``clip(a, low, high)`` (ARS, OpenAI-ES, cleanrl) or
-``squash="tanh"``: ``low + (tanh(a) + 1) / 2 * (high - low)``. ``log_prob`` is always of
-the raw action (the squashing is part of the environment), so policy gradients stay
-unbiased without a Jacobian term.
+bounds, either ``squash="clip"``: ``clip(a, low, high)`` (OpenAI-ES, cleanrl) or
+``squash="tanh"``: ``low + (tanh(a) + 1) / 2 * (high - low)``, or passes it on unchanged,
+``squash="none"`` (ARS's code: ``LinearPolicy.act`` returns ``W @ obs`` and the env gets
+it as it is; MuJoCo then clamps the control to its ``ctrlrange`` while the control cost
+is computed on the raw action, so actions outside the bounds cost reward instead of
+being free). ``log_prob`` is always of the raw action (the squashing is part of the
+environment), so policy gradients stay unbiased without a Jacobian term.
 
 Initialisation (``init=None`` picks by kind): linear policies start at zero (ARS: the
 first policy is M = 0); MLPs use orthogonal weights with gain sqrt(2) on hidden layers,
@@ -106,7 +109,9 @@ class Policy(nn.Module):
         activation: hidden activation, one of :data:`ACTIVATIONS`.
         stochastic: sample actions by default (``act``); for ``Box`` this adds the
             parameter ``log_std`` (a deterministic Box policy has no distribution).
-        squash: how ``to_env`` maps a Box action into its bounds: ``"clip"`` or ``"tanh"``.
+        squash: how ``to_env`` maps a Box action into its bounds: ``"clip"``, ``"tanh"``,
+            or ``"none"`` (the raw action goes to the env unchanged: the env must accept
+            actions outside its space, as MuJoCo's envs do, which clamp the control).
         log_std_init: initial value of ``log_std``.
         bias: use biases in the linear layers.
         init: ``"zeros"``, ``"orthogonal"`` or ``"torch"`` (PyTorch's default);
@@ -132,8 +137,8 @@ class Policy(nn.Module):
         self.hidden = _check_hidden(hidden)
         if activation not in ACTIVATIONS:
             raise ValueError(f"Invalid activation: {activation!r} (expected one of {sorted(ACTIVATIONS)})")
-        if squash not in ("clip", "tanh"):
-            raise ValueError(f"Invalid squash: {squash!r} (expected 'clip' or 'tanh')")
+        if squash not in ("clip", "tanh", "none"):
+            raise ValueError(f"Invalid squash: {squash!r} (expected 'clip', 'tanh' or 'none')")
         if init is None:
             init = "zeros" if not self.hidden else "orthogonal"
         if init not in ("zeros", "orthogonal", "torch"):
@@ -230,9 +235,12 @@ class Policy(nn.Module):
         return self._sample(out, generator)
 
     def to_env(self, action: Tensor) -> Tensor:
-        """Map raw actions into the action space (``start`` offset, clip or tanh-squash)."""
+        """Map raw actions into the action space (``start`` offset, clip or tanh-squash;
+        ``squash="none"``: Box actions unchanged)."""
         if self.discrete:
             return action + self.action_start if self.action_start else action
+        if self.squash == "none":
+            return action
         low, high = self.action_low.to(action.dtype), self.action_high.to(action.dtype)
         if self.squash == "tanh":
             return low + (torch.tanh(action) + 1.0) * 0.5 * (high - low)

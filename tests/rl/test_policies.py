@@ -41,6 +41,12 @@ def test_box_actions_are_clipped_or_tanh_squashed_into_the_bounds():
     low, high = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
     torch.testing.assert_close(tanh.to_env(raw), low + (torch.tanh(raw) + 1) / 2 * (high - low))
     assert tanh.to_env(torch.zeros(2)).tolist() == [0.0, 0.5]
+    none = Policy(3, BOX, squash="none")  # ARS: the raw action goes to the env
+    assert torch.equal(none.to_env(raw), raw)
+    with torch.no_grad():
+        none.layers[0].weight.copy_(torch.tensor([[3.0, 0.0, 0.0], [0.0, -2.0, 0.0]]))
+    assert none.predict(np.array([1.0, 1.0, 0.0], dtype=np.float32)).tolist() == [3.0, -2.0]
+    assert Policy(3, spaces.Box(-np.inf, np.inf, (2,)), squash="none").to_env(raw).tolist() == raw.tolist()
 
 
 def test_gaussian_log_prob_and_entropy_match_the_formula():
@@ -138,7 +144,7 @@ def test_mlp_initialisation_is_orthogonal_with_small_output_gain():
         (lambda: Policy(0, BOX), "Invalid obs_dim: 0"),
         (lambda: Policy(3, spaces.MultiBinary(2)), "Invalid action_space: MultiBinary"),
         (lambda: Policy(3, BOX, activation="sigmoid"), "Invalid activation: 'sigmoid'"),
-        (lambda: Policy(3, BOX, squash="sin"), "Invalid squash: 'sin'"),
+        (lambda: Policy(3, BOX, squash="sin"), r"Invalid squash: 'sin' \(expected 'clip', 'tanh' or 'none'\)"),
         (lambda: Policy(3, spaces.Box(-np.inf, np.inf, (2,)), squash="tanh"), "needs finite bounds"),
         (lambda: Policy(3, BOX, hidden=(4, 0)), "Invalid hidden"),
         (lambda: Policy(3, BOX, init="xavier"), "Invalid init: 'xavier'"),
