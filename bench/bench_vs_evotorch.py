@@ -27,9 +27,9 @@ is given. Two models, both plain ``nn.Sequential`` nets that evoopt evaluates wi
 vmap (``evoopt/_fastpath.py``: batched matmuls; for the CNN one im2col GEMM for the
 shared input's convolution and channels_last pooling), each at a small minibatch (32
 rows: per-member Python overhead dominates) and a large one (256 rows: arithmetic
-dominates). Measured on the 2-core dev box (--threads 1): MLP 17.7x / 4.5x faster than
-SupervisedNE and 1.2-1.5x / 2.0x faster than its functional vmap (32 / 256 rows); CNN
-15.4x / 7.4x and 5.3x / 10.5x.
+dominates). Measured on the 2-core dev box (--threads 1): MLP 25.4x / 7.0x faster than
+SupervisedNE and 1.7x / 2.6x faster than its functional vmap (32 / 256 rows); CNN
+17.9x / 9.2x and 4.5x / 13.2x (target >= 1.5x).
 
     PYTHONPATH=. python bench/bench_vs_evotorch.py [--threads 1] [--popsize 256] [--rows 32 256]
 """

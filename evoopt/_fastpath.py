@@ -13,8 +13,9 @@ three forms:
 - *grouped*: ``[N, P*C, *spatial]`` for a per-member ``[N, C, *spatial]``: member ``i``'s
   channels are ``i*C .. (i+1)*C - 1`` (vmap's own batching rule for convolutions).
 
-A linear layer meets a shared ``h`` in one dense GEMM ``h @ W.reshape(P*out, in).T``
-and a flat ``h`` in a ``bmm``. A convolution turns a shared input into the grouped form
+A linear layer is one ``bmm`` with the stacked weights (a shared ``h`` broadcast, not
+copied: measured as fast as one dense GEMM ``h @ W.reshape(P*out, in).T`` on 256 rows and
+up to 2.5x faster on few rows, where copying the weights dominated). A convolution turns a shared input into the grouped form
 with ``P*out`` output channels (one ordinary convolution), and a grouped input stays
 grouped (``groups = P * conv.groups``). Pooling and activations are per channel, so they
 apply to the grouped form as it is; on CPU it is kept in ``channels_last``, where
@@ -172,22 +173,19 @@ class _Walk:
                 h = self.to_flat(h)
                 h = h + b.view(self.P, *[1] * (h.dim() - 2), -1)
             return h
-        lead, P, out = h.shape[:-1], self.P, W.shape[1]
-        if self.form == "flat":
-            lead = lead[1:]
-            h = h.reshape(P, -1, h.shape[-1])
-            if b is not None and h.shape[1] <= 16:  # few rows: one fused call is cheapest
-                h = torch.baddbmm(b.unsqueeze(-2) if b_member else b, h, W.transpose(1, 2))
-            else:  # many rows: bmm + in-place add beats baddbmm's broadcast copy
-                h = torch.bmm(h, W.transpose(1, 2))
-                if b is not None:
-                    h += b.unsqueeze(1) if b_member else b
-        else:  # shared input: one dense GEMM [rows, in] @ [in, P*out]
-            h = h.reshape(-1, h.shape[-1]) @ W.reshape(P * out, -1).T
-            if b is not None:
-                h += b.reshape(-1) if b_member else b.repeat(P)
-            h = h.view(-1, P, out).transpose(0, 1)
+        P, out = self.P, W.shape[1]
+        if self.form == "shared":  # broadcast, not copied: no [P*out, in] copy of the weights
+            rows = h.reshape(-1, h.shape[-1])
+            lead, h = h.shape[:-1], rows.expand(P, *rows.shape)
             self.form = "flat"
+        else:
+            lead, h = h.shape[1:-1], h.reshape(P, -1, h.shape[-1])
+        if b is not None and h.shape[1] <= 16:  # few rows: one fused call is cheapest
+            h = torch.baddbmm(b.unsqueeze(-2) if b_member else b, h, W.transpose(1, 2))
+        else:  # many rows: bmm + in-place add beats baddbmm's broadcast copy
+            h = torch.bmm(h, W.transpose(1, 2))
+            if b is not None:
+                h += b.unsqueeze(1) if b_member else b
         return h.reshape(P, *lead, out)
 
     def conv(self, m: nn.Module, h: Tensor) -> Tensor:
