@@ -126,9 +126,8 @@ class _Walk:
         if h.dim() != spatial + 3:  # [P, N, C, *sp]; an unbatched [C, *sp] input is not handled
             raise Unsupported
         self.channels = h.shape[2]
-        h = _channels_last(h.transpose(0, 1).reshape(h.shape[1], -1, *h.shape[3:]))
-        self.form, self.own = "grouped", True
-        return h
+        self.form = "grouped"  # (possibly a view of the input: not marked as own)
+        return _channels_last(h.transpose(0, 1).reshape(h.shape[1], -1, *h.shape[3:]))
 
     # ------------------------------------------------------------------------ layers
     def layer(self, m: nn.Module, h: Tensor) -> Tensor:
@@ -143,6 +142,7 @@ class _Walk:
             elif self.form == "grouped" and h.dim() != POOL[t] + 2:
                 raise Unsupported
             h = m(h)
+            self.own = True
         elif t in (nn.Flatten, nn.Unflatten):
             if self.form == "grouped":
                 h = self.to_flat(h)

@@ -305,17 +305,20 @@ def test_conv_sequential_path_equals_generic_vmap(name, owned, per_member, monke
               "second conv bias": [p for p in [convs[-1].bias, convs[0].bias] if p is not None][:1]}[owned]
     pop = _population(model, params=params)
     x = torch.randn(P, *shape) if per_member else torch.randn(*shape)
+    x_before = x.clone()
     assert _fastpath.fast_forward(model, dict(zip(map(id, params), pop.tensors())), (x,), P,
                                   per_member, None) is not None  # the fast path is taken
     ref = _generic_vmap(model, pop, x, per_member)
     out = batched_forward(model, pop, x, per_member_inputs=per_member)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=3),
-                               ref, atol=1e-5, rtol=0)
+    for chunk_size in (1, 3):
+        torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member,
+                                                   chunk_size=chunk_size), ref, atol=1e-5, rtol=0)
     monkeypatch.setattr(_fastpath, "_CONV_CACHE_BYTES", 2000)  # cache-sized chunks of a few members
     torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member), ref,
                                atol=1e-5, rtol=0)
+    assert torch.equal(x, x_before)  # in-place activations never touch the caller's input
 
 
 def test_conv_fast_path_leaves_unsupported_inputs_and_layers_to_vmap():
