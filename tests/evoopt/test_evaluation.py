@@ -321,6 +321,48 @@ def test_conv_sequential_path_equals_generic_vmap(name, owned, per_member, monke
     assert torch.equal(x, x_before)  # in-place activations never touch the caller's input
 
 
+def _random_sequential(g: torch.Generator):
+    """A random Sequential of the layers the fast path takes, for an image input."""
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    C, H = pick([1, 3]), pick([6, 7, 8])
+    layers, c, h = [], C, H
+    for _ in range(pick([1, 2, 3])):
+        out, k = pick([2, 4]), min(pick([1, 2, 3]), h)  # the map never shrinks below 1x1
+        groups = pick([1, 2]) if c % 2 == 0 and out % 2 == 0 else 1
+        layers.append(nn.Conv2d(c, out, k, stride=pick([1, 2]) if h > 4 else 1, padding=pick([0, 1]),
+                                groups=groups, bias=pick([True, False])))
+        h = (h + 2 * layers[-1].padding[0] - k) // layers[-1].stride[0] + 1
+        c = out
+        layers.append(pick([nn.ReLU(), nn.Tanh(), nn.ELU(), nn.Identity(), nn.ReLU(inplace=True)]))
+        if h >= 4 and pick([True, False]):
+            layers.append(pick([nn.MaxPool2d(2), nn.AvgPool2d(2)]))
+            h //= 2
+    if pick([True, False]):  # a Linear over the last spatial dim, before flattening
+        layers += [nn.Linear(h, 3), nn.Sigmoid()]
+        h_last = 3
+    else:
+        h_last = h
+    layers += [nn.Flatten(), nn.Linear(c * h * h_last, pick([1, 4])), pick([nn.Tanh(), nn.Identity()])]
+    return nn.Sequential(*layers), (C, H, H)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_sequential_conv_nets_equal_generic_vmap(seed):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model, shape = _random_sequential(g)
+    params = [p for p in model.parameters() if torch.rand(1, generator=g) < 0.7] or [next(model.parameters())]
+    pop = _population(model, params=params)
+    per_member = bool(seed % 2)
+    x = torch.randn(P, 2, *shape) if per_member else torch.randn(2, *shape)
+    assert _fastpath.fast_forward(model, dict(zip(map(id, params), pop.tensors())), (x,), P,
+                                  per_member, 3) is not None, model
+    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=3),
+                               _generic_vmap(model, pop, x, per_member), atol=1e-5, rtol=0)
+
+
 def test_conv_fast_path_leaves_unsupported_inputs_and_layers_to_vmap():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(0), nn.Linear(2 * 6 * 6, 2))
