@@ -10,7 +10,7 @@ every member of a generation sees the same normalisation.
 
 Public API (stable)::
 
-    norm = RunningNorm(shape, clip=None, min_var=1e-2)   # an nn.Module
+    norm = RunningNorm(shape, clip=None, min_var=1e-2, std_rule="floor")   # an nn.Module
     norm.update(x)            # x: [..., *shape]; adds the rows to the statistics
     norm.merge(other)         # other: RunningNorm or norm.stats(); Chan et al. merge
     norm(x)                   # (x - mean) / std, clipped to [-clip, clip] when clip is set
@@ -34,6 +34,13 @@ observations are divided by ``std = sqrt(max(var, min_var))``; ``min_var = 1e-2`
 OpenAI-ES's (``es_distributed``'s ``RunningStat``) and EvoTorch's default: it keeps nearly
 constant coordinates (CartPole's first observations are within +-0.05) from being blown
 up. With no data yet the normaliser is the identity.
+
+``std_rule="ars"`` is ARS's ``MeanStdFilter`` (github.com/modestyachts/ARS,
+``code/filter.py``) instead: ``std = sqrt(m2 / (count - 1)) + 1e-8`` (the sample
+variance), and a coordinate whose ``sqrt(m2 / (count - 1))`` is below ``1e-7`` gets
+``std = inf``, i.e. it is zeroed rather than scaled up (``min_var`` is not used; with no
+data yet ``std = 1 + 1e-8``). On MuJoCo observations, whose coordinates all vary, the two
+rules differ only by the factor ``sqrt(count / (count - 1))`` and the ``1e-8``.
 """
 
 from __future__ import annotations
@@ -53,9 +60,11 @@ class RunningNorm(nn.Module):
         shape: the shape of one observation (an int or a tuple).
         clip: clip the normalised values to ``[-clip, clip]`` (``None``: no clipping).
         min_var: lower bound of the variance used to scale (> 0; OpenAI-ES: 1e-2).
+        std_rule: ``"floor"`` (``sqrt(max(var, min_var))``) or ``"ars"`` (ARS's filter:
+            sample std + 1e-8, coordinates with std < 1e-7 zeroed); see the module docstring.
     """
 
-    def __init__(self, shape, clip: float | None = None, min_var: float = 1e-2):
+    def __init__(self, shape, clip: float | None = None, min_var: float = 1e-2, std_rule: str = "floor"):
         super().__init__()
         shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
         if any(s < 1 for s in shape):
@@ -64,6 +73,9 @@ class RunningNorm(nn.Module):
             raise ValueError(f"Invalid clip: {clip!r} (expected None or a finite number > 0)")
         if isinstance(min_var, bool) or not (isinstance(min_var, (int, float)) and math.isfinite(min_var) and min_var > 0):
             raise ValueError(f"Invalid min_var: {min_var!r} (expected a finite number > 0)")
+        if std_rule not in ("floor", "ars"):
+            raise ValueError(f"Invalid std_rule: {std_rule!r} (expected 'floor' or 'ars')")
+        self.std_rule = std_rule
         self.shape = shape
         self.clip = None if clip is None else float(clip)
         self.min_var = float(min_var)
@@ -83,7 +95,8 @@ class RunningNorm(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, clip={self.clip}, min_var={self.min_var}, count={int(self.count)}"
+        rule = "" if self.std_rule == "floor" else f", std_rule={self.std_rule!r}"
+        return f"shape={self.shape}, clip={self.clip}, min_var={self.min_var}{rule}, count={int(self.count)}"
 
     # ------------------------------------------------------------------ stats
     @property
@@ -93,8 +106,17 @@ class RunningNorm(nn.Module):
 
     @property
     def std(self) -> Tensor:
-        """The std used to normalise: ``sqrt(max(var, min_var))`` (1 before any data)."""
-        if float(self.count) == 0:
+        """The std used to normalise: ``sqrt(max(var, min_var))`` (1 before any data);
+        ``std_rule="ars"``: ``sqrt(m2 / (count - 1)) + 1e-8``, ``inf`` where the sample std
+        is below 1e-7 (``1 + 1e-8`` before any data)."""
+        n = float(self.count)
+        if self.std_rule == "ars":
+            if n == 0:
+                return torch.ones_like(self.mean) + 1e-8
+            # ARS's RunningStat: the sample variance, or mean**2 after a single row
+            sample_std = (self.m2 / (n - 1)).sqrt() if n > 1 else self.mean.abs()
+            return torch.where(sample_std < 1e-7, math.inf, sample_std + 1e-8)
+        if n == 0:
             return torch.ones_like(self.mean)
         return self.var.clamp(min=self.min_var).sqrt()
 
