@@ -37,7 +37,7 @@ being free). ``log_prob`` is always of the raw action (the squashing is part of 
 environment), so policy gradients stay unbiased without a Jacobian term.
 
 Initialisation (``init=None`` picks by kind): linear policies start at zero (ARS: the
-first policy is M = 0); MLPs use orthogonal weights with gain sqrt(2) on hidden layers,
+first policy is M = 0; ARS's policy has no bias, ``bias=False``); MLPs use orthogonal weights with gain sqrt(2) on hidden layers,
 0.01 on the actor's output and 1 on the critic's output, biases 0 (cleanrl's PPO).
 
 Observation normalisation: pass ``obs_norm=RunningNorm(obs_dim)`` (or ``obs_norm=True``

@@ -23,6 +23,12 @@ Members are laid out as ``[mean + sigma * delta_1..N, mean - sigma * delta_1..N]
 Versions: V1 and V2 differ only in the observation normalisation of a linear policy
 (``rl/normalization.py`` in this project), which the optimizer never sees; the "-t"
 variants are ``num_top < popsize / 2``. So there is no ``version`` argument here.
+The authors' code picks the top directions as those with ``max(r_plus, r_minus) >=``
+the ``100 (1 - b / N)`` percentile, the same ``b`` directions when the maxima are
+distinct. Their MuJoCo setup in this project's terms (``bench/bench_ars_mujoco.py``,
+``tests/rl/test_ars_reference.py``): ``make_policy(env, kind="linear", bias=False,
+squash="none", obs_norm=RunningNorm(obs_dim, std_rule="ars"))`` and a
+``PopulationRollout`` with ``reward_shift = -shift``.
 
 Defaults are those of the authors' code (github.com/modestyachts/ARS, ``code/ars.py``):
 ``n_directions = deltas_used = 8`` (``popsize = 16``, ``num_top = N``),
