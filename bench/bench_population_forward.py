@@ -18,7 +18,7 @@ HalfCheetah policy), P members (default 256) drawn around the model's parameters
     activations not counted) against (i) one dense square matmul with the same FLOPs
     and (ii) the same MLP run densely as ONE model on P*B rows (same FLOPs and the same
     activations; the best batching could do). Ratios > 0.5 mean the batched forward runs
-    at more than half the dense matmul rate. Measured: 0.37 with tanh, 0.43 with relu
+    at more than half the dense matmul rate. Measured: 0.37-0.38 with tanh, 0.43-0.47 with relu
     (target 0.5). With 64-wide layers each output element costs 64 multiply-adds, so
     the elementwise passes weigh as much as the products: in isolation the three
     products take 5.9 ms (L2's bmm runs at the dense rate, 141 GFLOP/s; the 6-wide
