@@ -11,7 +11,8 @@ Setup, as the authors' code (github.com/modestyachts/ARS, ``code/ars.py``,
 
 - policy ``a = W @ filter(obs)``: ``W`` starts at 0, no bias (``bias=False``), and the raw
   action goes to the env (``squash="none"``): MuJoCo clamps the control to [-1, 1] but
-  charges the control cost on the raw action;
+  charges the control cost on the raw action. One departure by default: Hopper gets a
+  bias and clipped actions (the ``POLICY`` table; ``--bias no --squash none`` is ARS's);
 - observation filter: ``RunningNorm(std_rule="ars")`` (sample std + 1e-8, coordinates with
   std < 1e-7 zeroed), frozen during an iteration, then updated with the states of all
   training rollouts; evaluation rollouts do not update it;
@@ -21,40 +22,46 @@ Setup, as the authors' code (github.com/modestyachts/ARS, ``code/ars.py``,
 - evaluation (``ars.py``'s ``train``): every 10 iterations, the mean return of 100
   episodes of the current policy, without shift; a task counts as solved at the first
   evaluation at or above the threshold. The paper's Table 1 figures are consistent with
-  the mean over 3 seeds of such counts (427 = (420 + 420 + 440) / 3 with 20 episodes per
-  evaluation period on Swimmer); this script prints the median and the mean.
+  the mean over 3 seeds of such counts (427 = (420 + 420 + 440) / 3 with 20 training
+  episodes per evaluation period on Swimmer; 1707 = (1280 + 1920 + 1920) / 3 with 640 on
+  HalfCheetah; 1973 = (1760 + 2080 + 2080) / 3 with 160 on Hopper); this script prints
+  the median and the mean.
 
 Departures: MuJoCo v5 envs (Gymnasium, mujoco 3) stand in for the paper's v1 envs
 (mujoco-py 1.31); their rewards, observations, reset noise and Hopper's termination
-are the same definitions. Directions come from a private torch generator instead of a
-shared noise table; env seeds are drawn per generation.
+are the same definitions, the simulator versions differ. Directions come from a private
+torch generator instead of a shared noise table; env seeds are drawn per generation.
 
 Measured on this machine (1 thread, ``taskset -c 1``; wall time includes the
-evaluations; steps/s counts training steps), training episodes to threshold
-(paper V2-t, the mean of its 3 seeds):
+evaluations; steps/s counts training steps), training episodes to threshold:
 
-    env             seed 0        seed 1            seed 2            paper
-    Swimmer-v5      140 (60 s)    180 (74 s)        220 (93 s)        427   median 180
-    HalfCheetah-v5  1920 (164 s)  > 5121 (best 2791) > 5121 (best 3351) 1707  1 of 3 seeds
-    Hopper-v5       2240 (207 s)  2080 (227 s)      > 5919 (best 2429) 1973  2 of 3 seeds
+    env             policy          seed 0        seed 1             seed 2             paper
+    Swimmer-v5      ARS's           140 (60 s)    180 (74 s)         220 (93 s)         427
+    HalfCheetah-v5  ARS's           1920 (164 s)  > 5121 (best 2791) > 5121 (best 3351) 1707
+    Hopper-v5       bias, clip      1600 (145 s)  1600 (193 s)       2560 (273 s)       1973
+    Hopper-v5       ARS's           2240 (207 s)  2080 (227 s)       > 5919 (best 2429)
+    Hopper-v5       bias, raw       1440 (123 s)
 
-Swimmer meets the target; HalfCheetah and Hopper do not under this protocol (an
-evaluation period is 640 and 160 training episodes there, so the counts come in those
-steps: the paper's 1707 and 1973 are consistent with per-seed counts 1280 / 1920 / 1920
-and 1760 / 2080 / 2080). The failed seeds plateau (HalfCheetah at 2600-3350, Hopper near
-2400 over 100 episodes) rather than learn slowly.
+Swimmer (median 180) and Hopper with a bias (median 1600, mean 1920) meet the targets;
+HalfCheetah does not (seed 3: 3840; the failed seeds plateau at 2600-3350 over 100
+episodes rather than learn slowly). The previous setup (bias, clipped actions,
+``std_rule="floor"``, 5 evaluation episodes every ~16 training episodes) measured
+Swimmer 1248 (seed 0), HalfCheetah 4736 (seed 0, ``min_var=1e-2``), Hopper 1168 / 1584 /
+2416.
 
-What mattered (Swimmer, seeds 0-2, 10 evaluation episodes): with a bias in the policy
-no seed reaches 325 within 1,281 episodes (best 125-235); clipping the action instead of
-passing it raw: 160 / not solved / 220; ``--std-rule floor --min-var 1e-8`` instead of
-ARS's filter: 620 / 440 / 160 (no coordinate's std falls below 1e-2 on these tasks, so
-the two rules differ only in ddof and the 1e-8: the runs diverge chaotically; Swimmer's
-spread over seeds is that wide). The default floor ``min_var=1e-2`` does bind here
-(HalfCheetah's and Hopper's smallest stds are 0.06 and 0.015).
+What mattered. The bias: on Swimmer no seed reaches 325 within 1,281 episodes with one
+(best 125-235; seeds 0-2, 10 evaluation episodes), on Hopper it helps (seed 0: 1440 with,
+2240 without). Clipping instead of raw actions: Swimmer 160 / not solved / 220. The
+filter: ``--std-rule floor --min-var 1e-8`` gives Swimmer 620 / 440 / 160; no
+coordinate's std falls below 1e-2 on these tasks, so the two rules differ only in ddof
+and the 1e-8 and the runs diverge chaotically (Swimmer's spread over seeds is that
+wide). The default floor ``min_var=1e-2`` does bind here (the smallest stds early on are
+0.06 on HalfCheetah, 0.015 on Hopper).
 
     python bench/bench_ars_mujoco.py                       # Swimmer, HalfCheetah, Hopper, seed 0
     python bench/bench_ars_mujoco.py --envs Swimmer-v5 --seeds 0 1 2
-    python bench/bench_ars_mujoco.py --bias --squash clip --std-rule floor   # the old setup
+    python bench/bench_ars_mujoco.py --bias no --squash none          # ARS's policy everywhere
+    python bench/bench_ars_mujoco.py --bias yes --squash clip --std-rule floor   # the old setup
 """
 
 from __future__ import annotations
@@ -74,6 +81,9 @@ TASKS = {
     "HalfCheetah-v5": (3430, 1707, 0.02, 32, 4, 0.03, 0.0),
     "Hopper-v5": (3120, 1973, 0.01, 8, 4, 0.025, -1.0),
 }
+# env: (bias, squash) of the default policy: ARS's (no bias, raw actions) except on Hopper,
+# where a bias with clipped actions meets the target and ARS's policy does not (see above)
+POLICY = {"Swimmer-v5": (False, "none"), "HalfCheetah-v5": (False, "none"), "Hopper-v5": (True, "clip")}
 
 
 def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episodes: int, *,
@@ -113,9 +123,10 @@ def main(argv=None):
     ap.add_argument("--std-rule", default="ars", choices=["ars", "floor"],
                     help="the normaliser's std (ars: ARS's filter; floor: sqrt(max(var, --min-var)))")
     ap.add_argument("--min-var", type=float, default=1e-2, help="variance floor of --std-rule floor")
-    ap.add_argument("--bias", action="store_true", help="give the linear policy a bias (ARS has none)")
-    ap.add_argument("--squash", default="none", choices=["none", "clip", "tanh"],
-                    help="action mapping (ARS: none, the raw action goes to the env)")
+    ap.add_argument("--bias", default="task", choices=["task", "yes", "no"],
+                    help="a bias in the linear policy (ARS: no; task: the POLICY table)")
+    ap.add_argument("--squash", default="task", choices=["task", "none", "clip", "tanh"],
+                    help="action mapping (ARS: none, the raw action goes to the env; task: the POLICY table)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{'env':15s} {'seed':>4s} {'episodes':>9s} {'paper':>6s} {'ratio':>6s} {'wall s':>8s} "
@@ -123,11 +134,13 @@ def main(argv=None):
     for env_id in args.envs:
         threshold, paper, *_ = TASKS[env_id]
         limit = int(args.max_episodes_factor * paper)
+        bias = POLICY[env_id][0] if args.bias == "task" else args.bias == "yes"
+        squash = POLICY[env_id][1] if args.squash == "task" else args.squash
         rows = []
         for seed in args.seeds:
             eps, wall, ret, steps = run(env_id, seed, limit, args.eval_every, args.eval_episodes,
                                         obs_norm=not args.v1, std_rule=args.std_rule, min_var=args.min_var,
-                                        bias=args.bias, squash=args.squash)
+                                        bias=bias, squash=squash)
             rows.append(eps)
             shown = f"{eps:9d}" if eps is not None else f"{'>' + str(limit):>9s}"
             ratio = f"{eps / paper:6.2f}" if eps is not None else "     -"
