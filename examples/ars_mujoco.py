@@ -1,6 +1,8 @@
 """ARS V2-t (Mania, Guy, Recht 2018) on a MuJoCo task with a linear policy and
 observation normalisation -- the paper's setting for HalfCheetah: N = 32 directions
-(popsize 64), the b = 4 best used, step size 0.02, noise 0.03.
+(popsize 64), the b = 4 best used, step size 0.02, noise 0.03; the policy as in the
+authors' code: a = W @ filter(obs), no bias, the raw action passed to the env (MuJoCo
+clamps the control, the control cost sees the raw action), ARS's observation filter.
 
     PYTHONPATH=. python examples/ars_mujoco.py [--env HalfCheetah-v5] [--generations 50] [--tiny]
 
@@ -13,7 +15,7 @@ import gymnasium as gym
 import torch
 
 import evoopt
-from rl import PopulationRollout, make_policy
+from rl import PopulationRollout, RunningNorm, make_policy
 
 
 def main(argv=None) -> dict:
@@ -26,7 +28,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     popsize, num_top, generations, limit = (8, 2, 2, 50) if args.tiny else (64, 4, args.generations, None)
 
-    policy = make_policy(gym.make(args.env), kind="linear", obs_norm=True)   # ARS V2: normalised states
+    env = gym.make(args.env)
+    norm = RunningNorm(env.observation_space.shape, std_rule="ars")  # ARS V2: normalised states
+    policy = make_policy(env, kind="linear", obs_norm=norm, bias=False, squash="none")
     opt = evoopt.ARS(policy.parameters(), popsize=popsize, num_top=num_top, lr=0.02, sigma=0.03,
                      maximize=False, seed=args.seed)
     objective = PopulationRollout(args.env, policy, popsize, seed=args.seed, max_episode_steps=limit)
