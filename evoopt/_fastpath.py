@@ -14,17 +14,18 @@ three forms:
   channels are ``i*C .. (i+1)*C - 1`` (vmap's own batching rule for convolutions).
 
 A linear layer is one ``bmm`` with the stacked weights (a shared ``h`` broadcast, not
-copied: measured as fast as one dense GEMM ``h @ W.reshape(P*out, in).T`` on 256 rows and
-up to 2.5x faster on few rows, where copying the weights dominated). A convolution turns a shared input into the grouped form
-with ``P*out`` output channels (one ordinary convolution), and a grouped input stays
+copied: measured as fast as one dense GEMM ``h @ W.reshape(P*out, in).T`` on 256 rows
+and up to 2.5x faster on few rows, where copying the weights dominated). A convolution
+turns a shared input into the grouped form with ``P*out`` output channels (for 2-d,
+one im2col GEMM whose result is that form in channels_last), and a grouped input stays
 grouped (``groups = P * conv.groups``). Pooling and activations are per channel, so they
 apply to the grouped form as it is; on CPU it is kept in ``channels_last``, where
 max-pooling measured 19x faster than in NCHW (the layout vmap produces).
 
 On CPU the members are processed in chunks whose largest activation fits in the L2
-cache (a [chunk, N, width] intermediate of about ``_CACHE_BYTES``): measured 2.4x faster
-for an MLP on a shared batch of 256 rows and 1.5x for a conv net
-(``bench/bench_population_forward.py``, ``bench/bench_vs_evotorch.py``).
+cache (``_CACHE_BYTES``, ``_CONV_CACHE_BYTES``): measured 2.4x faster than one chunk for
+an MLP and 3.3x for a small conv net, both on a shared batch of 256 rows
+(``bench/bench_population_forward.py``).
 """
 
 from __future__ import annotations
