@@ -22,13 +22,13 @@ frozen layers and tied weights need no naming convention.
 
 A plain ``nn.Sequential`` of ``Linear``/``Conv`` layers, elementwise activations,
 pooling and ``Flatten`` (the usual ES policy, a small conv net) takes a faster route with
-the same result (``evoopt/_fastpath.py``): a shared input meets the stacked weights in
-one dense GEMM (``x @ W.reshape(P*out, in).T``) or one convolution with ``P*out``
-channels, later layers are ``bmm`` calls or grouped convolutions in ``channels_last``,
+the same result (``evoopt/_fastpath.py``): a linear layer is one ``bmm`` with the
+stacked weights (a shared input broadcast), a convolution of a shared input one im2col
+GEMM with ``P*out`` output channels, later ones grouped convolutions in ``channels_last``,
 members are processed in chunks whose activations fit in the CPU's L2 cache, and only
 ``loss_fn`` runs under vmap. On a 2-core CPU this measured 1.4x (one observation per
 member) and 2.8x (a shared batch of 256 rows) faster than vmap over ``functional_call``
-for an MLP, and about 10x for a small conv net on 256 rows
+for an MLP, and about 11x for a small conv net on 256 rows
 (``bench/bench_population_forward.py``, ``bench/bench_vs_evotorch.py``).
 
 Chunking (``chunk_size``) uses vmap's own chunking (measured no slower than a loop
