@@ -218,7 +218,6 @@ class _Walk:
         self.channels = m.out_channels
         return _channels_last(conv(h, W, b, *args, P * m.groups))
 
-
     def im2col_conv(self, m: nn.Conv2d, h: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
         """A 2-d convolution of a shared input as ONE dense GEMM ``cols @ W.T`` with the
         input's patches ``cols = [N*Ho*Wo, C*kh*kw]`` (built once, kept for every chunk):
@@ -257,7 +256,8 @@ def _shapes(layers: list[nn.Module], shape: tuple) -> list[tuple]:
 
 
 def _chunk_for_cache(layers, x: Tensor, per_member: bool) -> int:
-    """Members per chunk whose largest activation is about ``_CACHE_BYTES``."""
+    """Members per chunk whose largest activation is about ``_CACHE_BYTES`` (an MLP's
+    widest layer) or ``_CONV_CACHE_BYTES`` (the largest tensor of a net with other layers)."""
     shape = tuple(x.shape[1:] if per_member else x.shape)
     if all(type(m) is nn.Linear or type(m) in ELEMENTWISE for m in layers):  # an MLP: no shape walk
         rows = max(1, x[0].numel() // x.shape[-1] if per_member else x.numel() // x.shape[-1])
