@@ -57,6 +57,12 @@ def register(subparsers) -> None:
     p.add_argument("--num-envs", type=int, help="parallel envs for ppo/reinforce (default: 8)")
     p.add_argument("--obs-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="observation normalisation (default: on for population optimizers)")
+    p.add_argument("--obs-norm-rule", choices=["floor", "ars"], default="floor",
+                   help="the normaliser's std: floor (OpenAI-ES, default) or ars (ARS's filter)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="biases in the policy (default: yes; ARS: --no-bias)")
+    p.add_argument("--squash", choices=["clip", "tanh", "none"],
+                   help="Box actions into bounds: clip (default), tanh, or none (ARS: the raw action)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=10, metavar="N", help="evaluate every N iterations")
     p.add_argument("--eval-episodes", type=int, default=10)
@@ -104,6 +110,8 @@ def _cmd_train(args) -> int:
         result = train(
             args.env_id, policy=args.policy, optimizer=args.optimizer, total_timesteps=args.timesteps,
             iterations=args.iterations, hidden=args.hidden, obs_norm=args.obs_norm, popsize=args.popsize,
+            obs_std_rule=args.obs_norm_rule,
+            policy_kwargs={k: v for k, v in (("bias", args.bias), ("squash", args.squash)) if v is not None},
             lr=args.lr, grad_optimizer=args.grad_optimizer, num_envs=args.num_envs, seed=args.seed,
             eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
             run_dir=args.run_dir, resume=args.resume, progress=progress, target_return=args.target_return,

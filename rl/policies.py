@@ -367,14 +367,16 @@ def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
 
 def make_policy(env_or_spaces, kind: str = "linear", hidden: Sequence[int] = (64, 64),
                 stochastic: bool = False, obs_norm: bool | RunningNorm = False,
-                actor_critic: bool = False, obs_clip: float | None = None, **kwargs) -> Policy:
+                actor_critic: bool = False, obs_clip: float | None = None, obs_std_rule: str = "floor",
+                **kwargs) -> Policy:
     """Build a policy for a Gymnasium env id, env, vector env, or ``(obs_space, action_space)``.
 
     Args:
         kind: ``"linear"`` or ``"mlp"`` (``hidden`` is used only for ``"mlp"``).
         stochastic: sample actions (a Gaussian ``log_std`` for Box actions).
-        obs_norm: ``True`` to attach a fresh :class:`RunningNorm` (with ``clip=obs_clip``),
-            or a ``RunningNorm`` to use.
+        obs_norm: ``True`` to attach a fresh :class:`RunningNorm` (with ``clip=obs_clip``
+            and ``std_rule=obs_std_rule``: ``"floor"`` or ARS's ``"ars"``), or a
+            ``RunningNorm`` to use.
         actor_critic: return an :class:`ActorCritic` (stochastic actor + critic MLP).
         kwargs: passed to :class:`Policy` (``activation``, ``squash``, ``bias``, ...).
     """
@@ -385,7 +387,7 @@ def make_policy(env_or_spaces, kind: str = "linear", hidden: Sequence[int] = (64
     if kind not in ("linear", "mlp"):
         raise ValueError(f"Invalid kind: {kind!r} (expected 'linear' or 'mlp')")
     if obs_norm is True:
-        norm = RunningNorm(obs_dim, clip=obs_clip)
+        norm = RunningNorm(obs_dim, clip=obs_clip, std_rule=obs_std_rule)
     elif obs_norm is False or obs_norm is None:
         norm = None
     else:

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 import evoopt
-from evoopt._validation import check_int
+from evoopt._validation import check_choice, check_int
 
 from .algorithms import PPO, Reinforce
 from .checkpoint import GracefulExit, describe, load_checkpoint, save_checkpoint
@@ -70,6 +70,8 @@ COLUMNS = (
     "learning_rate", "sigma", "policy_loss", "value_loss", "entropy", "approx_kl", "time_s",
 )
 GRADIENT_METHODS = ("ppo", "reinforce")
+#: The Policy settings ``train(policy_kwargs=...)`` passes on (saved with the policy).
+POLICY_KWARGS = ("bias", "squash", "activation")
 
 #: Per-task settings that are known to work (applied under the user's keyword arguments).
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
@@ -175,7 +177,8 @@ class _GradientRunner:
 # ------------------------------------------------------------------ policies on disk
 def save_policy(path: str, policy: torch.nn.Module, spec: dict[str, Any]) -> None:
     """Save a policy's weights (and normaliser) with the ``spec`` that rebuilds it:
-    ``{"env_id", "kind", "hidden", "obs_norm", "actor_critic", "stochastic"}``."""
+    ``{"env_id", "kind", "hidden", "obs_norm", "actor_critic", "stochastic"}`` (and
+    ``"obs_std_rule"``, ``"policy_kwargs"`` where they are not the defaults)."""
     torch.save({"format": "evoopt.policy/1", "spec": dict(spec, hidden=list(spec.get("hidden", ()))),
                 "state_dict": policy.state_dict()}, path)
 
@@ -197,7 +200,8 @@ def _build_policy(spec: dict[str, Any], seed: int = 0) -> torch.nn.Module:
         with torch.random.fork_rng():  # the policy's initialisation draws from torch's global RNG
             torch.manual_seed(seed)
             return make_policy(env, kind=spec["kind"], hidden=tuple(spec["hidden"]), obs_norm=spec["obs_norm"],
-                               actor_critic=spec["actor_critic"], stochastic=spec["stochastic"])
+                               actor_critic=spec["actor_critic"], stochastic=spec["stochastic"],
+                               obs_std_rule=spec.get("obs_std_rule", "floor"), **spec.get("policy_kwargs", {}))
     finally:
         env.close()
 
@@ -212,6 +216,8 @@ def train(
     iterations: int | None = None,
     hidden: tuple[int, ...] | None = None,
     obs_norm: bool | None = None,
+    obs_std_rule: str = "floor",
+    policy_kwargs: dict[str, Any] | None = None,
     popsize: int | None = None,
     lr: float | None = None,
     grad_optimizer: str = "adam",
@@ -240,7 +246,10 @@ def train(
         optimizer: ``"ppo"``, ``"reinforce"`` or a population optimizer's registry name.
         total_timesteps / iterations: the budget in env steps and/or iterations (generations
             or PPO/REINFORCE iterations); training stops at whichever comes first.
-        obs_norm: observation normalisation (default: on for population optimizers).
+        obs_norm: observation normalisation (default: on for population optimizers);
+            ``obs_std_rule``: its std, ``"floor"`` (OpenAI-ES) or ``"ars"`` (ARS's filter).
+        policy_kwargs: ``bias``, ``squash`` (``"clip"``, ``"tanh"``, ``"none"``) and
+            ``activation`` of the policy (ARS's: ``{"bias": False, "squash": "none"}``).
         popsize, lr, optimizer_kwargs: the population optimizer's settings.
         lr, grad_optimizer, num_envs, algo_kwargs: the gradient side (``lr`` of the torch
             optimizer ``grad_optimizer``; ``algo_kwargs`` go to PPO / Reinforce).
@@ -283,8 +292,15 @@ def train(
     popsize = popsize or preset.get("popsize", 50)
     opt_kw = {**preset.get("optimizer_kwargs", {}), **(optimizer_kwargs or {})}
     alg_kw = {**preset.get("algo_kwargs", {}), **(algo_kwargs or {})}
+    obs_std_rule = check_choice("obs_std_rule", obs_std_rule, ("floor", "ars"))
+    policy_kwargs = dict(policy_kwargs or {})
+    unknown = sorted(set(policy_kwargs) - set(POLICY_KWARGS))
+    if unknown:
+        raise ValueError(f"Invalid policy_kwargs: {unknown} (expected keys among {list(POLICY_KWARGS)})")
     spec = {"env_id": env_id, "kind": policy, "hidden": list(hidden), "obs_norm": obs_norm,
             "actor_critic": optimizer == "ppo", "stochastic": gradient}
+    if obs_std_rule != "floor" or policy_kwargs:  # (older policy files have neither key)
+        spec.update(obs_std_rule=obs_std_rule, policy_kwargs=policy_kwargs)
 
     # ---- seeding: the policy's initialisation; optimizers and rollouts take `seed` themselves
     net = _build_policy(spec, seed)

@@ -64,6 +64,27 @@ def test_outputs_and_saved_policy(tmp_path):
     assert float(np.mean(returns)) == res.final_eval
 
 
+def test_ars_policy_settings_are_saved_with_the_policy(tmp_path):
+    """ARS's setup (no bias, raw actions, ARS's filter) from the CLI: trained, saved, and
+    rebuilt by load_policy with the same settings and the same returns."""
+    from evoopt.cli import main
+
+    run = str(tmp_path / "ars")
+    assert main(["train", "Pendulum-v1", "--optimizer", "ars", "--policy", "linear", "--popsize", "4",
+                 "--iterations", "2", "--eval-every", "2", "--eval-episodes", "2", "--run-dir", run,
+                 "--no-progress", "--no-bias", "--squash", "none", "--obs-norm-rule", "ars"]) == 0
+    policy, spec = load_policy(os.path.join(run, "policy.pt"))
+    assert spec["policy_kwargs"] == {"bias": False, "squash": "none"} and spec["obs_std_rule"] == "ars"
+    assert policy.layers[0].bias is None and policy.squash == "none" and policy.obs_norm.std_rule == "ars"
+    assert float(policy.obs_norm.count) > 0
+    rows = read_csv(os.path.join(run, "metrics.csv"))
+    assert float(np.mean(evaluate(os.path.join(run, "policy.pt"), episodes=2, seed=1_000_000))) == rows[-1]["eval_return"]
+    with pytest.raises(ValueError, match=r"Invalid policy_kwargs: \['hidden'\]"):
+        train("Pendulum-v1", iterations=1, policy_kwargs={"hidden": (3,)}, progress=False)
+    with pytest.raises(ValueError, match="Invalid obs_std_rule: 'none'"):
+        train("Pendulum-v1", iterations=1, obs_std_rule="none", progress=False)
+
+
 def test_evaluate_writes_a_gif(tmp_path):
     from PIL import Image
 
