@@ -44,7 +44,8 @@ evaluations; steps/s counts training steps), training episodes to threshold:
     Hopper-v5       bias, raw       1440 (123 s)
 
 Swimmer (median 180) and Hopper with a bias (median 1600, mean 1920) meet the targets;
-HalfCheetah does not (seed 3: 3840; the failed seeds plateau at 2600-3350 over 100
+HalfCheetah does not (seeds 3, 4, 5: 3840, > 5121 (best 2910), 2560: 3 of 6 seeds within
+3x the paper's count; the failed seeds plateau at 2600-3350 over 100
 episodes rather than learn slowly; with a bias the seeds that solve it change: 0 fails,
 1 and 2 solve at 3840 and 2560 -- the seed spread the paper reports). The previous setup
 (bias, clipped actions, ``std_rule="floor"``, 5 evaluation episodes every ~16 training
