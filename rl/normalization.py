@@ -50,7 +50,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RunningNorm"]
+__all__ = ["RunningNorm", "STD_RULES"]
+
+#: How ``RunningNorm`` turns its variance into the std it divides by (module docstring).
+STD_RULES = ("floor", "ars")
 
 
 class RunningNorm(nn.Module):
@@ -73,7 +76,7 @@ class RunningNorm(nn.Module):
             raise ValueError(f"Invalid clip: {clip!r} (expected None or a finite number > 0)")
         if isinstance(min_var, bool) or not (isinstance(min_var, (int, float)) and math.isfinite(min_var) and min_var > 0):
             raise ValueError(f"Invalid min_var: {min_var!r} (expected a finite number > 0)")
-        if std_rule not in ("floor", "ars"):
+        if std_rule not in STD_RULES:
             raise ValueError(f"Invalid std_rule: {std_rule!r} (expected 'floor' or 'ars')")
         self.std_rule = std_rule
         self.shape = shape

@@ -37,8 +37,8 @@ being free). ``log_prob`` is always of the raw action (the squashing is part of 
 environment), so policy gradients stay unbiased without a Jacobian term.
 
 Initialisation (``init=None`` picks by kind): linear policies start at zero (ARS: the
-first policy is M = 0; ARS's policy has no bias, ``bias=False``); MLPs use orthogonal weights with gain sqrt(2) on hidden layers,
-0.01 on the actor's output and 1 on the critic's output, biases 0 (cleanrl's PPO).
+first policy is M = 0; ARS's policy has no bias, ``bias=False``); MLPs use orthogonal
+weights with gain sqrt(2) on hidden layers, 0.01 on the actor's output and 1 on the critic's output, biases 0 (cleanrl's PPO).
 
 Observation normalisation: pass ``obs_norm=RunningNorm(obs_dim)`` (or ``obs_norm=True``
 to :func:`make_policy`): the policy normalises every observation before its network, and
@@ -58,7 +58,10 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .normalization import RunningNorm
 
-__all__ = ["Policy", "LinearPolicy", "MLPPolicy", "ActorCritic", "make_policy", "ACTIVATIONS"]
+__all__ = ["Policy", "LinearPolicy", "MLPPolicy", "ActorCritic", "make_policy", "ACTIVATIONS", "SQUASH"]
+
+#: How ``Policy.to_env`` maps a Box action into the env (module docstring).
+SQUASH = ("clip", "tanh", "none")
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": nn.functional.elu,
                "gelu": nn.functional.gelu, "silu": nn.functional.silu}
@@ -137,7 +140,7 @@ class Policy(nn.Module):
         self.hidden = _check_hidden(hidden)
         if activation not in ACTIVATIONS:
             raise ValueError(f"Invalid activation: {activation!r} (expected one of {sorted(ACTIVATIONS)})")
-        if squash not in ("clip", "tanh", "none"):
+        if squash not in SQUASH:
             raise ValueError(f"Invalid squash: {squash!r} (expected 'clip', 'tanh' or 'none')")
         if init is None:
             init = "zeros" if not self.hidden else "orthogonal"

@@ -58,6 +58,7 @@ from evoopt._validation import check_choice, check_int
 
 from .algorithms import PPO, Reinforce
 from .checkpoint import GracefulExit, describe, load_checkpoint, save_checkpoint
+from .normalization import STD_RULES
 from .policies import make_policy
 from .rollout import PopulationRollout, resolve_env_id
 
@@ -292,7 +293,7 @@ def train(
     popsize = popsize or preset.get("popsize", 50)
     opt_kw = {**preset.get("optimizer_kwargs", {}), **(optimizer_kwargs or {})}
     alg_kw = {**preset.get("algo_kwargs", {}), **(algo_kwargs or {})}
-    obs_std_rule = check_choice("obs_std_rule", obs_std_rule, ("floor", "ars"))
+    obs_std_rule = check_choice("obs_std_rule", obs_std_rule, STD_RULES)
     policy_kwargs = dict(policy_kwargs or {})
     unknown = sorted(set(policy_kwargs) - set(POLICY_KWARGS))
     if unknown:
