@@ -29,10 +29,11 @@ Setup, as the authors' code (github.com/modestyachts/ARS, ``code/ars.py``,
   HalfCheetah; 1973 = (1760 + 2080 + 2080) / 3 with 160 on Hopper); this script prints
   the median and the mean.
 
-Departures: MuJoCo v5 envs (Gymnasium, mujoco 3) stand in for the paper's v1 envs
-(mujoco-py 1.31, the versions the authors' README requires); their rewards, observations, reset noise and Hopper's termination
-are the same definitions, the simulator versions differ. Directions come from a private
-torch generator instead of a shared noise table; env seeds are drawn per generation.
+Departures: MuJoCo v5 envs (Gymnasium 1.4, mujoco 4.0) stand in for the paper's v1 envs
+(MuJoCo 1.31 through mujoco-py 0.5.7, as the authors' README requires); their rewards,
+observations, reset noise and Hopper's termination are the same definitions, the
+simulator versions differ. Directions come from a private torch generator instead of a
+shared noise table; env seeds are drawn per generation.
 
 Measured on this machine (1 thread, ``taskset -c N``; wall time includes the
 evaluations; steps/s counts training steps), training episodes to threshold:
@@ -101,6 +102,7 @@ TASKS = {
     "HalfCheetah-v5": (3430, 1707, 0.02, 8, 4, 0.03, 0.0),  # Table 9: N = 32 (see above)
     "Hopper-v5": (3120, 1973, 0.01, 8, 4, 0.025, -1.0),
 }
+HYPER = ("lr", "directions", "top", "sigma")  # the TASKS columns a command line can override
 # env: (bias, squash) of the default policy: ARS's (no bias, raw actions) except on Hopper,
 # where a bias with clipped actions meets the target and ARS's policy does not (see above)
 POLICY = {"Swimmer-v5": (False, "none"), "HalfCheetah-v5": (False, "none"), "Hopper-v5": (True, "clip")}
@@ -109,10 +111,8 @@ POLICY = {"Swimmer-v5": (False, "none"), "HalfCheetah-v5": (False, "none"), "Hop
 def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episodes: int, *,
         obs_norm: bool = True, std_rule: str = "ars", min_var: float = 1e-2, bias: bool = False,
         squash: str = "none", hyper: dict | None = None, verbose: bool = False):
-    threshold, _, lr, n_dirs, top, sigma, shift = TASKS[env_id]
-    hyper = {k: v for k, v in (hyper or {}).items() if v is not None}
-    lr, n_dirs, top, sigma = (hyper.get("lr", lr), hyper.get("directions", n_dirs), hyper.get("top", top),
-                              hyper.get("sigma", sigma))
+    threshold, _, *table, shift = TASKS[env_id]
+    lr, n_dirs, top, sigma = (dict(zip(HYPER, table)) | (hyper or {})).values()
     popsize = 2 * n_dirs
     obs_dim = make_policy(env_id, kind="linear").obs_dim
     norm = RunningNorm(obs_dim, min_var=min_var, std_rule=std_rule) if obs_norm else False
@@ -158,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--sigma", type=float, help="exploration noise nu (default: the TASKS table)")
     ap.add_argument("--verbose", action="store_true", help="print every evaluation")
     args = ap.parse_args(argv)
-    hyper = {"lr": args.lr, "directions": args.directions, "top": args.top, "sigma": args.sigma}
+    hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
     torch.set_num_threads(args.threads)
     print(f"{'env':15s} {'seed':>4s} {'episodes':>9s} {'paper':>6s} {'ratio':>6s} {'wall s':>8s} "
           f"{'return':>8s} {'steps/s':>8s}")
