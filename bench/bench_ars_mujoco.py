@@ -60,6 +60,8 @@ The setups tried on HalfCheetah (seeds 0-5 unless stated; '-' = not within 5,121
     N = 16, b = 4                2560                          (seed 0)
     N = 8,  b = 8 (README)       -, 2400, -, 2080              (seeds 0-3)
     N = 8,  b = 4, alpha 0.03    -, 3360, 2400                 (seeds 0-2; alpha 0.04: seed 0 -)
+    N = 8,  b = 4, nu 0.05       seeds 0 and 3 at 2284 and 3419 after 1,760 episodes
+    N = 8,  b = 4, nu 0.02       seeds 0 and 3: -, -
     N = 4,  b = 2                seed 0 at 1,824 or less through 3,520 episodes
 
 The seeds that do not solve it are not stuck in a flipped gait: they run upright (pitch
