@@ -40,7 +40,7 @@ evaluations; steps/s counts training steps), training episodes to threshold:
 
     env             policy          seed 0        seed 1             seed 2             paper
     Swimmer-v5      ARS's           140 (60 s)    180 (74 s)         220 (93 s)         427
-    HalfCheetah-v5  ARS's, N = 8    960 (176 s)   1760 (213 s)       1120 (101 s)       1707
+    HalfCheetah-v5  ARS's, N = 8    960 (109 s)   1760 (213 s)       1120 (101 s)       1707
     Hopper-v5       bias, clip      1600 (145 s)  1600 (193 s)       2560 (273 s)       1973
     Hopper-v5       ARS's           2240 (207 s)  2080 (227 s)       > 5919 (best 2429)
     Hopper-v5       bias, raw       1440 (123 s)
@@ -49,13 +49,17 @@ On seeds 0-2 all three meet the targets (Swimmer median 180; HalfCheetah median 
 mean 1280; Hopper with a bias median 1600, mean 1920). HalfCheetah's spread over seeds is
 wide, and seeds 0-2 are its lucky ones: seeds 3-14 take 800, 3040, 2720, -, 2720, 2880,
 1120, -, 2720, -, 1120 and 2400 episodes. Over the 15 seeds the median is 2720 (1.6x the
-paper's 1707); 5 of 15 need fewer than 1707 and 12 of 15 solve it within 3x. The
+paper's 1707); 5 of 15 need fewer than 1707 and 12 of 15 solve it within 3x. Table 9's
+N = 32 does worse on the same 15 seeds: median 3840, 1 of 15 under 1707, 10 of 15 within
+3x (its seeds 0, 6 and 9 give 1920, 1280 and 1920, whose mean is the paper's 1707). The
 seeds split in two: six solve it within 1,760 episodes (at 1,600-2,300 after 320
 episodes, mean 1,960); the other nine take 2,400 or more (at 770-1,780 after 320, mean
 1,350) and learn a slower gait first.
+
 The setups tried on HalfCheetah (seeds 0-5 unless stated; '-' = not within 5,121 episodes):
 
     N = 32, b = 4 (Table 9)      1920, -, -, 3840, -, 2560     (best of the failures 2791-3351)
+                                 seeds 6-14: 1280, 2560, 2560, 1920, -, 4480, 2560, 3840, -
     N = 32, b = 4, with a bias   -, 3840, 2560                 (seeds 0-2)
     N = 16, b = 4                2560                          (seed 0)
     N = 8,  b = 8 (README)       -, 2400, -, 2080              (seeds 0-3)
