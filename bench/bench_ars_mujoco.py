@@ -27,7 +27,8 @@ Setup, as the authors' code (github.com/modestyachts/ARS, ``code/ars.py``,
   the mean over 3 seeds of such counts (427 = (420 + 420 + 440) / 3 with 20 training
   episodes per evaluation period on Swimmer; 1707 = (1280 + 1920 + 1920) / 3 with 640 on
   HalfCheetah; 1973 = (1760 + 2080 + 2080) / 3 with 160 on Hopper); this script prints
-  the median and the mean.
+  the median over all seeds (an unsolved seed counts as infinite), and the mean when
+  every seed solves it.
 
 Departures: MuJoCo v5 envs (Gymnasium 1.4, mujoco 4.0) stand in for the paper's v1 envs
 (MuJoCo 1.31 through mujoco-py 0.5.7, as the authors' README requires); their rewards,

@@ -38,7 +38,8 @@ environment), so policy gradients stay unbiased without a Jacobian term.
 
 Initialisation (``init=None`` picks by kind): linear policies start at zero (ARS: the
 first policy is M = 0; ARS's policy has no bias, ``bias=False``); MLPs use orthogonal
-weights with gain sqrt(2) on hidden layers, 0.01 on the actor's output and 1 on the critic's output, biases 0 (cleanrl's PPO).
+weights with gain sqrt(2) on hidden layers, 0.01 on the actor's output and 1 on the
+critic's output, biases 0 (cleanrl's PPO).
 
 Observation normalisation: pass ``obs_norm=RunningNorm(obs_dim)`` (or ``obs_norm=True``
 to :func:`make_policy`): the policy normalises every observation before its network, and
