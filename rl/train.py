@@ -58,6 +58,7 @@ from evoopt._validation import check_choice, check_int
 
 from .algorithms import PPO, Reinforce
 from .checkpoint import GracefulExit, describe, load_checkpoint, save_checkpoint
+from .defaults import DEFAULT_OPTIMIZER, PRESETS  # noqa: F401 (re-exported)
 from .normalization import STD_RULES
 from .policies import make_policy
 from .rollout import PopulationRollout, resolve_env_id
@@ -73,20 +74,6 @@ COLUMNS = (
 GRADIENT_METHODS = ("ppo", "reinforce")
 #: The Policy settings ``train(policy_kwargs=...)`` passes on (saved with the policy).
 POLICY_KWARGS = ("bias", "squash", "activation")
-
-#: Per-task settings that are known to work (applied under the user's keyword arguments).
-PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    # rl-zoo (hyperparams/ppo.yml, CartPole-v1)
-    ("CartPole-v1", "ppo"): dict(num_envs=8, lr=1e-3, algo_kwargs=dict(
-        num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
-        clip_coef=0.2, anneal_lr=True, anneal_clip_coef=True, clip_vloss=False,
-        vf_coef=1.0)),  # SB3 minimises vf_coef * mse = 0.5 * mse; ours vf_coef * 0.5 * mse
-    ("CartPole-v1", "reinforce"): dict(num_envs=8, lr=1e-2, hidden=(32,)),
-    # EvoTorch's CartPole PGPE example (max_speed 0.15), linear policy
-    ("CartPole-v1", "pgpe"): dict(popsize=50, lr=0.1125, optimizer_kwargs=dict(
-        radius_init=2.25, stdev_lr=0.1, stdev_max_change=0.2, optimizer=functools.partial(
-            evoopt.ClipUp, lr=0.1125, momentum=0.9, max_speed=0.15) if hasattr(evoopt, "ClipUp") else None)),
-}
 
 
 @dataclass
