@@ -365,6 +365,34 @@ class PopulationOptimizer(Optimizer):
         """Copy the best member seen so far into the parameters."""
         self.layout.load_(self.best)
 
+    @property
+    def stopped(self) -> dict[str, Any]:
+        """Why the optimizer has stopped for good: empty while it can go on, else
+        ``{reason: value}`` (e.g. CMA-ES's termination criteria once its restarts are spent).
+        Training loops end a run when it is non-empty. The base class never stops."""
+        return {}
+
+    @property
+    def current_sigma(self) -> float:
+        r"""The search width the next generation samples with, as one number in parameter
+        units: the root-mean-square of the per-coordinate standard deviations,
+        ``sqrt(mean_i std_i**2)``. The base class reads the groups' ``sigma`` (weighted by
+        each group's number of coordinates); algorithms that adapt the width override it."""
+        return _rms(self._group_sigma_vector())
+
+    def _group_sigma_vector(self) -> Tensor:
+        """[D] float64: each coordinate's group ``sigma`` (as read now)."""
+        return self.group_vector("sigma", torch.float64)
+
+    def _scheduled(self, st: dict[str, Any], width: Tensor) -> Tensor:
+        """``width`` ([D], learned) rescaled by a pending change of the groups' ``sigma``
+        (``new / old``, as :meth:`sigma_ratio` applies it at the next ask), without
+        recording anything."""
+        old = st.get("sigma_group")
+        if old is None:
+            return width
+        return width.to(torch.float64) * (self._group_sigma_vector() / old.to(torch.float64))
+
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -520,6 +548,36 @@ class PopulationOptimizer(Optimizer):
                 "they rank worst", RuntimeWarning, stacklevel=3,
             )
         return out
+
+    # ---------------------------------------------------------------- pickle
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything in ``__dict__`` (torch's ``Optimizer.__getstate__`` keeps only
+        ``defaults``, ``state`` and ``param_groups``, which loses the layout and the RNG),
+        with every :class:`torch.Generator` attribute replaced by its state (generators
+        cannot be pickled) and the step hooks left out, as torch leaves them out. A subclass
+        with unpicklable attributes of its own overrides :meth:`_getstate_extra`."""
+        d = {k: v for k, v in self.__dict__.items() if k not in _HOOK_DICTS}
+        for k, v in d.items():
+            if isinstance(v, torch.Generator):
+                d[k] = _GeneratorState(str(v.device), v.get_state())
+        return self._getstate_extra(d)
+
+    def _getstate_extra(self, d: dict[str, Any]) -> dict[str, Any]:
+        """Hook for subclasses: adjust the pickled ``__dict__`` ``d`` (already a copy) and
+        return it; :meth:`__setstate__` restores generators and hooks, then calls
+        :meth:`_setstate_extra`."""
+        return d
+
+    def _setstate_extra(self) -> None:
+        """Hook for subclasses: rebuild what :meth:`_getstate_extra` left out."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for k, v in state.items():
+            if isinstance(v, _GeneratorState):
+                state[k] = v.restore()
+        super().__setstate__(state)  # torch: the hook dicts, the step wrapper
+        self._setstate_extra()
 
     # ------------------------------------------------------------- state_dict
     def _meta(self) -> dict[str, Any]:
@@ -685,6 +743,33 @@ class PopulationOptimizer(Optimizer):
 
 def _is_real(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+#: torch's per-instance hook registries: never pickled (hooks are often lambdas), as in torch
+_HOOK_DICTS = frozenset({
+    "_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks",
+})
+
+
+@dataclass
+class _GeneratorState:
+    """A pickled :class:`torch.Generator`: its device and state."""
+
+    device: str
+    state: Tensor
+
+    def restore(self) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.set_state(self.state)
+        return gen
+
+
+def _rms(v: Tensor) -> float:
+    """Root-mean-square of a tensor's entries, as a float."""
+    v = v.detach().to(torch.float64)
+    return float(torch.sqrt(torch.mean(v * v)))
 
 
 def _kind(t: Tensor) -> str:

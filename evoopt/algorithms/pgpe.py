@@ -47,7 +47,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_positive, check_range
 from ..gradient.clipup import ClipUp
-from ..population import PopulationOptimizer
+from ..population import STATE_KEY, PopulationOptimizer, _rms
 from ..registry import register
 from ..shaping import SHAPINGS
 from ._inner import InnerOptimizerMixin
@@ -146,6 +146,20 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
     def stdev(self) -> Tensor:
         """The current per-coordinate standard deviation, a [D] tensor."""
         return self._st["stdev"]
+
+    @property
+    def current_sigma(self) -> float:
+        """RMS of the adapted ``stdev`` the next generation samples with (after a pending
+        change of a group's ``sigma``); see :attr:`PopulationOptimizer.current_sigma`."""
+        st = self.state.get(STATE_KEY)
+        if not st:
+            return super().current_sigma
+        stdev = st["stdev"].to(torch.float64)  # a copy unless already float64
+        stdev = stdev.clone() if stdev is st["stdev"] else stdev
+        for g, old, (a, b) in zip(self.param_groups, st["group_sigma"], self._group_slices):
+            if g["sigma"] != old:
+                stdev[a:b] *= g["sigma"] / old
+        return _rms(stdev)
 
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         stdev = torch.empty_like(mean)

@@ -4,7 +4,9 @@ algorithm is tested the moment it is registered, and must add its row here.
 Each row gives the constructor arguments and, per benchmark function, an evaluation
 budget and the value the *center* must reach within it (D = 10)."""
 
+import copy
 import math
+import pickle
 from dataclasses import dataclass, field
 
 import pytest
@@ -258,3 +260,99 @@ def test_step_lr_scheduler_and_reduce_on_plateau_accept_the_optimizer(name):
     assert loss.dim() == 0
     plateau.step(loss)  # accepts the 0-dim tensor
     assert key in opt.param_groups[0]
+
+
+# ------------------------------------------------------- pickle / deepcopy (issue 12, item 3)
+def _two_group_params(dtype=torch.float32):
+    a = torch.nn.Parameter(torch.full((4,), 1.5, dtype=dtype))
+    b = torch.nn.Parameter(torch.full((2, 3), -1.0, dtype=dtype))
+    return [{"params": [a]}, {"params": [b]}]
+
+
+def _pickled(opt):
+    return pickle.loads(pickle.dumps(opt))
+
+
+@pytest.mark.parametrize("copier", [_pickled, copy.deepcopy], ids=["pickle", "deepcopy"])
+@pytest.mark.parametrize("name", NAMES)
+def test_pickle_and_deepcopy_give_an_equal_independent_optimizer(name, copier):
+    groups = _two_group_params()
+    opt = make(name, groups, seed=5)
+    params = [p for g in groups for p in g["params"]]
+
+    def f(pop):
+        return rosenbrock(pop.flat)
+
+    for _ in range(3):
+        opt.step(f)
+    twin = copier(opt)
+    twin_params = [p for g in twin.param_groups for p in g["params"]]
+    assert all(p is not q for p, q in zip(params, twin_params))
+    assert twin.popsize == opt.popsize and twin.generation == opt.generation
+    for _ in range(3):  # the same next generations, each on its own parameters
+        assert float(twin.step(f)) == float(opt.step(f))
+        for p, q in zip(params, twin_params):
+            assert torch.equal(p.detach(), q.detach())
+    before = [p.detach().clone() for p in params]
+    twin.step(f)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))  # independent
+    sd, sd_twin = opt.state_dict(), twin.state_dict()
+    assert sd["evoopt"]["seed"] == sd_twin["evoopt"]["seed"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pickle_between_ask_and_tell_keeps_the_pending_generation(name):
+    x = torch.nn.Parameter(torch.full((D,), 2.0))
+    opt = make(name, [x], seed=3)
+    opt.step(lambda pop: sphere(pop.flat))
+    pop = opt.ask()
+    losses = sphere(pop.flat)
+    twin = _pickled(opt)
+    assert float(twin.tell(losses)) == float(opt.tell(losses))
+    torch.testing.assert_close(twin.mean, opt.mean, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("inner", [torch.optim.Adam, evoopt.ClipUp, torch.optim.SGD])
+@pytest.mark.parametrize("name", ["openai_es", "pgpe"])
+def test_pickle_keeps_the_inner_optimizer_state(name, inner):
+    x = torch.nn.Parameter(torch.full((D,), 2.0))
+    opt = make(name, [x], seed=2, optimizer=inner)
+    for _ in range(2):
+        opt.step(lambda pop: sphere(pop.flat))
+    twin = _pickled(opt)
+    assert type(twin.inner_optimizer) is inner
+    (y,) = twin.param_groups[0]["params"]
+    assert twin.inner_optimizer.param_groups[0]["params"][0] is y  # the twin's own parameter
+    for _ in range(2):
+        assert float(twin.step(lambda pop: sphere(pop.flat))) == float(
+            opt.step(lambda pop: sphere(pop.flat)))
+    assert torch.equal(x.detach(), y.detach())
+
+
+# --------------------------------------------- stopped / current_sigma (interfaces, issue 12)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "cmaes"])  # cmaes: test_cmaes.py
+def test_stopped_is_empty_while_the_optimizer_can_go_on(name):
+    x = torch.nn.Parameter(torch.full((D,), 2.0))
+    opt = make(name, [x], seed=0)
+    assert opt.stopped == {}
+    for _ in range(3):
+        opt.step(lambda pop: sphere(pop.flat))
+    assert opt.stopped == {}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "cmaes"])  # cmaes: test_cmaes.py
+def test_current_sigma_is_the_rms_width_the_next_generation_samples_with(name):
+    # two groups with different sigma: before the first generation, the weighted RMS
+    a = torch.nn.Parameter(torch.full((4,), 2.0, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.full((6,), 2.0, dtype=torch.float64))
+    opt = make(name, [{"params": [a], "sigma": 0.1}, {"params": [b], "sigma": 0.4}], seed=0,
+               popsize=2000)
+    assert opt.current_sigma == pytest.approx(math.sqrt((4 * 0.1**2 + 6 * 0.4**2) / 10))
+    for _ in range(4):
+        opt.step(lambda pop: rosenbrock(pop.flat))
+    opt.param_groups[1]["sigma"] = 0.8  # a schedule doubles group 1's width
+    expected = opt.current_sigma
+    pop = opt.ask()  # the empirical RMS deviation from the center, 2000 members
+    measured = float(((pop.flat - opt.mean) ** 2).mean().sqrt())
+    assert measured == pytest.approx(expected, rel=0.05)
+    opt.tell(rosenbrock(pop.flat))
