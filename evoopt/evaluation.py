@@ -169,7 +169,27 @@ def _culprit(model: nn.Module, exc: BaseException) -> str:
     return f"{type(model).__name__}.{sub} ({type(found).__name__})" if sub else type(model).__name__
 
 
-def _vmap_failure(model: nn.Module, exc: RuntimeError, what: str) -> Exception:
+def _in_loss_fn(exc: BaseException) -> bool:
+    """True when ``exc`` was raised inside the loss function (under ``_reduced_loss``)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is PopulationObjective._reduced_loss.__code__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _vmap_failure(model: nn.Module, exc: RuntimeError, what: str, loss_fn=None) -> Exception:
+    if "randomness error mode" not in str(exc) and _in_loss_fn(exc):
+        name = getattr(loss_fn, "__qualname__", None) or type(loss_fn).__name__
+        return RuntimeError(
+            f"{what}: torch.func.vmap cannot evaluate the loss function {name} for all members "
+            f"at once ({str(exc).splitlines()[0]}). The loss function must compute the loss "
+            "with tensor operations and return the tensor: float(x), x.item(), x.tolist() or "
+            "Python branches on tensor values leave vmap (use torch.where, torch.clamp, ... and "
+            "return the 0-dim tensor). Or evaluate the members one at a time: "
+            "evoopt.loop_objective(model, loss_fn, *inputs) with the same arguments."
+        )
     if "randomness error mode" in str(exc):
         return ValueError(
             f"Invalid randomness: 'error', but the module {_culprit(model, exc)} draws random "
@@ -286,7 +306,7 @@ class PopulationObjective:
             loss = f(arg)
         except RuntimeError as e:
             if _is_vmap_error(e):
-                raise _vmap_failure(self.model, e, "vmap_objective") from e
+                raise _vmap_failure(self.model, e, "vmap_objective", self.loss_fn) from e
             raise
         return self._check_output(loss, P)
 

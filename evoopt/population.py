@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import secrets
 import warnings
 from collections.abc import Callable, Iterable
@@ -231,6 +232,9 @@ class PopulationOptimizer(Optimizer):
         self._gen.manual_seed(self.seed)
         self._pending: dict[str, Any] | None = None
         self._pending_pop: Population | None = None
+        # generator states around the pending ask, to rewind a failed generation
+        self._rng_before_ask: list | None = None
+        self._rng_after_ask: list | None = None
         self.last: Generation | None = None
 
     # ------------------------------------------------------------------ layout
@@ -243,8 +247,23 @@ class PopulationOptimizer(Optimizer):
                 names.append(gnames[pi] if gnames else str(len(names)))
         if not params:
             raise ValueError("optimizer got an empty parameter list")
+        seen: dict[int, str] = {}
+        for n, p in zip(names, params):
+            if id(p) in seen:  # torch refuses it across groups; within a group D would double
+                raise ValueError(
+                    f"Invalid parameter {n!r}: the same tensor as parameter {seen[id(p)]!r} "
+                    "(some parameters appear more than once in the optimizer's groups; "
+                    "expected each parameter once)"
+                )
+            seen[id(p)] = n
         dev, dt = params[0].device, params[0].dtype
         for n, p in zip(names, params):
+            if p.device.type == "meta":
+                raise ValueError(
+                    f"Invalid parameter {n!r}: on the meta device (no values to search from; "
+                    "materialise the model first, e.g. model.to_empty(device='cpu') and "
+                    "initialise it, or build it without device='meta')"
+                )
             if not p.is_floating_point():
                 raise ValueError(f"Invalid parameter {n!r}: dtype {p.dtype} (expected a floating point dtype)")
             if p.device != dev or p.dtype != dt:
@@ -407,22 +426,59 @@ class PopulationOptimizer(Optimizer):
         return torch.randn(*shape, generator=self._gen, device=self._device, dtype=self._dtype)
 
     # ------------------------------------------------------------- ask / tell
-    @_no_grad
     def ask(self) -> Population:
         """Sample a generation of ``popsize`` members from the current distribution."""
-        st = self._st
-        flat = self._sample(st, self._gen)
-        self._pending_pop = Population(flat, self.layout)
-        return self._pending_pop
+        return self._ask()
 
-    @_no_grad
     def tell(self, losses) -> Tensor:
         """Update the distribution from one loss per member of the last :meth:`ask`.
 
-        Non-finite losses rank worst (with a warning); if every loss is non-finite, a
-        ``ValueError`` is raised and the optimizer's state is left as it was.
+        Non-finite losses rank worst (with a warning). If every loss is non-finite, a
+        ``ValueError`` is raised and the optimizer is left as it was before the
+        :meth:`ask`: its state, the parameters (the center) and its random generators
+        (the next :meth:`ask` draws what the abandoned one drew). The generation stays
+        pending, so ``tell`` may be called again with finite losses.
         Returns the generation's mean loss (finite members) as a 0-dim tensor.
         """
+        return self._tell(losses)
+
+    def _generators(self) -> list[torch.Generator]:
+        """The random generators a failed generation rewinds (their states are saved at
+        every ask). The base class draws from ``self._gen`` only; a subclass that draws
+        from more generators (or keeps other ask-time state) extends the rewind."""
+        return [self._gen]
+
+    @_no_grad
+    def _ask(self) -> Population:
+        st = self._st
+        rng = [(g, g.get_state()) for g in self._generators()]
+        try:
+            flat = self._sample(st, self._gen)
+        except BaseException:
+            _set_rng(rng)
+            raise
+        self._pending_pop = Population(flat, self.layout)
+        self._rng_before_ask, self._rng_after_ask = rng, None
+        return self._pending_pop
+
+    def _rewind(self, keep_pending: bool) -> None:
+        """Undo a generation that failed: the parameters back to the center and the
+        generators back to their state before the ask. With ``keep_pending`` the asked
+        population stays pending (a later successful ``tell`` moves the generators forward
+        again), else it is dropped."""
+        if self._rng_before_ask is not None:
+            if keep_pending and self._rng_after_ask is None:
+                self._rng_after_ask = [(g, g.get_state()) for g, _ in self._rng_before_ask]
+            _set_rng(self._rng_before_ask)
+        if not keep_pending:
+            self._pending_pop = self._pending = None
+            self._rng_before_ask = self._rng_after_ask = None
+        st = self.state.get(STATE_KEY)
+        if st:
+            self.layout.load_(st["mean"])
+
+    @_no_grad
+    def _tell(self, losses) -> Tensor:
         if self._pending_pop is None:
             raise RuntimeError(f"{type(self).__name__}.tell() called without a pending ask()")
         pop = self._pending_pop
@@ -434,10 +490,14 @@ class PopulationOptimizer(Optimizer):
         finite = [math.isfinite(v) for v in vals]
         nbad = P - sum(finite)
         if nbad == P:
+            self._rewind(keep_pending=True)
             raise ValueError(
                 f"all {P} losses of generation {self.generation} are NaN or infinite; "
                 "the optimizer's state is unchanged (check the objective)"
             )
+        if self._rng_after_ask is not None:  # told again after a failed tell
+            _set_rng(self._rng_after_ask)
+        self._rng_before_ask = self._rng_after_ask = None
         uvals = [-v for v in vals] if self.maximize else list(vals)
         if nbad:
             warnings.warn(
@@ -486,7 +546,15 @@ class PopulationOptimizer(Optimizer):
         return torch.from_numpy(np.array(mean_loss, dtype=np.float64))  # 0-dim, cheaper than torch.tensor
 
     def _check_losses(self, losses, P: int) -> Tensor:
+        """Losses as a [P] float64 CPU tensor. Real numbers of any dtype are accepted
+        (floating or integer, tensors, numpy arrays or lists alike); booleans and complex
+        numbers are refused (a mask is not a loss)."""
         if not isinstance(losses, Tensor):
+            if _has_bools(losses):
+                raise ValueError(
+                    "Invalid losses: booleans (expected one real loss per member; a 0-1 loss "
+                    "is a number: convert it, e.g. mask.float())"
+                )
             try:
                 losses = torch.as_tensor(losses, dtype=torch.float64)
             except (TypeError, ValueError, RuntimeError) as e:
@@ -498,8 +566,13 @@ class PopulationOptimizer(Optimizer):
             raise ValueError(
                 f"Invalid losses: shape {tuple(losses.shape)} (expected ({P},), one loss per member)"
             )
-        if not (losses.is_floating_point() or losses.dtype in (torch.int32, torch.int64)):
-            raise ValueError(f"Invalid losses: dtype {losses.dtype} (expected a real dtype)")
+        if losses.dtype == torch.bool or losses.is_complex():
+            hint = "; for a 0-1 loss convert the mask, e.g. mask.float()" * (
+                losses.dtype == torch.bool)
+            raise ValueError(
+                f"Invalid losses: dtype {losses.dtype} (expected a real dtype, floating or "
+                f"integer{hint})"
+            )
         if losses.dtype == torch.float64 and losses.device.type == "cpu":
             return torch.from_numpy(losses.numpy().copy())  # one numpy copy: cheaper than .to
         return losses.to(dtype=torch.float64, device="cpu")
@@ -517,29 +590,40 @@ class PopulationOptimizer(Optimizer):
                 f"{type(self).__name__}.step() needs a closure: a zero-argument function "
                 "returning the loss, or a population objective returning one loss per member"
             )
-        pop = self.ask()
-        if is_population_objective(closure):
-            losses = closure(pop)
-        else:
-            losses = self._evaluate_members(closure, pop)
-        return self.tell(losses)
+        pop = self._ask()
+        try:
+            if is_population_objective(closure):
+                losses = closure(pop)
+            else:
+                losses = self._evaluate_members(closure, pop)
+            return self._tell(losses)
+        except BaseException:  # a failed generation leaves the optimizer as it was
+            self._rewind(keep_pending=False)
+            raise
 
     def _evaluate_members(self, closure: Callable, pop: Population) -> Tensor:
         """Load each member into the parameters and call the closure; a member whose
-        closure raises gets a NaN loss (so it ranks worst) unless every member raises."""
+        closure raises gets a NaN loss (so it ranks worst) unless every member raises.
+        A closure that returns no loss, or that calls ``backward`` unguarded, is refused
+        at the first member (the same for every member)."""
         out = torch.empty(pop.popsize, dtype=torch.float64)
         first_error = None
         with torch.no_grad():
             for i in range(pop.popsize):
                 self.layout.load_(pop.flat[i])
                 try:
-                    with torch.no_grad():
-                        loss = closure()
-                    out[i] = float(loss)
-                except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
-                    if first_error is None:
-                        first_error = e
+                    loss = closure()
+                except RuntimeError as e:
+                    if _NO_GRAD_BACKWARD in str(e):
+                        raise RuntimeError(_BACKWARD_FIX.format(type(self).__name__)) from e
+                    first_error = first_error or e
                     out[i] = math.nan
+                    continue
+                except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
+                    first_error = first_error or e
+                    out[i] = math.nan
+                    continue
+                out[i] = _closure_loss(loss)
         if first_error is not None:
             if torch.isnan(out).all():
                 raise first_error
@@ -657,6 +741,7 @@ class PopulationOptimizer(Optimizer):
             self._gen.set_state(rng.cpu())
         self._pending_pop = None
         self._pending = None
+        self._rng_before_ask = self._rng_after_ask = None
         if STATE_KEY in self.state:
             self.layout.load_(self.state[STATE_KEY]["mean"])
 
@@ -745,6 +830,46 @@ def _is_real(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+_NO_GRAD_BACKWARD = "does not require grad and does not have a grad_fn"
+_BACKWARD_FIX = (
+    "the closure calls loss.backward(), but {} evaluates it under torch.no_grad() (an "
+    "evolution strategy needs no gradients), so the loss has no graph. Guard the call: "
+    "`if torch.is_grad_enabled(): loss.backward()` -- the same closure then works with "
+    "torch's optimizers too"
+)
+
+
+def _closure_loss(loss) -> float:
+    """The number a torch closure returned: a one-element tensor or a real number."""
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1 or loss.dtype == torch.bool or loss.is_complex():
+            raise ValueError(
+                f"Invalid closure: it returned a {loss.dtype} tensor of shape "
+                f"{tuple(loss.shape)} (expected the loss as a scalar: reduce it, e.g. "
+                "loss.mean(), or pass a population objective that returns one loss per member)"
+            )
+        return float(loss)
+    if isinstance(loss, numbers.Real) and not isinstance(loss, (bool, np.bool_)):
+        return float(loss)
+    what = "None" if loss is None else f"a {type(loss).__name__}"
+    raise ValueError(
+        f"Invalid closure: it returned {what} (expected the loss, a 0-dim tensor or a number: "
+        "end the closure with `return loss`)"
+    )
+
+
+def _has_bools(x) -> bool:
+    """True for a numpy bool array or a list/tuple holding a bool (not a loss)."""
+    if isinstance(x, np.ndarray):
+        return x.dtype == np.bool_
+    return isinstance(x, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in x)
+
+
+def _set_rng(states: list) -> None:
+    for gen, state in states:
+        gen.set_state(state)
+
+
 #: torch's per-instance hook registries: never pickled (hooks are often lambdas), as in torch
 _HOOK_DICTS = frozenset({
     "_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
@@ -824,13 +949,13 @@ def _all_or_nothing(load):
         if getattr(self, "_loading", False):  # an inner super().load_state_dict call
             return load(self, state_dict)
         backup = self.state_dict()
-        pending = (self._pending_pop, self._pending)
+        pending = (self._pending_pop, self._pending, self._rng_before_ask, self._rng_after_ask)
         self._loading = True
         try:
             load(self, state_dict)
         except Exception as e:
             load(self, backup)
-            self._pending_pop, self._pending = pending
+            self._pending_pop, self._pending, self._rng_before_ask, self._rng_after_ask = pending
             if isinstance(e, ValueError):
                 raise
             raise ValueError(

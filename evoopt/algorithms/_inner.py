@@ -13,6 +13,7 @@ optimizer's own parameters and applied by an *inner* torch optimizer (Adam, SGD,
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -28,6 +29,16 @@ _PARAM_SHAPED = frozenset({
     "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "exp_inf", "momentum_buffer", "velocity",
     "sum", "square_avg", "acc_delta", "grad_avg", "prev", "step_size", "ax",
 })
+
+
+def _needs_closure(opt: Optimizer) -> bool:
+    """True when ``opt.step`` has a required ``closure`` argument (LBFGS)."""
+    try:
+        params = inspect.signature(type(opt).step).parameters
+    except (TypeError, ValueError):
+        return False
+    closure = params.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 class InnerOptimizerMixin:
@@ -52,6 +63,13 @@ class InnerOptimizerMixin:
                 f"Invalid optimizer: the factory returned {type(inner).__name__} "
                 "(expected a gradient "
                 "torch.optim.Optimizer)"
+            )
+        if _needs_closure(inner):
+            raise ValueError(
+                f"Invalid optimizer: {type(inner).__name__} needs a closure at every step (it "
+                "re-evaluates the loss, e.g. LBFGS's line search); the inner optimizer only "
+                "receives a gradient estimate in p.grad: use one that steps without a closure "
+                "(Adam, SGD, evoopt.ClipUp, ...)"
             )
         outer_ids = [[id(p) for p in g["params"]] for g in self.param_groups]
         inner_ids = [[id(p) for p in g["params"]] for g in inner.param_groups]
