@@ -96,9 +96,9 @@ class ParamLayout:
 
     def unflatten(self, flat: Tensor) -> list[Tensor]:
         """Split ``flat`` of shape [..., D] into views of shape [..., *param_shape]."""
-        lead = flat.shape[:-1]
-        return [
-            flat[..., a:b].reshape(*lead, *shape)
+        lead = tuple(flat.shape[:-1])
+        return [  # tuple shapes: a 0-dim parameter (a learnable scalar) has shape ()
+            flat[..., a:b].reshape(lead + shape)
             for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
         ]
 

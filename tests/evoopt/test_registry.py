@@ -356,3 +356,49 @@ def test_current_sigma_is_the_rms_width_the_next_generation_samples_with(name):
     measured = float(((pop.flat - opt.mean) ** 2).mean().sqrt())
     assert measured == pytest.approx(expected, rel=0.05)
     opt.tell(rosenbrock(pop.flat))
+
+
+# -------------------------------------------------- 0-dim parameters (issue 12, item 12)
+class _Tempered(torch.nn.Module):
+    """A linear layer with a learnable temperature: a 0-dim parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 1)
+        self.temperature = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.lin(x) / self.temperature
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_single_0_dim_parameter_steps_by_closure_and_by_objective_alike(name):
+    traces = []
+    for mode in ("closure", "objective"):
+        t = torch.nn.Parameter(torch.tensor(2.0))
+        ptr = t.data_ptr()
+        opt = make(name, [t], seed=1)
+        if mode == "closure":
+            losses = [float(opt.step(lambda: (t - 0.5) ** 2)) for _ in range(3)]
+        else:
+            losses = [float(opt.step(lambda pop: (pop.params()["0"] - 0.5) ** 2)) for _ in range(3)]
+        assert t.shape == () and t.data_ptr() == ptr
+        traces.append((losses, float(t.detach())))
+    assert traces[0] == traces[1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_with_a_0_dim_parameter_through_vmap_objective(name):
+    torch.manual_seed(0)
+    model = _Tempered()
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    opt = make(name, model.named_parameters(), seed=0)
+    pop = opt.ask()
+    assert pop.params()["temperature"].shape == (len(pop),)
+    assert [m.shape for m in pop.member(0)] == [(), (1, 3), (1,)]  # own parameter first
+    mse = torch.nn.functional.mse_loss
+    vmapped = evoopt.vmap_objective(model, mse, x, y)(pop)
+    looped = evoopt.loop_objective(model, mse, x, y)(pop)
+    torch.testing.assert_close(vmapped, looped)
+    opt.tell(vmapped)
+    assert model.temperature.shape == () and opt.generation == 1
