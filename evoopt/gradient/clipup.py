@@ -2,16 +2,21 @@ r"""ClipUp: normalized gradient steps with heavy-ball momentum and a clipped vel
 
 N. E. Toklu, P. Liskowski, R. K. Srivastava, "ClipUp: A Simple and Powerful Optimizer for
 Distribution-based Policy Evolution", PPSN 2020, https://arxiv.org/abs/2008.02387
-(Algorithm 1). In the code's names, for each param group (all its parameters form one
-vector, as in the paper)::
+(Algorithm 1). In the code's names (all parameters form one vector, as in the paper)::
 
     d        = grad                      (-grad when maximize)
     velocity = momentum * velocity + lr * d / ||d||          # normalized gradient step
     velocity = velocity * max_speed / ||velocity||   if ||velocity|| > max_speed   # clip
     param    = param - velocity
 
-``||.||`` is the Euclidean norm over *all* parameters of the group jointly. A zero
-gradient contributes no step (the momentum term still moves). The paper suggests
+``||.||`` is the Euclidean norm over *all* parameters of *all* param groups jointly (like
+``torch.nn.utils.clip_grad_norm_``), as the paper and EvoTorch normalise the whole search
+gradient: splitting the parameters into groups with the same settings changes nothing.
+Each group's own ``lr``, ``momentum`` and ``max_speed`` then apply to its coordinates:
+``||d||`` and ``||velocity||`` are global, the step ``lr * d / ||d||`` and the clip
+``max_speed / ||velocity||`` use the group's values (so a group with a smaller ``lr``
+moves proportionally less along the common direction). A zero gradient contributes no
+step (the momentum term still moves); parameters without a gradient are left out. The paper suggests
 choosing the maximum speed and setting the step size to half of it, ``max_speed = 2 * lr``;
 leaving ``max_speed=None`` keeps that ratio at every step, so a scheduler on ``lr`` scales
 both (EvoTorch instead fixes ``max_speed`` at twice the *initial* step size).
@@ -87,6 +92,7 @@ class ClipUp(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        groups = []  # (params, grads, velocities, settings) of each group with gradients
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -102,14 +108,10 @@ class ClipUp(Optimizer):
                     state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 velocities.append(state["velocity"])
             max_speed = group["max_speed"]
-            _clipup(
-                params,
-                grads,
-                velocities,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                max_speed=2.0 * group["lr"] if max_speed is None else max_speed,
-            )
+            max_speed = 2.0 * group["lr"] if max_speed is None else max_speed
+            groups.append((params, grads, velocities, group["lr"], group["momentum"], max_speed))
+        if groups:
+            _clipup(groups)
         return loss
 
 
@@ -118,18 +120,21 @@ def _joint_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
-def _clipup(params, grads, velocities, *, lr: float, momentum: float, max_speed: float) -> None:
-    """The update of one group, in place. No host synchronisation (works on GPU)."""
-    grad_norm = _joint_norm(grads)
-    # lr / ||d||, or 0 for a zero gradient (no direction to follow)
-    scale = torch.where(
-        grad_norm > 0, lr / grad_norm.clamp(min=torch.finfo(grad_norm.dtype).tiny), 0.0
-    )
-    for v, d in zip(velocities, grads):
-        v.mul_(momentum).add_(d * scale)
-    speed = _joint_norm(velocities)
-    # max_speed / ||v|| when ||v|| > max_speed, else exactly 1
-    clip = torch.where(speed > max_speed, max_speed / speed, 1.0)
-    for p, v in zip(params, velocities):
-        v.mul_(clip)
-        p.sub_(v)
+def _clipup(groups: list[tuple]) -> None:
+    """The update of every group, in place, with the norms taken over all groups jointly.
+    No host synchronisation (works on GPU)."""
+    grad_norm = _joint_norm([d for g in groups for d in g[1]])
+    # 1 / ||d||, or 0 for a zero gradient (no direction to follow)
+    inv = torch.where(grad_norm > 0, 1.0 / grad_norm.clamp(min=torch.finfo(grad_norm.dtype).tiny),
+                      0.0)
+    for _, grads, velocities, lr, momentum, _ in groups:
+        scale = inv * lr
+        for v, d in zip(velocities, grads):
+            v.mul_(momentum).add_(d * scale)
+    speed = _joint_norm([v for g in groups for v in g[2]])
+    for params, _, velocities, _, _, max_speed in groups:
+        # max_speed / ||v|| when ||v|| > max_speed, else exactly 1
+        clip = torch.where(speed > max_speed, max_speed / speed, 1.0)
+        for p, v in zip(params, velocities):
+            v.mul_(clip)
+            p.sub_(v)

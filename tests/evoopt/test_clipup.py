@@ -183,3 +183,57 @@ def test_a_param_group_with_a_non_bool_maximize_is_refused():
     with pytest.raises(ValueError, match=r"Invalid maximize: 'no' \(expected True or False\)"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "maximize": "no"})
     assert len(opt.param_groups) == 1
+
+
+# ------------------------------------------- several param groups (issue 12, item 11)
+@pytest.mark.parametrize("maximize", [False, True])
+def test_groups_with_the_same_settings_match_the_papers_equations_on_the_whole_vector(maximize):
+    shapes = [(3, 4), (5,), (2,)]
+    g = torch.Generator().manual_seed(4)
+    params = [torch.nn.Parameter(torch.randn(*s, generator=g, dtype=torch.float64)) for s in shapes]
+    x0 = [p.detach().clone() for p in params]
+    grads = random_grads(shapes, 12, seed=5)
+    opt = evoopt.ClipUp([{"params": [params[0]]}, {"params": params[1:]}], lr=0.1,
+                        momentum=0.9, maximize=maximize)
+    for step_grads in grads:
+        for p, gr in zip(params, step_grads):
+            p.grad = gr.clone()
+        opt.step()
+    expected = reference_clipup(x0, grads, 0.1, 0.9, 0.2, maximize)
+    got = torch.cat([p.detach().reshape(-1) for p in params])
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-15)
+
+
+def test_groups_with_their_own_lr_and_max_speed_share_the_global_norms():
+    a = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = evoopt.ClipUp([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.2, "max_speed": 0.05}],
+                        momentum=0.0)
+    a.grad = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    b.grad = torch.tensor([0.0, 4.0, 0.0], dtype=torch.float64)
+    opt.step()
+    # d / ||d|| = (0.6, 0, | 0, 0.8, 0); velocity (0.06, 0 | 0, 0.16, 0), speed sqrt(0.0292)
+    speed = (0.06**2 + 0.16**2) ** 0.5
+    torch.testing.assert_close(a.detach(), torch.tensor([-0.06, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(  # group b is clipped to 0.05 / speed of its velocity
+        b.detach(), torch.tensor([0.0, -0.16 * 0.05 / speed, 0.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name,extra", [("pgpe", {}), ("openai_es", {"optimizer": evoopt.ClipUp})])
+def test_es_with_clipup_steps_alike_with_one_or_two_param_groups(name, extra):
+    # the issue's repro: the first step was lr * sqrt(2) long with two groups
+    runs = []
+    for split in (False, True):
+        x = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))
+        groups = [x] if not split else [{"params": [x[:4].detach().clone().requires_grad_()]},
+                                        {"params": [x[4:].detach().clone().requires_grad_()]}]
+        opt = evoopt.OPTIMIZERS[name](groups, 0.05, sigma=0.3, popsize=20, seed=3, **extra)
+        norms = []
+        for _ in range(4):
+            before = opt.mean.clone()
+            opt.step(lambda pop: ((pop.flat - 1) ** 2).sum(-1))
+            norms.append(float((opt.mean - before).norm()))
+        runs.append((norms, opt.mean.clone()))
+    assert runs[0][0][0] == pytest.approx(0.05, rel=1e-9)
+    assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-9)
+    torch.testing.assert_close(runs[1][1], runs[0][1], rtol=1e-9, atol=1e-12)
