@@ -12,7 +12,15 @@ distribution. :meth:`PopulationOptimizer.step` does both around a closure:
 - a *population objective* -- a callable that takes a :class:`Population` and
   returns ``P`` losses (e.g. :func:`evoopt.vmap_objective`) -- is called once.
 
-After ``step`` (and after ``tell``) the parameters hold the center. Hyperparameters
+After ``step`` (and after ``tell``) the parameters hold the center. A generation that
+fails (every loss non-finite, the closure raising for every member) leaves the optimizer
+as it was before its ask: the center in the parameters, the state, the random stream.
+
+Frozen parameters (``requires_grad=False`` when the optimizer is built) are left alone, as
+torch's optimizers leave them: they are not in the search vector and never written. The
+search vector is fixed at construction (and :meth:`add_param_group`): freezing or
+unfreezing a parameter later is refused at the next generation with a ``ValueError``
+(build a new optimizer to search another set). Hyperparameters
 (``lr``, ``sigma``, ...) live in ``param_groups`` and are read at every generation, so
 ``torch.optim.lr_scheduler`` drives them; a group's value applies to the coordinates
 of that group's parameters.
@@ -205,6 +213,10 @@ class PopulationOptimizer(Optimizer):
     settings: tuple[str, ...] = ()
     #: entries of the population state that are [D] vectors (their shape is checked on load)
     vector_state: tuple[str, ...] = ()
+    #: entries of the population state kept in the parameters' dtype (besides ``mean`` and
+    #: ``best``): a checkpoint of another dtype is cast to it on load, as torch's optimizers
+    #: cast their state; every other entry keeps its saved dtype (float64 by design)
+    param_dtype_state: tuple[str, ...] = ()
     #: dtype of the losses ``_update`` receives (``None``: the parameters' dtype). CMA-ES
     #: asks for float64 so that pycma ranks and stops on unrounded fitness values.
     loss_dtype: torch.dtype | None = None
@@ -239,12 +251,27 @@ class PopulationOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ layout
     def _build_layout(self) -> None:
-        params, names = [], []
-        for gi, g in enumerate(self.param_groups):
+        """The search vector: every parameter of every group that requires grad, in
+        order. Frozen parameters (``requires_grad=False``) are left out and never written,
+        as torch's optimizers leave them alone; the set is fixed here (see :meth:`ask`)."""
+        params, names, searched, flags = [], [], [], []
+        count = 0
+        for g in self.param_groups:
             gnames = g.get("param_names")
+            searched.append([])
             for pi, p in enumerate(g["params"]):
-                params.append(p)
-                names.append(gnames[pi] if gnames else str(len(names)))
+                name = gnames[pi] if gnames else str(count)
+                count += 1
+                flags.append(p.requires_grad)
+                if p.requires_grad:
+                    params.append(p)
+                    names.append(name)
+                    searched[-1].append(p)
+        if not params and count:
+            raise ValueError(
+                f"optimizer got no parameter to search: all {count} have requires_grad=False "
+                "(frozen parameters are left alone, as torch's optimizers leave them)"
+            )
         if not params:
             raise ValueError("optimizer got an empty parameter list")
         seen: dict[int, str] = {}
@@ -273,13 +300,31 @@ class PopulationOptimizer(Optimizer):
                 )
         self.layout = ParamLayout(params, names)
         self._device, self._dtype = dev, dt
+        self._searched, self._requires_grad = searched, flags
         # coordinate slice [a, b) of each group in the flat vector
         self._group_slices = []
         a = 0
-        for g in self.param_groups:
-            b = a + sum(p.numel() for p in g["params"])
+        for group_params in searched:
+            b = a + sum(p.numel() for p in group_params)
             self._group_slices.append((a, b))
             a = b
+
+    def _check_frozen_unchanged(self) -> None:
+        """The search vector is fixed when the optimizer is built: a parameter frozen or
+        unfrozen since then would be written against the user's intent or never searched."""
+        flags = [p.requires_grad for g in self.param_groups for p in g["params"]]
+        if flags == self._requires_grad:
+            return
+        params = [p for g in self.param_groups for p in g["params"]]
+        i = next(i for i, (a, b) in enumerate(zip(flags, self._requires_grad)) if a != b)
+        names = [n for g in self.param_groups for n in (g.get("param_names") or [])]
+        name = names[i] if names else str(i)
+        change = "frozen (requires_grad=False)" if not flags[i] else "unfrozen (requires_grad=True)"
+        raise ValueError(
+            f"Invalid parameter {name!r} (shape {tuple(params[i].shape)}): {change} after "
+            f"{type(self).__name__} was built; the search vector is fixed at construction. "
+            "Restore requires_grad, or build a new optimizer over the parameters to search"
+        )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if getattr(self, "layout", None) is not None and self.state.get(STATE_KEY):
@@ -450,6 +495,7 @@ class PopulationOptimizer(Optimizer):
 
     @_no_grad
     def _ask(self) -> Population:
+        self._check_frozen_unchanged()
         st = self._st
         rng = [(g, g.get_state()) for g in self._generators()]
         try:
@@ -495,9 +541,6 @@ class PopulationOptimizer(Optimizer):
                 f"all {P} losses of generation {self.generation} are NaN or infinite; "
                 "the optimizer's state is unchanged (check the objective)"
             )
-        if self._rng_after_ask is not None:  # told again after a failed tell
-            _set_rng(self._rng_after_ask)
-        self._rng_before_ask = self._rng_after_ask = None
         uvals = [-v for v in vals] if self.maximize else list(vals)
         if nbad:
             warnings.warn(
@@ -506,6 +549,9 @@ class PopulationOptimizer(Optimizer):
                 stacklevel=3,
             )
             good = [v for v, f in zip(uvals, finite) if f]
+            if not math.isfinite(max(good) + max(max(good) - min(good), 1.0)):
+                # beyond float64's range: every algorithm is invariant to a positive scale
+                uvals, good = [v / 4 for v in uvals], [v / 4 for v in good]
             worst = max(good) + max(max(good) - min(good), 1.0)
             uvals = [v if f else worst for v, f in zip(uvals, finite)]
         bi = min(range(P), key=uvals.__getitem__)  # non-finite members are strictly worse
@@ -528,6 +574,9 @@ class PopulationOptimizer(Optimizer):
         self._update(st, u)
         self._pending_pop = None
         self._pending = None
+        if self._rng_after_ask is not None:  # told again after a failed tell
+            _set_rng(self._rng_after_ask)
+        self._rng_before_ask = self._rng_after_ask = None
 
         st["generation"] += 1
         st["num_evals"] += P
@@ -672,9 +721,19 @@ class PopulationOptimizer(Optimizer):
             "popsize": self.popsize,
             "maximize": self.maximize,
             "seed": self.seed,
-            "rng": self._gen.get_state(),
+            "rng": self._checkpoint_rng(),
             **{key: getattr(self, key) for key in self.settings},
         }
+
+    def _checkpoint_rng(self) -> Tensor:
+        """The generator state a checkpoint records. Between ask and tell it is the state
+        before that ask: a checkpoint never holds half a generation (the pending one is not
+        saved), so a run resumed from it asks that generation again and draws the same
+        members; a failed tell, which rewinds the generator, leaves the checkpoint as it was."""
+        for gen, state in self._rng_before_ask or ():
+            if gen is self._gen:
+                return state.clone()
+        return self._gen.get_state()
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
@@ -735,7 +794,10 @@ class PopulationOptimizer(Optimizer):
         sd["state"] = _clone_tree(sd.get("state", {}))
         super().load_state_dict(sd)
         if STATE_KEY in self.state:
-            self.state[STATE_KEY] = _to_device(self.state[STATE_KEY], self._device)
+            st = self.state[STATE_KEY] = _to_device(self.state[STATE_KEY], self._device)
+            for key in ("mean", "best", *self.param_dtype_state):
+                if isinstance(st.get(key), Tensor):
+                    st[key] = st[key].to(self._dtype)
         self.seed = meta.get("seed", self.seed)
         if isinstance(rng, Tensor):
             self._gen.set_state(rng.cpu())
@@ -983,7 +1045,8 @@ def _clone_tree(x):
 
 def _to_device(x, device):
     """Move a loaded population state to the parameters' device. Float tensors keep their
-    own dtype (float64 state stays float64); only the device follows the parameters."""
+    own dtype here (float64 state stays float64); ``load_state_dict`` then casts the
+    entries that have the parameters' dtype by design (``param_dtype_state``)."""
     if isinstance(x, Tensor):
         return x.to(device=device)
     if isinstance(x, dict):

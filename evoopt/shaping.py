@@ -14,6 +14,14 @@ means a *smaller* shaped value, so an estimate of the loss gradient is
   they are costs: ``-(max(0, log(P/2 + 1) - log k) / sum_j max(0, ...) - 1/P)``.
 - :func:`elite_weights` -- the positive recombination weights of the best ``mu``
   members (log-decreasing as in CMA-ES, or equal).
+
+**Ties.** Members with exactly equal losses share the average of the values their rank
+positions would get (average ranks, as ``scipy.stats.rankdata(method="average")``), so the
+shaped values never depend on the order of the members. On an exact plateau (all losses
+equal) every rank-based shaping is then zero and the rank-based algorithms take no step:
+with ties broken by member index the center would random-walk (0-1 losses, a reward that
+is constant until the task is solved). Non-finite losses, replaced by one common worst
+value, tie the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "by_rank",
     "ranks",
     "centered_rank",
     "standardize",
@@ -33,20 +42,40 @@ __all__ = [
 ]
 
 
-def ranks(u: Tensor) -> Tensor:
-    """0-based ranks of ``u`` in ascending order (ties broken by index: stable)."""
+def by_rank(u: Tensor, values: Tensor) -> Tensor:
+    """``values[k]`` is what the k-th smallest loss gets (k = 0..P-1); returns it per
+    member, tied members getting the mean of the values of the positions they share."""
     order = torch.argsort(u, stable=True)
-    r = torch.empty_like(order)
-    r[order] = torch.arange(u.numel(), device=u.device)
-    return r
+    s = u[order]
+    if s.numel() > 1:
+        tied = s[1:] == s[:-1]
+        if bool(tied.any()):
+            start = torch.ones_like(s, dtype=torch.bool)
+            start[1:] = ~tied
+            gid = torch.cumsum(start, 0) - 1  # tie group of each sorted position
+            num = int(gid[-1]) + 1
+            sums = torch.zeros(num, dtype=values.dtype, device=values.device).index_add_(
+                0, gid, values)
+            counts = torch.bincount(gid, minlength=num).to(values.dtype)
+            values = (sums / counts)[gid]
+    out = torch.empty_like(values)
+    out[order] = values
+    return out
+
+
+def ranks(u: Tensor) -> Tensor:
+    """0-based ranks of ``u`` in ascending order, in ``u``'s dtype; tied values get the
+    average of their ranks (``[3, 1, 2, 1] -> [3, 0.5, 2, 0.5]``)."""
+    return by_rank(u, torch.arange(u.numel(), device=u.device, dtype=u.dtype))
 
 
 def centered_rank(u: Tensor) -> Tensor:
-    r"""``rank(u_i) / (P - 1) - 0.5``: the best member gets -0.5, the worst +0.5."""
+    r"""``rank(u_i) / (P - 1) - 0.5``: the best member gets -0.5, the worst +0.5 (average
+    ranks for ties: all equal gives all zeros)."""
     n = u.numel()
     if n == 1:
         return torch.zeros_like(u)
-    return ranks(u).to(u.dtype) / (n - 1) - 0.5
+    return ranks(u) / (n - 1) - 0.5
 
 
 def standardize(u: Tensor, eps: float = 1e-8) -> Tensor:
@@ -62,12 +91,16 @@ def nes_utilities(u: Tensor) -> Tensor:
     The k-th best member (k = 1..P) gets
     ``w_k = max(0, log(P/2 + 1) - log k) / sum_j max(0, log(P/2 + 1) - log j) - 1/P``;
     the function returns ``-w`` arranged by member so that lower is better, like ``u``.
+    Tied members share the mean of their positions' utilities (all tied: all zero, since
+    the utilities sum to zero).
     """
     n = u.numel()
+    if bool(u.min() == u.max()):  # all tied: exactly zero (their mean, up to rounding)
+        return torch.zeros_like(u)
     k = torch.arange(1, n + 1, dtype=u.dtype, device=u.device)
     w = (math.log(n / 2 + 1) - torch.log(k)).clamp(min=0)
     w = w / w.sum() - 1.0 / n
-    return -w[ranks(u)]
+    return -by_rank(u, w)
 
 
 def elite_weights(u: Tensor, mu: int, kind: str = "log") -> Tensor:
@@ -75,6 +108,8 @@ def elite_weights(u: Tensor, mu: int, kind: str = "log") -> Tensor:
 
     ``kind="log"``: ``w_k ∝ log(mu + 1/2) - log k`` (Hansen 2016, "The CMA Evolution
     Strategy: A Tutorial", eq. 49 for the positive weights); ``kind="equal"``: ``1/mu``.
+    Tied members share the mean of their positions' weights: members tied across the
+    cut share the cut's weights, so more than ``mu`` members may get a (smaller) weight.
     """
     n = u.numel()
     if not 1 <= mu <= n:
@@ -87,9 +122,7 @@ def elite_weights(u: Tensor, mu: int, kind: str = "log") -> Tensor:
     else:
         raise ValueError(f"Invalid kind: {kind!r} (expected 'log' or 'equal')")
     w = w / w.sum()
-    out = torch.zeros_like(u)
-    out[torch.argsort(u, stable=True)[:mu]] = w
-    return out
+    return by_rank(u, torch.cat([w, torch.zeros(n - mu, dtype=u.dtype, device=u.device)]))
 
 
 def _raw(u: Tensor) -> Tensor:

@@ -47,7 +47,8 @@ class InnerOptimizerMixin:
     _inner: Optimizer | None = None
 
     def _build_inner(self, optimizer) -> None:
-        groups = [{"params": g["params"], "lr": g["lr"]} for g in self.param_groups]
+        # over the searched parameters only: frozen ones are not touched, even with a grad
+        groups = [{"params": ps, "lr": g["lr"]} for g, ps in zip(self.param_groups, self._searched)]
         what = "a torch.optim.Optimizer class or a callable(params) -> Optimizer"
         if isinstance(optimizer, type):
             if not issubclass(optimizer, Optimizer) or issubclass(optimizer, PopulationOptimizer):
@@ -71,7 +72,7 @@ class InnerOptimizerMixin:
                 "receives a gradient estimate in p.grad: use one that steps without a closure "
                 "(Adam, SGD, evoopt.ClipUp, ...)"
             )
-        outer_ids = [[id(p) for p in g["params"]] for g in self.param_groups]
+        outer_ids = [[id(p) for p in ps] for ps in self._searched]
         inner_ids = [[id(p) for p in g["params"]] for g in inner.param_groups]
         if outer_ids != inner_ids:
             raise ValueError(
@@ -95,7 +96,7 @@ class InnerOptimizerMixin:
         super().add_param_group(param_group)
         if self._inner is not None:
             g = self.param_groups[-1]
-            self._inner.add_param_group({"params": g["params"], "lr": g["lr"]})
+            self._inner.add_param_group({"params": self._searched[-1], "lr": g["lr"]})
 
     @torch.no_grad()
     def _apply_gradient(self, st: dict[str, Any], grad: Tensor) -> None:

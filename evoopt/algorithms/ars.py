@@ -16,7 +16,10 @@ rewards used. One generation, in the code's names (Algorithm 1)::
 
 The rewards enter raw (not ranked), as in the paper; dividing by ``sigma_R`` makes the
 step invariant to their scale and offset. When all ``2b`` rewards are equal the step is
-zero (``sigma_R`` is then taken as 1 instead of dividing by 0).
+zero (``sigma_R`` is then taken as 1 instead of dividing by 0): on an exact plateau the
+center stays. Directions whose ``max(r_plus, r_minus)`` tie at the top-``b`` cut are
+taken in index order (a tied direction's own difference ``r_plus - r_minus`` still
+decides its step).
 
 Members are laid out as ``[mean + sigma * delta_1..N, mean - sigma * delta_1..N]``.
 

@@ -27,6 +27,13 @@ default to 1 (no smoothing: Rubinstein's CEM and Szita & Lőrincz's). ``sigma_lr
 al. 2005, continuous optimisation; they suggest ``beta`` in [0.8, 0.99], ``q`` in [5, 10]),
 whose step ``beta_t ~ beta q / t`` shrinks ``sigma_vec`` polynomially, not geometrically.
 
+Ties: members with equal losses across the elite's cut share the cut's weights (the
+average of the weights of the positions they tie on, as in :mod:`evoopt.shaping`), so
+the selection never depends on the members' order; a generation whose losses are *all*
+equal carries no information and leaves the distribution as it was (selecting an
+arbitrary elite would move the mean and shrink ``sigma_vec`` at random: a plateau would
+collapse the search).
+
 Plain CEM (the default) is a UMDA_c with truncation selection: its ``sigma_vec`` shrinks
 geometrically whatever the distance to the optimum, so started with a width much smaller
 than that distance it stops short (premature convergence; measured: Sphere D=10 from
@@ -116,6 +123,7 @@ class CEM(PopulationOptimizer):
 
     settings = ("elite_frac", "weights")  # a checkpoint must match them
     vector_state = ("sigma_vec", "sigma_group")
+    param_dtype_state = ("sigma_vec", "sigma_group")  # cast to the parameters' dtype on load
 
     def __init__(
         self,
@@ -203,9 +211,11 @@ class CEM(PopulationOptimizer):
         return torch.addcmul(st["mean"], st["sigma_vec"], s)  # mean + sigma_vec * s
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
+        if bool(u.min() == u.max()):  # an exact plateau: no information, keep the distribution
+            return
         s = self._pending["s"]
         w = elite_weights(u, self.num_elite, self.weights)  # [P], sum 1 on the elite
-        elite = torch.argsort(u, stable=True)[: self.num_elite]
+        elite = torch.nonzero(w).squeeze(1)  # the elite, and members tied at its cut
         w, s = w[elite], s[elite]  # only the elite rows count
         d = w @ s  # elite mean, in units of s
         var_s = w @ (s - d).square_()  # elite variance, units of s

@@ -93,6 +93,7 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
 
     mirrored = True
     vector_state = ("stdev",)
+    param_dtype_state = ("stdev",)  # cast to the parameters' dtype on load
 
     def __init__(
         self,

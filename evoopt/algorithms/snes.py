@@ -85,6 +85,7 @@ class SNES(PopulationOptimizer):
 
     settings = ("mirrored",)  # a checkpoint must match them
     vector_state = ("sigma_vec", "sigma_group")
+    param_dtype_state = ("sigma_vec", "sigma_group")  # cast to the parameters' dtype on load
 
     def __init__(
         self,

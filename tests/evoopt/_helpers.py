@@ -44,9 +44,11 @@ def roundtrip(obj):
 
 
 def centered_rank_reference(u):
-    """Plain reference: rank / (P - 1) - 0.5, ties by index."""
-    order = sorted(range(len(u)), key=lambda i: (float(u[i]), i))
+    """Plain reference: rank / (P - 1) - 0.5, tied values sharing their average rank."""
+    vals = [float(v) for v in u]
     r = torch.empty(len(u), dtype=torch.float64)
-    for k, i in enumerate(order):
-        r[i] = k / (len(u) - 1) - 0.5
+    for i, v in enumerate(vals):
+        below = sum(w < v for w in vals)
+        same = sum(w == v for w in vals)
+        r[i] = (below + (same - 1) / 2) / (len(u) - 1) - 0.5
     return r

@@ -402,3 +402,19 @@ def test_a_model_with_a_0_dim_parameter_through_vmap_objective(name):
     torch.testing.assert_close(vmapped, looped)
     opt.tell(vmapped)
     assert model.temperature.shape == () and opt.generation == 1
+
+
+# -------------------------------------------- flat fitness (issue 12, item 17)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "cmaes"])  # cmaes: test_cmaes.py
+def test_an_exact_plateau_leaves_the_center_and_the_width(name):
+    x = torch.nn.Parameter(torch.linspace(-1.0, 1.0, D, dtype=torch.float64))
+    extra = {"weight_decay": 0.0} if name == "openai_es" else {}  # L2 pulls by design
+    opt = make(name, [x], seed=0, **extra)
+    start, width = x.detach().clone(), opt.current_sigma
+    for _ in range(20):
+        opt.step(lambda pop: torch.ones(len(pop), dtype=torch.float64))
+    assert torch.equal(x.detach(), start)
+    assert opt.current_sigma == width
+    for _ in range(3):  # a 0-1 loss: the plateau's edge is found and followed
+        opt.step(lambda pop: (pop.flat.sum(-1) < 0).to(torch.float64))
+    assert float(x.detach().sum()) > float(start.sum())  # loss 1 where the sum is < 0
