@@ -5,12 +5,19 @@ Swap ``torch.optim.Adam(model.parameters())`` for ``evoopt.PGPE(model.parameters
 popsize=64)`` and the same training loop runs an evolution strategy.
 """
 
-from . import shaping, tasks
+from . import schedulers, shaping, tasks
 from .algorithms import ARS, CEM, CMAES, PGPE, SNES, XNES, OpenAIES
 from .evaluation import PopulationObjective, batched_forward, loop_objective, vmap_objective
 from .gradient import ClipUp, KLAdaptive, NaturalGradient, conjugate_gradient
 from .population import Generation, ParamLayout, Population, PopulationOptimizer, is_population_objective
 from .registry import OPTIMIZERS, get_optimizer, population_optimizers, register
+from .schedulers import (
+    CosineAnnealingSigma,
+    ExponentialSigma,
+    LambdaSigma,
+    SigmaScheduler,
+    StepSigma,
+)
 
 __version__ = "0.1.0"
 
@@ -39,11 +46,18 @@ __all__ = [
     "loop_objective",
     "batched_forward",
     "PopulationObjective",
+    # sigma schedulers (evoopt.schedulers)
+    "SigmaScheduler",
+    "LambdaSigma",
+    "StepSigma",
+    "ExponentialSigma",
+    "CosineAnnealingSigma",
     # registry and modules
     "OPTIMIZERS",
     "register",
     "population_optimizers",
     "get_optimizer",
+    "schedulers",
     "shaping",
     "tasks",
 ]

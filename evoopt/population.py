@@ -53,6 +53,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
+from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
 
 from ._validation import check_int
 
@@ -472,7 +474,15 @@ class PopulationOptimizer(Optimizer):
 
     # ------------------------------------------------------------- ask / tell
     def ask(self) -> Population:
-        """Sample a generation of ``popsize`` members from the current distribution."""
+        """Sample a generation of ``popsize`` members from the current distribution.
+
+        Step hooks fire once per generation whichever way it runs: the step pre-hooks
+        (:meth:`register_step_pre_hook` and torch's global ones) here at ``ask`` -- called
+        as ``hook(optimizer, (optimizer,), {})``, their return value ignored -- and the
+        post-hooks at the end of a successful :meth:`tell`; :meth:`step` fires each once,
+        as torch does (a failed generation fires no post-hook)."""
+        for hook in (*_global_pre_hooks.values(), *self._optimizer_step_pre_hooks.values()):
+            hook(self, (self,), {})
         return self._ask()
 
     def tell(self, losses) -> Tensor:
@@ -483,9 +493,14 @@ class PopulationOptimizer(Optimizer):
         :meth:`ask`: its state, the parameters (the center) and its random generators
         (the next :meth:`ask` draws what the abandoned one drew). The generation stays
         pending, so ``tell`` may be called again with finite losses.
-        Returns the generation's mean loss (finite members) as a 0-dim tensor.
+        Returns the generation's mean loss (finite members) as a 0-dim tensor. Then the
+        step post-hooks fire, as ``hook(optimizer, (optimizer, losses), {})`` (see
+        :meth:`ask`).
         """
-        return self._tell(losses)
+        out = self._tell(losses)
+        for hook in (*self._optimizer_step_post_hooks.values(), *_global_post_hooks.values()):
+            hook(self, (self, losses), {})
+        return out
 
     def _generators(self) -> list[torch.Generator]:
         """The random generators a failed generation rewinds (their states are saved at
@@ -844,7 +859,7 @@ class PopulationOptimizer(Optimizer):
                 )
         for i, (mine, saved) in enumerate(zip(self.param_groups, groups)):
             for key, value in mine.items():
-                if key in ("params", "param_names", "initial_lr") or not (value is None or _is_real(value)):
+                if key in ("params", "param_names", "initial_lr", "initial_sigma") or not (value is None or _is_real(value)):
                     continue
                 if key not in saved:
                     raise ValueError(f"{name}.load_state_dict: param group {i} lacks {key!r}")
