@@ -485,3 +485,24 @@ def test_cuda_model_with_cpu_data():
     ref = _reference_losses(model.cpu(), Population(pop.flat.cpu(), ParamLayout(list(model.parameters()))),
                             F.cross_entropy, x, y)
     torch.testing.assert_close(losses.cpu(), ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["vmap", "loop"])
+def test_model_optimizer_and_objective_pickle_together_and_go_on_alike(kind):
+    """Issue 12, item 3: a checkpoint by pickle (or multiprocessing) of the whole run."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    make = evoopt.vmap_objective if kind == "vmap" else evoopt.loop_objective
+    objective = make(model, torch.nn.functional.mse_loss, x, y)
+    opt = evoopt.PGPE(model.parameters(), popsize=8, sigma=0.1, seed=0)
+    opt.step(objective)
+    model2, opt2, objective2 = pickle.loads(pickle.dumps((model, opt, objective)))
+    assert objective2.model is model2
+    assert all(p is q for p, q in zip(opt2.layout.params, model2.parameters()))
+    for _ in range(3):
+        assert float(opt2.step(objective2)) == float(opt.step(objective))
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p.detach(), q.detach())
