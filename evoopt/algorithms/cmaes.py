@@ -73,6 +73,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,6 +119,11 @@ _RESERVED = {
 }
 _USER_STOPS = frozenset({"ftarget", "maxfevals", "timeout", "callback"})
 _SMALL, _LARGE = 0, 1  # BIPOP regimes (state["population"]["regime"])
+
+
+def _free_form() -> dict[str, Any]:
+    """State entries whose keys depend on the run (pycma's reasons), initial values."""
+    return {"last_stop": {}, "stopped": {}, "final_loss": math.nan}
 
 
 def cmaes_default_popsize(num_params: int) -> int:
@@ -293,6 +301,38 @@ def restore_pycma(es, snap: dict[str, Any]) -> None:
         from cma.utilities.utils import ElapsedWCTime
 
         es.timer = ElapsedWCTime()
+
+
+def _plain(v):
+    """A stop value as a checkpointable plain value: numbers and lists of numbers stay,
+    anything else (pycma's callback outputs, ...) becomes None."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or type(v) in (bool, int, float):
+        return v
+    if type(v) in (list, tuple):
+        items = [_plain(x) for x in v]
+        return items if all(x is None or type(x) in (bool, int, float) for x in items) else None
+    return None
+
+
+def _plain_stop(stop) -> dict[str, Any]:
+    return {str(k): _plain(v) for k, v in stop.items()}
+
+
+_INTERNAL = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # evoopt/
+    os.path.dirname(os.path.abspath(torch.optim.__file__)),  # torch's step-hook wrappers
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first caller outside evoopt and torch.optim (for a warning
+    raised from evoopt code reached through step, tell or a hook wrapper)."""
+    level, f = 1, sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_INTERNAL):
+        f, level = f.f_back, level + 1
+    return level
 
 
 def _no_check(es) -> None:
@@ -482,7 +522,7 @@ class CMAES(PopulationOptimizer):
             small_evals=[],
             large_evals=[],
             run_start_evals=0,
-            last_stop={},
+            **_free_form(),
         )
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
@@ -513,20 +553,21 @@ class CMAES(PopulationOptimizer):
             u = u.to(device="cpu", dtype=torch.float64)
         es.tell(self._pending["X"], u.numpy())
         stop = es.stop()
-        if self.restarts and any(k not in _USER_STOPS for k in stop):
-            self._restart(st, stop)
+        if stop and not (self.restarts and not _USER_STOPS & stop.keys() and self._restart(st, stop)):
+            self._stop_for_good(st, stop)
         mean = st["mean"]
         if mean.device.type == "cpu":
             np.copyto(mean.numpy(), self._center(), casting="unsafe")
         else:
             mean.copy_(torch.from_numpy(np.asarray(self._center(), dtype=np.float64)))
 
-    def _restart(self, st: dict[str, Any], stop) -> None:
-        """IPOP / BIPOP as in pycma's ``fmin`` (``incpopsize=2``)."""
+    def _restart(self, st: dict[str, Any], stop) -> bool:
+        """IPOP / BIPOP as in pycma's ``fmin`` (``incpopsize=2``); False when no restart
+        is left."""
         es = self.es
         runs = st["runs"] + 1
         if runs - st["runs_with_small"] > self.restarts:
-            return
+            return False
         this_evals = es.countevals - st["run_start_evals"]
         sigma_factor, maxiter = 1.0, None
         if self.restart_strategy == "ipop":
@@ -547,9 +588,7 @@ class CMAES(PopulationOptimizer):
                 popsize = self._popsize0 * 2 ** (runs - st["runs_with_small"])
                 maxiter = st["maxiter0"]
         popsize = max(popsize, 2)
-        st["last_stop"] = {
-            k: v if v is None or type(v) in (int, float, bool) else None for k, v in stop.items()
-        }
+        st["last_stop"] = _plain_stop(stop)
         countevals = es.countevals
         sigmas = self._group_sigmas()
         self.es = self._make_es(
@@ -566,8 +605,72 @@ class CMAES(PopulationOptimizer):
             run_start_evals=countevals,
             group_sigma=sigmas,
         )
+        return True
+
+    def _stop_for_good(self, st: dict[str, Any], stop) -> None:
+        """pycma stopped and no restart follows: latch the reasons, warn once."""
+        st["stopped"] = _plain_stop(stop)
+        left = " and no restart is left" if self.restarts else ""
+        warnings.warn(
+            f"CMAES stopped at generation {st['generation'] + 1}: pycma's termination "
+            f"conditions {st['stopped']}{left}; the parameters keep the final center and "
+            "further step() calls are no-ops (see opt.stopped)",
+            RuntimeWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+    # ------------------------------------------- ask / tell / step once stopped
+    def _check_not_stopped(self) -> None:
+        st = self.state.get(STATE_KEY)
+        if st and st["stopped"]:
+            raise RuntimeError(
+                f"CMAES has stopped (pycma's termination conditions {st['stopped']}, see "
+                "opt.stopped): it samples no further generations and the parameters hold its "
+                "final center; check opt.stopped before ask(), or build a new optimizer"
+            )
+
+    def ask(self):
+        """As :meth:`PopulationOptimizer.ask`; raises ``RuntimeError`` once :attr:`stopped`
+        is non-empty (an ask/tell loop must check it: members asked would never be used)."""
+        self._check_not_stopped()
+        return super().ask()
+
+    def tell(self, losses) -> Tensor:
+        out = super().tell(losses)
+        st = self._st
+        if st["stopped"] and math.isnan(st["final_loss"]):
+            st["final_loss"] = float(out)  # what step returns from now on
+        return out
+
+    def step(self, closure=None) -> Tensor:
+        """As :meth:`PopulationOptimizer.step`; once :attr:`stopped` is non-empty a no-op
+        that evaluates nothing and returns the last generation's mean loss again."""
+        st = self.state.get(STATE_KEY)
+        if st and st["stopped"]:
+            return torch.tensor(st["final_loss"], dtype=torch.float64)
+        return super().step(closure)
 
     # ------------------------------------------------------------ properties
+    @property
+    def stopped(self) -> dict[str, Any]:
+        """Empty while the search goes on; once pycma's ``stop()`` is non-empty and no
+        restart follows, pycma's termination conditions (reason -> pycma's value) of the
+        final run. Latched: it stays set, also across ``state_dict``/``load_state_dict``."""
+        st = self.state.get(STATE_KEY)
+        return dict(st["stopped"]) if st else {}
+
+    @property
+    def current_sigma(self) -> float:
+        """The search width the next generation samples with, as one number: the
+        root-mean-square over coordinates of ``sigma * sigma_vec_i * sqrt(C_ii)`` (pycma's
+        per-coordinate standard deviations), times a pending change of the groups' ``sigma``.
+        Once :attr:`stopped`, the final run's width."""
+        st = self._st
+        es = self.es
+        stds = es.sigma * es.sigma_vec.scaling * np.sqrt(es.dC)
+        rms = math.sqrt(float(np.mean(np.square(stds))))
+        return rms * self.param_groups[0]["sigma"] / st["group_sigma"][0]
+
     @property
     def stop_conditions(self) -> dict[str, Any]:
         """pycma's termination conditions of the current run (empty while it goes on)."""
@@ -621,10 +724,18 @@ class CMAES(PopulationOptimizer):
                 f"{name}.load_state_dict: the saved run restarted {st['num_restarts']} times, "
                 "this optimizer has restarts=0"
             )
+        for key, ref in _free_form().items():
+            v = st.get(key, ref)
+            if type(v) is not type(ref):
+                raise ValueError(f"{name}.load_state_dict: saved {key}={v!r} is malformed")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         before = self.popsize
         self.popsize = self._popsize0  # the base compares the constructor's popsize
+        st = self.state.get(STATE_KEY)
+        if st:  # the base compares the saved state key by key with this one's, but the keys
+            st.update(_free_form())  # of stop dicts depend on the run; a failed load restores
+            self.es._stopdict.clear()  # this optimizer's own state (the base's wrapper)
         try:
             super().load_state_dict(state_dict)
         except BaseException:
@@ -635,6 +746,8 @@ class CMAES(PopulationOptimizer):
             self.es = None
             self._sampler_gen.manual_seed(self.seed)
             return
+        for key, value in _free_form().items():  # checkpoints from before these entries
+            st.setdefault(key, value)
         snap = st.pop("pycma")
         self._sampler_gen.set_state(st.pop("sampler_rng").cpu())
         self.popsize = st["popsize"]

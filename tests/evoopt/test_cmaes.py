@@ -137,9 +137,11 @@ def test_one_dimension_works():
 
 
 def test_ipop_restarts_solve_rastrigin_d10_within_budget():
-    # seed 4 needs 55,940 evaluations (4 restarts); seeds 0-5 need 55k-150k
+    # seed 4 needs 55,940 evaluations (4 restarts) under OpenBLAS's Haswell/Zen kernels and
+    # 33,500 (3 restarts) under Prescott: the run flows through pycma's eigendecomposition,
+    # so the counts are machine-dependent and only the properties are asserted
     opt = evals_to_reach(rastrigin, 1e-8, 80_000, 3.0, use_best=True, sigma=2.0, restarts=9, seed=4)
-    assert opt.num_restarts == 4 and opt.popsize == 10 * 2**4
+    assert opt.num_restarts >= 1 and opt.popsize == 10 * 2**opt.num_restarts
     # without restarts the same start stays in a local optimum
     x, plain = make(D=10, x0=3.0, sigma=2.0, seed=4)
     for _ in range(300):
@@ -194,24 +196,46 @@ RESUME_CASES = {
 }
 
 
+def _in_small_bipop_run(opt):
+    from evoopt.algorithms.cmaes import _SMALL
+
+    st = opt.state["population"]
+    return opt.num_restarts >= 1 and st["regime"] == _SMALL and opt.es.countiter >= 1
+
+
+# when to checkpoint and when to stop comparing: (checkpoint?, done?) as functions of
+# (optimizer, restarts at the checkpoint); the restart cases checkpoint after a restart
+# and compare across more restarts, whatever generation those fall on on this machine
+RESUME_WHEN = {
+    "ipop_after_restart": (
+        lambda opt: opt.num_restarts >= 1 and opt.es.countiter >= 10,
+        lambda opt, r0: opt.num_restarts >= r0 + 1 and opt.es.countiter >= 10,
+    ),
+    "bipop_after_restarts": (  # the checkpoint lands in a small run, resumes across two
+        _in_small_bipop_run,
+        lambda opt, r0: opt.num_restarts >= r0 + 2 and opt.es.countiter >= 10,
+    ),
+}
+
+
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))
 def test_exact_resume_mid_run(case):
     kw = dict(RESUME_CASES[case])
     fn = sphere if "restart" in case else rosenbrock
-    # restarts (seed 5): ipop at 72 and once more before 160; bipop at 72 (large), 128 (small),
-    # 163 (large), 213 (small): the bipop checkpoint lands in a small run, resumes across two
-    first, then = {"ipop_after_restart": (100, 60), "bipop_after_restarts": (140, 90)}.get(
-        case, (25, 40)
-    )
+    at, done = RESUME_WHEN.get(case, (lambda opt: opt.generation >= 25, None))
+    if done is None:
+        done = lambda opt, r0: opt.generation >= 65  # noqa: E731
     x, opt = make(seed=5, **kw)
-    for _ in range(first):
+    while not at(opt) and opt.generation < 1000:
         opt.step(lambda pop: fn(pop.flat))
+    assert at(opt), "no checkpoint point within 1000 generations"
     restarts_before = opt.num_restarts
     ckpt = roundtrip(opt.state_dict())
     expected = []
-    for _ in range(then):
+    while not done(opt, restarts_before) and len(expected) < 1000:
         loss = float(opt.step(lambda pop: fn(pop.flat)))
         expected.append((loss, x.detach().clone(), opt.sigma, opt.popsize, opt.stop_conditions))
+    assert done(opt, restarts_before)
 
     x2, opt2 = make(seed=999, **kw)  # another seed: everything must come from the checkpoint
     opt2.load_state_dict(ckpt)
@@ -221,10 +245,6 @@ def test_exact_resume_mid_run(case):
         assert torch.equal(x2.detach(), xe)
         assert (opt2.sigma, opt2.popsize, opt2.stop_conditions) == (sigma, popsize, stop)
     assert opt2.num_restarts == opt.num_restarts and opt2.num_evals == opt.num_evals
-    if "restart" in case:
-        assert (restarts_before, opt.num_restarts) == (
-            (1, 2) if case.startswith("ipop") else (2, 4)
-        )
 
 
 def test_checkpoint_before_the_first_generation_and_state_left_intact():
