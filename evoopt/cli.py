@@ -270,9 +270,21 @@ def _rl_missing(exc: ImportError):
 
 
 # -------------------------------------------------------------------------- parser
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    try:
+        return version("evoopt")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(
         prog="evoopt", description="Evolution strategies and gradient optimizers side by side.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("compare", help="run optimizers side by side on a task and print a table",
@@ -322,10 +334,12 @@ def main(argv: list[str] | None = None) -> int:
             p.set_defaults(func=_rl_missing(e))
     else:
         register(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)
+    args.argv = argv  # for messages that repeat the command line (how to resume)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -57,6 +57,7 @@ __all__ = [
     "OptimizerSpec",
     "Run",
     "compare",
+    "check_kwargs",
     "parse_optimizer",
     "resolve_hyperparameters",
 ]
@@ -165,14 +166,22 @@ def resolve_hyperparameters(spec: OptimizerSpec, task: Task, model: torch.nn.Mod
           for k, v in kw.items()}
     if "seed" in params and "seed" not in kw:
         kw["seed"] = int(seed)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in kw if k not in params and not accepts_any]
-    if unknown:
-        valid = [k for k in params if k not in ("self", "params")]
-        raise ValueError(
-            f"Invalid hyperparameters for {spec.label!r}: {unknown} (expected some of: "
-            f"{', '.join(valid)})")
+    check_kwargs(f"hyperparameters for {spec.label!r}", spec.cls, kw)
     return kw
+
+
+def check_kwargs(what: str, fn, kwargs, *, taken: Iterable[str] = ("self", "params")) -> None:
+    """Raise ``ValueError`` naming the keys of ``kwargs`` that the callable ``fn`` (a class:
+    its constructor) does not accept, and listing those it does (less ``taken``: the
+    arguments the caller passes itself)."""
+    params = inspect.signature(fn.__init__ if isinstance(fn, type) else fn).parameters
+    taken = set(taken)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params or k in taken]
+    if unknown:
+        valid = [k for k, p in params.items() if k not in taken and p.kind is not p.VAR_POSITIONAL]
+        raise ValueError(f"Invalid {what}: {unknown} (expected some of: {', '.join(valid)})")
 
 
 # ------------------------------------------------------------------------ results
