@@ -357,4 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m evoopt.cli`: run the imported module's main, so that rl.cli raises the same
+    # UsageError class that main catches (this file's classes are __main__'s copies here)
+    from evoopt.cli import main as _main
+
+    sys.exit(_main())
