@@ -19,6 +19,7 @@ import inspect
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -129,6 +130,7 @@ def cmd_compare(args) -> int:
         if args.quick:
             budget_evals = max(1, budget_evals // 5)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{task.name}"
+    _check_writable(out)  # before the runs, not after them
     print(f"evoopt compare: task {task.name}, optimizers {', '.join(s.label for s in specs)}, "
           f"seeds {seeds}, {args.threads or torch.get_num_threads()} thread(s)", flush=True)
     t0 = time.perf_counter()
@@ -138,17 +140,33 @@ def cmd_compare(args) -> int:
                          num_threads=args.threads)
     except ValueError as e:  # bad hyperparameters for an optimizer: a usage error
         raise UsageError(str(e)) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        paths = result.save(out, plot=not args.no_plot)
+    print()
+    print(result.table(), flush=True)  # first: a file that cannot be written loses nothing
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            paths = result.save(out, plot=not args.no_plot)
+    except OSError as e:
+        print(f"evoopt compare: failed to write the results into {out}/ ({e}); the table above "
+              "is all that is left of this comparison", file=sys.stderr)
+        return 1
     plot_note = "".join(f" (no plots: {w.message})" for w in caught
                         if "matplotlib" in str(w.message))
-    print()
-    print(result.table())
     print(f"\nwall time {time.perf_counter() - t0:.1f} s; results in {out}/ "
           f"({', '.join(sorted(p.name for p in paths.values()))}){plot_note}")
     failed = [r for r in result.runs if r.status == "failed"]
     return 1 if failed else 0
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a file there, or raise a UsageError saying why not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".evoopt-write-check-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--out {str(out)!r} cannot be written ({e.strerror or e}); "
+                         "nothing was run (expected a folder you can write into)") from None
 
 
 def cmd_list(args) -> int:

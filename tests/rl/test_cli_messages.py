@@ -1,5 +1,5 @@
 """The messages of `evoopt train` / `evoopt evaluate` for files and folders that cannot be used,
-and `evoopt --version`: each says what is wrong and what to do, never a traceback, and never
+each says what is wrong and what to do, never a traceback, and never
 torch's advice to load with weights_only=False."""
 
 import importlib
@@ -96,8 +96,3 @@ def test_a_gif_of_a_mujoco_env_without_display_prints_the_returns_then_the_hint(
     assert "no GIF written: FatalError: an OpenGL platform library" in err
     assert "run with MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU)" in err
 
-
-def test_version(capsys):
-    assert main(["--version"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("evoopt ") and len(out.split()) >= 2
