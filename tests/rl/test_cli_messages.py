@@ -1,6 +1,6 @@
-"""The messages of `evoopt train` / `evoopt evaluate` for files and folders that cannot be used,
-each says what is wrong and what to do, never a traceback, and never
-torch's advice to load with weights_only=False."""
+"""The messages of `evoopt train` / `evoopt evaluate` for files and folders that cannot be used:
+each says what is wrong and what to do, never a traceback, and never torch's advice to load
+with weights_only=False."""
 
 import importlib
 
