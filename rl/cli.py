@@ -92,10 +92,12 @@ def register(subparsers) -> None:
     p.add_argument("--iterations", type=_positive_int, metavar="N",
                    help="budget in iterations (generations / PPO iterations)")
     p.add_argument("--popsize", type=_positive_int, help="population size (population optimizers)")
-    p.add_argument("--lr", type=float, help="learning rate (the optimizer's, or the torch optimizer's)")
+    p.add_argument("--lr", type=float,
+                   help="learning rate (the optimizer's, or the torch optimizer's)")
     p.add_argument("--grad-optimizer", metavar="NAME", help="torch optimizer for ppo/reinforce: "
                    "adam, sgd, clipup, kl_adaptive, ... (default: adam)")
-    p.add_argument("--num-envs", type=_positive_int, help="parallel envs for ppo/reinforce (default: 8)")
+    p.add_argument("--num-envs", type=_positive_int,
+                   help="parallel envs for ppo/reinforce (default: 8)")
     p.add_argument("--obs-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="observation normalisation (default: on for population optimizers)")
     p.add_argument("--obs-norm-rule", choices=["floor", "ars"],
@@ -103,12 +105,14 @@ def register(subparsers) -> None:
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
                    help="biases in the policy (default: yes; ARS: --no-bias)")
     p.add_argument("--squash", choices=["clip", "tanh", "none"],
-                   help="Box actions into bounds: clip (default), tanh, or none (ARS: the raw action)")
+                   help="Box actions into bounds: clip (default), tanh, or none "
+                   "(ARS: the raw action)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--eval-every", type=_positive_int, default=10, metavar="N",
                    help="evaluate every N iterations (default: 10)")
     p.add_argument("--eval-episodes", type=_positive_int, default=10, metavar="N")
-    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N", help="default 10 (50 for ppo)")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="default 10 (50 for ppo)")
     p.add_argument("--target-return", type=float,
                    help="stop when an evaluation reaches this mean return (default: the preset's; "
                    "inf: never)")
@@ -139,7 +143,8 @@ def register(subparsers) -> None:
 def _config(args):
     from .config import make_config
 
-    policy_kwargs = {k: v for k, v in (("bias", args.bias), ("squash", args.squash)) if v is not None}
+    policy_kwargs = {k: v for k, v in (("bias", args.bias), ("squash", args.squash))
+                     if v is not None}
     return make_config(
         args.env_id, optimizer=args.optimizer, policy=args.policy, total_timesteps=args.timesteps,
         iterations=args.iterations, hidden=args.hidden, obs_norm=args.obs_norm,
@@ -210,7 +215,8 @@ def _summary(args, result) -> int:
         print(f"stopped early: the optimizer has stopped for good ({why}); the rest of the "
               "budget was not spent")
     elif result.stop_reason == "target_return":
-        print(f"stopped early: an evaluation reached the target return {result.config.target_return:g}")
+        print("stopped early: an evaluation reached the target return "
+              f"{result.config.target_return:g}")
     if result.files:
         print("files: " + ", ".join(result.files))
     if not result.interrupted:
@@ -247,14 +253,15 @@ def _cmd_evaluate(args) -> int:
         returns = evaluate(path, episodes=args.episodes, seed=args.seed)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    print(f"return over {len(returns)} episodes: mean {returns.mean():.2f}, std {returns.std():.2f}, "
-          f"min {returns.min():.2f}, max {returns.max():.2f}", flush=True)
+    print(f"return over {len(returns)} episodes: mean {returns.mean():.2f}, "
+          f"std {returns.std():.2f}, min {returns.min():.2f}, max {returns.max():.2f}", flush=True)
     if args.gif:
         policy, spec = load_policy(path)
         try:
             render_gif(policy, spec["env_id"], args.gif, seed=args.seed)
         except Exception as e:  # noqa: BLE001 - the returns are printed; say why the GIF is not
-            print(f"evoopt evaluate: no GIF written: {type(e).__name__}: {e}{_gl_hint(spec['env_id'])}",
+            hint = _gl_hint(spec["env_id"])
+            print(f"evoopt evaluate: no GIF written: {type(e).__name__}: {e}{hint}",
                   file=sys.stderr)
             return 1
         print(f"wrote {args.gif}")
@@ -269,4 +276,5 @@ def _gl_hint(env_id: str) -> str:
     if "mujoco" not in entry or os.environ.get("MUJOCO_GL"):
         return ""
     return ("\nMuJoCo needs an OpenGL context to render; on a machine without a display run "
-            "with MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU), e.g. MUJOCO_GL=egl evoopt evaluate ...")
+            "with MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU), "
+            "e.g. MUJOCO_GL=egl evoopt evaluate ...")

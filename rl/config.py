@@ -138,7 +138,8 @@ def _plain(v):
     if isinstance(v, float):
         return v if math.isfinite(v) else repr(v)
     if isinstance(v, functools.partial):
-        args = [repr(_plain(a)) for a in v.args] + [f"{k}={_plain(x)!r}" for k, x in v.keywords.items()]
+        args = [repr(_plain(a)) for a in v.args]
+        args += [f"{k}={_plain(x)!r}" for k, x in v.keywords.items()]
         return f"{_plain(v.func)}({', '.join(args)})"
     if hasattr(v, "__qualname__"):
         return f"{getattr(v, '__module__', '')}.{v.__qualname__}"
@@ -279,9 +280,11 @@ def make_config(
     pol_kw = _merge("policy_kwargs", policy_kwargs, preset, src)
     unknown = sorted(set(pol_kw) - set(POLICY_KWARGS))
     if unknown:
-        raise ValueError(f"Invalid policy_kwargs: {unknown} (expected keys among {list(POLICY_KWARGS)})")
+        raise ValueError(f"Invalid policy_kwargs: {unknown} "
+                         f"(expected keys among {list(POLICY_KWARGS)})")
     user_lr, user_kw = _split_lr(lr, dict(optimizer_kwargs or {}), "the user")
-    preset_lr, preset_kw = _split_lr(preset.get("lr"), preset.get("optimizer_kwargs", {}), "the preset")
+    preset_lr, preset_kw = _split_lr(preset.get("lr"), preset.get("optimizer_kwargs", {}),
+                                     "the preset")
     lr = _layer("lr", user_lr, {"lr": preset_lr} if preset_lr is not None else {}, None, src)
     opt_kw = _merge("optimizer_kwargs", user_kw, {"optimizer_kwargs": preset_kw}, src)
     roll_kw = _merge("rollout_kwargs", rollout_kwargs, preset, src)

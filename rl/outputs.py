@@ -131,7 +131,8 @@ def _fmt(v) -> str:
 def read_csv(path: str) -> list[dict[str, float]]:
     """The rows of a metrics CSV as floats (NaN for empty cells)."""
     with open(path, newline="") as f:
-        return [{k: (float(v) if v != "" else math.nan) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: (float(v) if v != "" else math.nan) for k, v in r.items()}
+                for r in csv.DictReader(f)]
 
 
 def _tensorboard(run_dir: str):
@@ -153,10 +154,12 @@ def plot_curve(csv_path: str, out_png: str) -> str | None:
     except ImportError:
         return None
     rows = read_csv(csv_path)
-    train_pts = [(r["env_steps"], r["train_return"]) for r in rows if not math.isnan(r["train_return"])]
+    train_pts = [(r["env_steps"], r["train_return"]) for r in rows
+                 if not math.isnan(r["train_return"])]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if train_pts:
-        ax.plot(*zip(*train_pts), lw=1, alpha=0.6, label="train return (episodes ended in the iteration)")
+        ax.plot(*zip(*train_pts), lw=1, alpha=0.6,
+                label="train return (episodes ended in the iteration)")
     ev = [(r["env_steps"], r["eval_return"]) for r in rows if not math.isnan(r["eval_return"])]
     if ev:
         ax.plot(*zip(*ev), "o-", ms=3, label="eval return (deterministic)")

@@ -112,11 +112,11 @@ class _PopulationRunner:
         self.opt = evoopt.get_optimizer(cfg.optimizer)(policy.parameters(), popsize=cfg.popsize,
                                                        seed=cfg.seed, **kw)
         roll = dict(cfg.rollout_kwargs)
-        if roll.get("num_actors") is not None:  # opt-in: the same rollout on Ray actors (same numbers)
-            from .ray_rollout import RayPopulationRollout
+        if roll.get("num_actors") is not None:  # opt-in: the same rollout on Ray actors
+            from .ray_rollout import RayPopulationRollout  # (the same numbers)
 
-            self.objective = RayPopulationRollout(cfg.env_id, policy, self.opt.popsize, seed=cfg.seed,
-                                                  **roll)
+            self.objective = RayPopulationRollout(cfg.env_id, policy, self.opt.popsize,
+                                                  seed=cfg.seed, **roll)
         else:
             roll.pop("num_actors", None)
             self.objective = PopulationRollout(cfg.env_id, policy, self.opt.popsize, seed=cfg.seed,
@@ -168,8 +168,8 @@ class _GradientRunner:
         algo = PPO if cfg.optimizer == "ppo" else Reinforce
         self.algo = algo(self.envs, policy, optimizer=factory, **cfg.algo_kwargs, seed=cfg.seed)
         self.opt = self.algo.optimizer
-        self.evaluator = PopulationRollout(cfg.env_id, policy, 1, seed=cfg.seed, update_obs_norm=False,
-                                           **cfg.rollout_kwargs)
+        self.evaluator = PopulationRollout(cfg.env_id, policy, 1, seed=cfg.seed,
+                                           update_obs_norm=False, **cfg.rollout_kwargs)
 
     @property
     def env_steps(self) -> int:
@@ -200,7 +200,8 @@ def save_policy(path: str, policy: torch.nn.Module, spec: dict[str, Any]) -> Non
     """Save a policy's weights (and normaliser) with the ``spec`` that rebuilds it:
     ``{"env_id", "kind", "hidden", "obs_norm", "actor_critic", "stochastic"}`` (and
     ``"obs_std_rule"``, ``"policy_kwargs"`` where they are not the defaults)."""
-    torch.save({"format": "evoopt.policy/1", "spec": dict(spec, hidden=list(spec.get("hidden", ()))),
+    torch.save({"format": "evoopt.policy/1",
+                "spec": dict(spec, hidden=list(spec.get("hidden", ()))),
                 "state_dict": policy.state_dict()}, path)
 
 
@@ -228,9 +229,11 @@ def _build_policy(spec: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     try:
         with torch.random.fork_rng():  # the policy's initialisation draws from torch's global RNG
             torch.manual_seed(seed)
-            return make_policy(env, kind=spec["kind"], hidden=tuple(spec["hidden"]), obs_norm=spec["obs_norm"],
-                               actor_critic=spec["actor_critic"], stochastic=spec["stochastic"],
-                               obs_std_rule=spec.get("obs_std_rule", "floor"), **spec.get("policy_kwargs", {}))
+            return make_policy(env, kind=spec["kind"], hidden=tuple(spec["hidden"]),
+                               obs_norm=spec["obs_norm"], actor_critic=spec["actor_critic"],
+                               stochastic=spec["stochastic"],
+                               obs_std_rule=spec.get("obs_std_rule", "floor"),
+                               **spec.get("policy_kwargs", {}))
     finally:
         env.close()
 
@@ -362,7 +365,8 @@ def _loop(cfg: TrainConfig, runner, out: RunOutputs, resume: bool, progress: boo
     out.start(cfg.to_json(), history)  # after the checks: config.json says what runs
 
     def checkpoint():  # atomic: a crash mid-write keeps the previous good checkpoint
-        out.save_checkpoint({"runner": runner.state_dict(), "history": history}, header, len(history))
+        out.save_checkpoint({"runner": runner.state_dict(), "history": history}, header,
+                            len(history))
 
     from tqdm.auto import tqdm
 
@@ -387,7 +391,8 @@ def _loop(cfg: TrainConfig, runner, out: RunOutputs, resume: bool, progress: boo
             final = _stop_reason(cfg, runner, [*history, row]) is not None  # budget or stopped
             if row["iteration"] % cfg.eval_every == 0 or final:
                 r = runner.evaluate(cfg.eval_episodes, cfg.eval_seed)
-                row["eval_return"], row["eval_return_std"] = float(r.mean()), float(r.std(unbiased=False))
+                row["eval_return"] = float(r.mean())
+                row["eval_return_std"] = float(r.std(unbiased=False))
                 last_eval = row["eval_return"]
             row["time_s"] = elapsed0 + time.perf_counter() - t_start
             history.append(row)

@@ -79,8 +79,9 @@ def test_both_checkpoints_unreadable(tmp_path, capsys):
 def test_a_gif_of_a_mujoco_env_without_display_prints_the_returns_then_the_hint(
         tmp_path, monkeypatch, capsys):
     run = tmp_path / "swim"
-    assert main(["train", "Swimmer-v5", "--optimizer", "ars", "--policy", "linear", "--popsize", "2",
-                 "--iterations", "1", "--eval-episodes", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", "Swimmer-v5", "--optimizer", "ars", "--policy", "linear", "--popsize",
+                 "2", "--iterations", "1", "--eval-episodes", "1", "--run-dir", str(run),
+                 "--no-progress"]) == 0
 
     def no_display(*args, **kwargs):  # what MuJoCo raises on a machine without a display
         import mujoco

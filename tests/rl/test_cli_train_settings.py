@@ -45,7 +45,8 @@ def test_every_preset_key_is_applied(presets):
     assert (cfg.total_timesteps, cfg.iterations, cfg.target_return) == (5_000, 3, 123.0)
     g = make_config("Acrobot-v1", optimizer="reinforce")
     assert (g.num_envs, g.grad_optimizer, g.lr) == (3, "sgd", 0.02)
-    assert g.algo_kwargs == {"max_steps": 500, "gamma": 0.9} and g.optimizer_kwargs == {"momentum": 0.5}
+    assert g.algo_kwargs == {"max_steps": 500, "gamma": 0.9}
+    assert g.optimizer_kwargs == {"momentum": 0.5}
     assert (g.total_timesteps, g.iterations) == (4_000, None)
 
 
@@ -71,9 +72,9 @@ def test_the_users_arguments_win_over_the_preset(presets, user, field, value):
 
 def test_a_users_key_drops_the_presets_key_of_the_same_meaning():
     """CartPole's PGPE preset gives radius_init; a user's sigma replaces it (and vice versa)."""
-    kw = make_config("CartPole-v1", optimizer="pgpe", optimizer_kwargs={"sigma": 0.05}).optimizer_kwargs
+    kw = make_config("CartPole-v1", optimizer_kwargs={"sigma": 0.05}).optimizer_kwargs
     assert kw["sigma"] == 0.05 and "radius_init" not in kw and kw["stdev_lr"] == 0.1
-    kw = make_config("CartPole-v1", optimizer="pgpe", optimizer_kwargs={"radius_init": None}).optimizer_kwargs
+    kw = make_config("CartPole-v1", optimizer_kwargs={"radius_init": None}).optimizer_kwargs
     assert kw["radius_init"] is None and "sigma" not in kw
 
 
@@ -98,7 +99,8 @@ def test_optimizer_kwargs_sigma_over_the_cartpole_preset_runs(tmp_path, capsys):
 
 def test_kv_values_are_python_literals():
     assert _kv("radius_init=None,sigma=0.05,betas=(0.9, 0.99),name=adam,flag=True,n=3") == {
-        "radius_init": None, "sigma": 0.05, "betas": (0.9, 0.99), "name": "adam", "flag": True, "n": 3}
+        "radius_init": None, "sigma": 0.05, "betas": (0.9, 0.99), "name": "adam", "flag": True,
+        "n": 3}
     assert _kv("hidden=[64,64],d={'a': 1}") == {"hidden": [64, 64], "d": {"a": 1}}
 
 
@@ -116,7 +118,8 @@ def test_kv_values_are_python_literals():
     (["--checkpoint-every", "0"], "argument --checkpoint-every: invalid value '0'"),
     (["--seed", "-1"], "argument --seed: invalid value '-1' (expected an integer >= 0)"),
     (["--hidden", "0"], "argument --hidden: expected widths >= 1"),
-    (["--optimizer-kwargs", "sigma"], "argument --optimizer-kwargs: expected key=value, got 'sigma'"),
+    (["--optimizer-kwargs", "sigma"],
+     "argument --optimizer-kwargs: expected key=value, got 'sigma'"),
     # unknown keys: the valid ones listed, as `compare` does
     (["--optimizer-kwargs", "sigmaa=0.1"],
      "Invalid optimizer_kwargs for 'pgpe': ['sigmaa'] (expected some of: lr, sigma, radius_init"),
@@ -124,18 +127,21 @@ def test_kv_values_are_python_literals():
      "Invalid optimizer_kwargs for 'adam': ['nope'] (expected some of: lr, betas"),
     (["--optimizer", "ppo", "--algo-kwargs", "gama=0.9"],
      "Invalid algo_kwargs for 'ppo': ['gama'] (expected some of: num_steps, gamma"),
-    (["--optimizer-kwargs", "popsize=8"], "Invalid optimizer_kwargs: 'popsize' (give it as popsize="),
+    (["--optimizer-kwargs", "popsize=8"],
+     "Invalid optimizer_kwargs: 'popsize' (give it as popsize="),
     (["--lr", "0.1", "--optimizer-kwargs", "lr=0.2"], "Invalid lr: the user gives lr=0.1 and"),
     # settings that do not apply to the chosen family
     (["--optimizer", "ppo", "--popsize", "8"],
      "Invalid popsize=8 for 'ppo': it applies to population optimizers only"),
     (["--optimizer", "pgpe", "--num-envs", "4"],
      "Invalid num_envs=4 for 'pgpe': it applies to ppo and reinforce only"),
-    (["--optimizer", "pgpe", "--algo-kwargs", "gamma=0.9"], "Invalid algo_kwargs={'gamma': 0.9} for 'pgpe'"),
+    (["--optimizer", "pgpe", "--algo-kwargs", "gamma=0.9"],
+     "Invalid algo_kwargs={'gamma': 0.9} for 'pgpe'"),
     (["--optimizer", "pgpe", "--grad-optimizer", "sgd"], "Invalid grad_optimizer='sgd' for 'pgpe'"),
     (["--optimizer", "ppo", "--ray-actors", "2"], "Invalid num_actors for 'ppo'"),
     (["--optimizer", "ppo", "--grad-optimizer", "pgpe"],
-     "Invalid grad_optimizer: 'pgpe' is a population optimizer (expected a gradient optimizer, one of ["),
+     "Invalid grad_optimizer: 'pgpe' is a population optimizer (expected a gradient optimizer, "
+     "one of ["),
     (["--optimizer", "ppo", "--grad-optimizer", "kl_adaptive", "--algo-kwargs", "anneal_lr=True"],
      "Invalid anneal_lr=True with grad_optimizer 'kl_adaptive'"),
     (["--optimizer", "nope"], "Invalid optimizer: 'nope' (expected one of ["),
@@ -171,7 +177,8 @@ PGPE = dict(optimizer="pgpe", policy="linear", popsize=4, eval_every=1, eval_epi
 @pytest.mark.parametrize("change, diffs", [
     (dict(lr=0.2), ["config.lr: saved 0.1125, expected 0.2"]),
     (dict(seed=5), ["config.seed: saved 0, expected 5"]),
-    (dict(optimizer_kwargs={"stdev_lr": 0.3}), ["config.optimizer_kwargs.stdev_lr: saved 0.1, expected 0.3"]),
+    (dict(optimizer_kwargs={"stdev_lr": 0.3}),
+     ["config.optimizer_kwargs.stdev_lr: saved 0.1, expected 0.3"]),
     (dict(lr=0.2, seed=5), ["config.lr", "config.seed"]),
     (dict(obs_std_rule="ars"), ["config.obs_std_rule: saved 'floor', expected 'ars'"]),
 ])
@@ -189,20 +196,22 @@ def test_resume_with_other_settings_is_refused_with_the_differences(tmp_path, ch
 def test_resume_with_a_larger_budget_continues_and_records_it(tmp_path, capsys):
     run = str(tmp_path / "run")
     train("CartPole-v1", iterations=2, run_dir=run, **PGPE)
-    res = train("CartPole-v1", iterations=3, run_dir=run, resume=True, **{**PGPE, "eval_episodes": 2})
+    res = train("CartPole-v1", iterations=3, run_dir=run, resume=True,
+                **{**PGPE, "eval_episodes": 2})
     assert res.resumed_from == 2 and len(res.history) == 3
     cfg = json.loads(open(os.path.join(run, "config.json")).read())
     assert cfg["iterations"] == 3 and cfg["eval_episodes"] == 2
     # from the command line: a changed lr is a usage error naming the difference
-    rc = main(["train", "CartPole-v1", "--optimizer", "pgpe", "--policy", "linear", "--popsize", "4",
-               "--lr", "0.3", "--run-dir", run, "--resume", *FAST])
+    rc = main(["train", "CartPole-v1", "--optimizer", "pgpe", "--policy", "linear", "--popsize",
+               "4", "--lr", "0.3", "--run-dir", run, "--resume", *FAST])
     assert rc == 2 and "config.lr: saved 0.1125, expected 0.3" in capsys.readouterr().err
 
 
 def test_config_json_records_only_what_applies(tmp_path):
     run = tmp_path / "ppo"
     train("CartPole-v1", optimizer="ppo", hidden=(8,), num_envs=2, iterations=1,
-          algo_kwargs=dict(num_steps=8, update_epochs=1), run_dir=str(run), progress=False, plot=False)
+          algo_kwargs=dict(num_steps=8, update_epochs=1), run_dir=str(run), progress=False,
+          plot=False)
     ppo = json.loads((run / "config.json").read_text())
     assert "popsize" not in ppo and ppo["num_envs"] == 2 and ppo["grad_optimizer"] == "adam"
     assert ppo["algo_kwargs"]["num_steps"] == 8 and ppo["algo_kwargs"]["reset_every"] == 50
@@ -217,5 +226,6 @@ def test_config_json_records_only_what_applies(tmp_path):
 def test_a_functools_partial_in_a_preset_is_recorded_by_name():
     from rl.config import _plain
 
-    assert _plain(functools.partial(evoopt.ClipUp, lr=0.1)) == "evoopt.gradient.clipup.ClipUp(lr=0.1)"
+    clipup = functools.partial(evoopt.ClipUp, lr=0.1)
+    assert _plain(clipup) == "evoopt.gradient.clipup.ClipUp(lr=0.1)"
     assert _plain((1, float("inf"))) == [1, "inf"]

@@ -27,7 +27,8 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
 
 
-def test_ctrl_c_saves_exits_130_and_the_printed_command_resumes_exactly(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_saves_exits_130_and_the_printed_command_resumes_exactly(
+        tmp_path, monkeypatch, capsys):
     full = str(tmp_path / "full")
     assert main([*ARGS, "--run-dir", full]) == 0
     capsys.readouterr()
@@ -106,14 +107,15 @@ def test_an_optimizer_that_stopped_for_good_ends_the_run(tmp_path, monkeypatch, 
 
 def test_the_summary_lists_every_file_and_the_checkpoint_has_the_usual_mode(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "2", "--eval-episodes", "1",
-                 "--checkpoint-every", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "2", "--eval-episodes",
+                 "1", "--checkpoint-every", "1", "--run-dir", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     listed = out.split("files: ")[1].strip().split(", ")
     on_disk = sorted(str(p) for p in run.iterdir())
     assert sorted(listed) == on_disk
     assert {os.path.basename(p) for p in listed} >= {"config.json", "metrics.csv", "checkpoint.pt",
-                                                      "checkpoint.pt.prev", "policy.pt", "curve.png"}
+                                                      "checkpoint.pt.prev", "policy.pt",
+                                                      "curve.png"}
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
     assert modes["checkpoint.pt"] == modes["checkpoint.pt.prev"] == modes["metrics.csv"]
     assert modes["policy.pt"] == modes["metrics.csv"]
@@ -121,8 +123,8 @@ def test_the_summary_lists_every_file_and_the_checkpoint_has_the_usual_mode(tmp_
 
 def test_resume_on_an_empty_folder_says_it_starts_fresh(tmp_path, capsys):
     run = tmp_path / "new"
-    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "1", "--eval-episodes", "1",
-                 "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "1", "--eval-episodes",
+                 "1", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
     assert f"--resume: no checkpoint in {run}: starting a fresh run" in capsys.readouterr().out
 
 
