@@ -61,7 +61,13 @@ class RunOutputs:
                     expected[k] = None
         else:
             expected = {k: v for k, v in expected.items() if not k.startswith("config.")}
-        return load_checkpoint(path, expected=expected)
+        try:
+            return load_checkpoint(path, expected=expected)
+        except ValueError as e:
+            if "does not match this run" not in str(e):
+                raise
+            raise ValueError(f"{e}. Resume with the saved run's settings (its config.json), or "
+                             "start this one in another run_dir") from None
 
     def save_checkpoint(self, obj: dict[str, Any], header: dict[str, Any], iteration: int) -> None:
         """Atomically (see :mod:`rl.checkpoint`)."""
