@@ -19,6 +19,7 @@ import inspect
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -129,6 +130,7 @@ def cmd_compare(args) -> int:
         if args.quick:
             budget_evals = max(1, budget_evals // 5)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{task.name}"
+    _check_writable(out)  # before the runs, not after them
     print(f"evoopt compare: task {task.name}, optimizers {', '.join(s.label for s in specs)}, "
           f"seeds {seeds}, {args.threads or torch.get_num_threads()} thread(s)", flush=True)
     t0 = time.perf_counter()
@@ -138,17 +140,33 @@ def cmd_compare(args) -> int:
                          num_threads=args.threads)
     except ValueError as e:  # bad hyperparameters for an optimizer: a usage error
         raise UsageError(str(e)) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        paths = result.save(out, plot=not args.no_plot)
+    print()
+    print(result.table(), flush=True)  # first: a file that cannot be written loses nothing
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            paths = result.save(out, plot=not args.no_plot)
+    except OSError as e:
+        print(f"evoopt compare: failed to write the results into {out}/ ({e}); the table above "
+              "is all that is left of this comparison", file=sys.stderr)
+        return 1
     plot_note = "".join(f" (no plots: {w.message})" for w in caught
                         if "matplotlib" in str(w.message))
-    print()
-    print(result.table())
     print(f"\nwall time {time.perf_counter() - t0:.1f} s; results in {out}/ "
           f"({', '.join(sorted(p.name for p in paths.values()))}){plot_note}")
     failed = [r for r in result.runs if r.status == "failed"]
     return 1 if failed else 0
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a file there, or raise a UsageError saying why not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".evoopt-write-check-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--out {str(out)!r} cannot be written ({e.strerror or e}); "
+                         "nothing was run (expected a folder you can write into)") from None
 
 
 def cmd_list(args) -> int:
@@ -270,9 +288,21 @@ def _rl_missing(exc: ImportError):
 
 
 # -------------------------------------------------------------------------- parser
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    try:
+        return version("evoopt")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(
         prog="evoopt", description="Evolution strategies and gradient optimizers side by side.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("compare", help="run optimizers side by side on a task and print a table",
@@ -322,10 +352,12 @@ def main(argv: list[str] | None = None) -> int:
             p.set_defaults(func=_rl_missing(e))
     else:
         register(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)
+    args.argv = argv  # for messages that repeat the command line (how to resume)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
@@ -343,4 +375,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m evoopt.cli`: run the imported module's main, so that rl.cli raises the same
+    # UsageError class that main catches (this file's classes are __main__'s copies here)
+    from evoopt.cli import main as _main
+
+    sys.exit(_main())

@@ -57,6 +57,7 @@ __all__ = [
     "OptimizerSpec",
     "Run",
     "compare",
+    "check_kwargs",
     "parse_optimizer",
     "resolve_hyperparameters",
 ]
@@ -165,14 +166,22 @@ def resolve_hyperparameters(spec: OptimizerSpec, task: Task, model: torch.nn.Mod
           for k, v in kw.items()}
     if "seed" in params and "seed" not in kw:
         kw["seed"] = int(seed)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in kw if k not in params and not accepts_any]
-    if unknown:
-        valid = [k for k in params if k not in ("self", "params")]
-        raise ValueError(
-            f"Invalid hyperparameters for {spec.label!r}: {unknown} (expected some of: "
-            f"{', '.join(valid)})")
+    check_kwargs(f"hyperparameters for {spec.label!r}", spec.cls, kw)
     return kw
+
+
+def check_kwargs(what: str, fn, kwargs, *, taken: Iterable[str] = ("self", "params")) -> None:
+    """Raise ``ValueError`` naming the keys of ``kwargs`` that the callable ``fn`` (a class:
+    its constructor) does not accept, and listing those it does (less ``taken``: the
+    arguments the caller passes itself)."""
+    params = inspect.signature(fn.__init__ if isinstance(fn, type) else fn).parameters
+    taken = set(taken)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params or k in taken]
+    if unknown:
+        valid = [k for k, p in params.items() if k not in taken and p.kind is not p.VAR_POSITIONAL]
+        raise ValueError(f"Invalid {what}: {unknown} (expected some of: {', '.join(valid)})")
 
 
 # ------------------------------------------------------------------------ results
@@ -198,6 +207,9 @@ class Run:
     wall_time: float = 0.0
     status: str = "ok"  # "ok", "diverged" (non-finite loss) or "failed" (an exception)
     error: str | None = None
+    #: why the optimizer stopped for good before the budget was spent (``opt.stopped``, e.g.
+    #: CMA-ES's termination criteria), empty otherwise
+    stopped: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -249,6 +261,7 @@ class Comparison:
                 "num_runs": len(runs),
                 "num_failed": sum(r.status == "failed" for r in runs),
                 "num_diverged": sum(r.status == "diverged" for r in runs),
+                "num_stopped": sum(bool(r.stopped) for r in runs),
                 "final_loss": _stats([r.final_loss for r in runs]),
                 "evals": _stats([r.num_evals for r in runs]),
                 "wall_time": _stats([r.wall_time for r in runs]),
@@ -258,19 +271,22 @@ class Comparison:
             rows.append(row)
         return rows
 
-    def _score(self, row) -> float:
-        """Smaller is better; NaN ranks last."""
-        if self.metric:
-            v = row["metric"]["mean"]
-            v = -v if self.higher_is_better else v
-        else:
-            v = row["final_loss"]["mean"]
-        return math.inf if math.isnan(v) else v
+    def _score(self, row) -> tuple[float, float]:
+        """Smaller is better: the mean metric (or the mean final loss), then the mean final
+        loss to break ties; NaN ranks last."""
+        loss = row["final_loss"]["mean"]
+        loss = math.inf if math.isnan(loss) else loss
+        if not self.metric:
+            return loss, loss
+        v = row["metric"]["mean"]
+        v = -v if self.higher_is_better else v
+        return (math.inf if math.isnan(v) else v), loss
 
     def best(self, family: str | None = None) -> str | None:
-        """The label of the best optimizer by mean metric (or mean final loss)."""
+        """The label of the best optimizer by mean metric (or mean final loss); equal
+        metrics are ranked by mean final loss (then by order of the list)."""
         rows = [r for r in self.summary() if family is None or r["family"] == family]
-        rows = [r for r in rows if math.isfinite(self._score(r))]
+        rows = [r for r in rows if math.isfinite(self._score(r)[0])]
         return min(rows, key=self._score)["optimizer"] if rows else None
 
     def checks(self) -> list[Check]:
@@ -340,6 +356,8 @@ class Comparison:
                 notes.append(f"{r['num_failed']} failed")
             if r["num_diverged"]:
                 notes.append(f"{r['num_diverged']} diverged")
+            if r["num_stopped"]:
+                notes.append(f"{r['num_stopped']} stopped early")
             cells = ["*" if r["optimizer"] == best else "", r["optimizer"], r["family"],
                      fmt(r["final_loss"], 3, span=False)]
             if self.metric:
@@ -360,6 +378,11 @@ class Comparison:
                        f"{self.default_budget_evals} evaluations)")
         for c in checks:
             out.append(f"check: {c.description}: {'PASS' if c.passed else 'FAIL'}")
+        for r in self.runs:
+            if r.stopped:
+                why = ", ".join(f"{k}={v}" for k, v in r.stopped.items())
+                out.append(f"stopped early: {r.optimizer} seed {r.seed} after {r.num_evals} "
+                           f"evaluations: the optimizer stopped for good ({why})")
         errors = [r for r in self.runs if r.error]
         for r in errors:
             out.append(f"error: {r.optimizer} seed {r.seed}: {r.error.strip().splitlines()[-1]}")
@@ -578,6 +601,11 @@ def _run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | Non
             break
         if not population and not math.isfinite(float(torch.as_tensor(loss).detach())):
             run.status = "diverged"
+            break
+        stopped = getattr(opt, "stopped", None)  # e.g. CMA-ES after pycma's stop criteria
+        if stopped:
+            run.stopped = {str(k): (v if isinstance(v, (int, float, str, bool)) else repr(v))
+                           for k, v in dict(stopped).items()}
             break
         if run.num_evals >= next_evals or run.wall_time >= next_seconds:
             record()

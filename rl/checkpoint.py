@@ -137,6 +137,7 @@ def save_checkpoint(
             torch.save(record, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the usual mode
         if os.path.exists(path):
             os.replace(path, path + ".prev")
         os.replace(tmp, path)
@@ -145,6 +146,12 @@ def save_checkpoint(
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: str) -> None:
@@ -171,8 +178,10 @@ def _read(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated, garbage, or not plain data
-        first = (str(e).strip().splitlines() or ["empty or truncated file"])[0][:200]
-        raise _Corrupt(f"{path!r} cannot be read ({type(e).__name__}: {first})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        detail = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        raise _Corrupt(f"{path!r} cannot be read: it is truncated, overwritten or not a file "
+                       f"written by torch.save (torch.load says {detail})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise _Corrupt(f"{path!r} is not an evoopt checkpoint (expected format {FORMAT!r})")
     if not isinstance(record.get("header"), dict) or "payload" not in record:
@@ -198,7 +207,8 @@ def _read_with_fallback(path: str) -> dict[str, Any]:
             record = _read(prev)
         except _Corrupt as e2:
             raise ValueError(
-                f"Invalid checkpoint: {why}, and the previous one is too: {e2}"
+                f"Invalid checkpoint: {why}; and the previous one: {e2}. Neither can be "
+                f"resumed: move both away to start a fresh run in {os.path.dirname(path) or '.'}"
             ) from None
         msg = f"{why}; loading the previous good checkpoint {prev!r} instead"
         logger.warning(msg)

@@ -1,7 +1,13 @@
 """One training loop for both families on Gymnasium tasks.
 
-``train(env_id, policy="mlp", optimizer="pgpe" | "ppo" | "reinforce" | <any population
-optimizer in evoopt.OPTIMIZERS>, total_timesteps=... or iterations=...)``
+``train(env_id, optimizer="pgpe" | "ppo" | "reinforce" | <any population optimizer in
+evoopt.OPTIMIZERS>, policy="linear" | "mlp", total_timesteps=..., iterations=...)``
+
+Every setting left out comes from the task's preset (``rl.defaults.PRESETS``) or the generic
+defaults, the optimizer included (``rl.defaults.DEFAULT_OPTIMIZER``, else PGPE), and so does
+the budget (the preset's, else :data:`rl.config.DEFAULT_BUDGET`, one million env steps);
+:func:`rl.config.make_config` resolves and validates them once into a
+:class:`~rl.config.TrainConfig`, which :func:`train_config` runs.
 
 - population optimizers (PGPE, OpenAI-ES, ARS, CMA-ES, ...) search a deterministic policy;
   one iteration is one generation, evaluated by :class:`rl.rollout.PopulationRollout`;
@@ -33,16 +39,17 @@ fsync, rename) and the previous one is kept as ``checkpoint.pt.prev``; a corrupt
 file is refused and the previous good one is loaded (with a warning); a checkpoint saved
 for another optimizer, policy, env or spec is refused with the differences listed.
 SIGTERM or Ctrl-C finishes the current iteration, checkpoints and stops (a second signal
-stops at once); a process killed outright resumes from its last checkpoint.
+stops at once; ``TrainResult.stop_reason`` is then ``"interrupted"``); a process killed
+outright resumes from its last checkpoint. A population optimizer that has stopped for good
+(a non-empty ``opt.stopped``, e.g. CMA-ES after pycma's termination criteria) ends the run
+(``stop_reason == "optimizer stopped"``, the reasons in ``TrainResult.stopped``).
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -54,55 +61,66 @@ import numpy as np
 import torch
 
 import evoopt
-from evoopt._validation import check_choice, check_int
+from evoopt._validation import check_int
 
 from .algorithms import PPO, Reinforce
-from .checkpoint import GracefulExit, describe, load_checkpoint, save_checkpoint
+from .checkpoint import GracefulExit, describe
+from .config import GRADIENT_METHODS, POLICY_KWARGS, TrainConfig, make_config  # noqa: F401
 from .defaults import DEFAULT_OPTIMIZER, PRESETS  # noqa: F401 (re-exported)
-from .normalization import STD_RULES
+from .outputs import COLUMNS, RunOutputs, plot_curve, read_csv
 from .policies import make_policy
 from .rollout import PopulationRollout, resolve_env_id
 
-__all__ = ["train", "evaluate", "render_gif", "read_csv", "save_policy", "load_policy", "plot_curve",
-           "COLUMNS", "TrainResult", "GRADIENT_METHODS", "PRESETS"]
-
-#: CSV columns, the same for every optimizer (empty where an optimizer has no such number).
-COLUMNS = (
-    "iteration", "env_steps", "train_return", "train_return_max", "eval_return", "eval_return_std",
-    "learning_rate", "sigma", "policy_loss", "value_loss", "entropy", "approx_kl", "time_s",
-)
-GRADIENT_METHODS = ("ppo", "reinforce")
-#: The Policy settings ``train(policy_kwargs=...)`` passes on (saved with the policy).
-POLICY_KWARGS = ("bias", "squash", "activation")
+__all__ = ["train", "train_config", "evaluate", "render_gif", "read_csv", "save_policy",
+           "load_policy", "plot_curve", "COLUMNS", "TrainResult", "GRADIENT_METHODS", "PRESETS"]
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns. ``stop_reason``: ``"budget"``, ``"target_return"``,
+    ``"optimizer stopped"`` (the optimizer's reasons in ``stopped``), ``"callback"`` or
+    ``"interrupted"`` (SIGTERM / Ctrl-C). ``files``: every file written into ``run_dir``;
+    ``checkpoint_iteration``: the iterations held by the last checkpoint saved (a resume
+    continues from there); ``resumed_from``: the iterations loaded from a checkpoint."""
+
     policy: torch.nn.Module
     history: list[dict[str, float]]
     run_dir: str | None
     final_eval: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
+    config: TrainConfig | None = None
+    stop_reason: str = "budget"
+    stopped: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    checkpoint_iteration: int | None = None
+    resumed_from: int = 0
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_reason == "interrupted"
 
 
 # ------------------------------------------------------------------ runners
 class _PopulationRunner:
     """One generation of a population optimizer on a PopulationRollout."""
 
-    def __init__(self, env_id, policy, name, popsize, lr, seed, optimizer_kwargs, rollout_kwargs):
-        kw = dict(optimizer_kwargs)
-        kw = {k: v for k, v in kw.items() if v is not None}
-        if lr is not None:
-            kw["lr"] = lr
+    def __init__(self, cfg: TrainConfig, policy: torch.nn.Module):
+        kw = dict(cfg.optimizer_kwargs)
+        if cfg.lr is not None:
+            kw["lr"] = cfg.lr
         self.policy = policy
-        self.opt = evoopt.get_optimizer(name)(policy.parameters(), popsize=popsize, seed=seed, **kw)
-        if rollout_kwargs.get("num_actors"):  # opt-in: the same rollout on Ray actors (same numbers)
-            from .ray_rollout import RayPopulationRollout
+        self.opt = evoopt.get_optimizer(cfg.optimizer)(policy.parameters(), popsize=cfg.popsize,
+                                                       seed=cfg.seed, **kw)
+        roll = dict(cfg.rollout_kwargs)
+        if roll.get("num_actors") is not None:  # opt-in: the same rollout on Ray actors
+            from .ray_rollout import RayPopulationRollout  # (the same numbers)
 
-            self.objective = RayPopulationRollout(env_id, policy, self.opt.popsize, seed=seed, **rollout_kwargs)
+            self.objective = RayPopulationRollout(cfg.env_id, policy, self.opt.popsize,
+                                                  seed=cfg.seed, **roll)
         else:
-            self.objective = PopulationRollout(env_id, policy, self.opt.popsize, seed=seed,
-                                               **{k: v for k, v in rollout_kwargs.items() if k != "num_actors"})
+            roll.pop("num_actors", None)
+            self.objective = PopulationRollout(cfg.env_id, policy, self.opt.popsize, seed=cfg.seed,
+                                               **roll)
 
     @property
     def env_steps(self) -> int:
@@ -113,9 +131,12 @@ class _PopulationRunner:
         ret = self.objective.last.episode_returns
         ret = ret[torch.isfinite(ret)]
         g = self.opt.param_groups[0]
+        sigma = getattr(self.opt, "current_sigma", None)  # the adapted width, where there is one
+        sigma = g.get("sigma") if sigma is None else sigma
         return {"train_return": float(ret.mean()) if ret.numel() else math.nan,
                 "train_return_max": float(ret.max()) if ret.numel() else math.nan,
-                "learning_rate": float(g.get("lr", math.nan)), "sigma": float(g.get("sigma") or math.nan)}
+                "learning_rate": float(g.get("lr", math.nan)),
+                "sigma": math.nan if sigma is None else float(sigma)}
 
     def evaluate(self, episodes: int, seed: int) -> torch.Tensor:
         return self.objective.evaluate_center(num_episodes=episodes, seed=seed)
@@ -129,18 +150,26 @@ class _PopulationRunner:
         self.opt.load_state_dict(sd["optimizer"])
         self.objective.load_state_dict(sd["rollout"])
 
+    def close(self) -> None:
+        self.objective.close()  # its envs (and Ray actors)
+
 
 class _GradientRunner:
     """One iteration of PPO or REINFORCE."""
 
-    def __init__(self, env_id, policy, algo, num_envs, seed, algo_kwargs, evaluator_kwargs):
+    def __init__(self, cfg: TrainConfig, policy: torch.nn.Module):
         self.policy = policy
-        spec = resolve_env_id(env_id)
+        spec = resolve_env_id(cfg.env_id)
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
-        self.envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
-        self.algo = algo(self.envs, policy, **algo_kwargs, seed=seed)
-        self.evaluator = PopulationRollout(env_id, policy, 1, seed=seed, update_obs_norm=False,
-                                           **evaluator_kwargs)
+        self.envs = gym.make_vec(cfg.env_id, num_envs=cfg.num_envs, vectorization_mode=mode)
+        opt_args = {"lr": cfg.lr} if cfg.lr is not None else {}
+        opt_args.update(cfg.optimizer_kwargs)
+        factory = functools.partial(evoopt.get_optimizer(cfg.grad_optimizer), **opt_args)
+        algo = PPO if cfg.optimizer == "ppo" else Reinforce
+        self.algo = algo(self.envs, policy, optimizer=factory, **cfg.algo_kwargs, seed=cfg.seed)
+        self.opt = self.algo.optimizer
+        self.evaluator = PopulationRollout(cfg.env_id, policy, 1, seed=cfg.seed,
+                                           update_obs_norm=False, **cfg.rollout_kwargs)
 
     @property
     def env_steps(self) -> int:
@@ -161,21 +190,34 @@ class _GradientRunner:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.algo.load_state_dict(sd["algorithm"])
 
+    def close(self) -> None:
+        self.envs.close()
+        self.evaluator.close()
+
 
 # ------------------------------------------------------------------ policies on disk
 def save_policy(path: str, policy: torch.nn.Module, spec: dict[str, Any]) -> None:
     """Save a policy's weights (and normaliser) with the ``spec`` that rebuilds it:
     ``{"env_id", "kind", "hidden", "obs_norm", "actor_critic", "stochastic"}`` (and
     ``"obs_std_rule"``, ``"policy_kwargs"`` where they are not the defaults)."""
-    torch.save({"format": "evoopt.policy/1", "spec": dict(spec, hidden=list(spec.get("hidden", ()))),
+    torch.save({"format": "evoopt.policy/1",
+                "spec": dict(spec, hidden=list(spec.get("hidden", ()))),
                 "state_dict": policy.state_dict()}, path)
 
 
 def load_policy(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a policy saved by :func:`save_policy`; returns ``(policy, spec)``."""
-    ck = torch.load(path, weights_only=True)
+    what = "expected a policy.pt written by `evoopt train` or rl.train.save_policy"
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - garbage, truncated, or pickled objects
+        # (torch's own message advises weights_only=False: loading untrusted pickles is unsafe)
+        raise ValueError(f"Invalid policy file: {path!r} cannot be read as plain tensors "
+                         f"({type(e).__name__}; {what})") from None
     if not isinstance(ck, dict) or ck.get("format") != "evoopt.policy/1":
-        raise ValueError(f"Invalid policy file: {path!r} (not saved by rl.train.save_policy)")
+        raise ValueError(f"Invalid policy file: {path!r} is not an evoopt policy ({what})")
     spec = ck["spec"]
     policy = _build_policy(spec)
     policy.load_state_dict(ck["state_dict"])
@@ -187,9 +229,11 @@ def _build_policy(spec: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     try:
         with torch.random.fork_rng():  # the policy's initialisation draws from torch's global RNG
             torch.manual_seed(seed)
-            return make_policy(env, kind=spec["kind"], hidden=tuple(spec["hidden"]), obs_norm=spec["obs_norm"],
-                               actor_critic=spec["actor_critic"], stochastic=spec["stochastic"],
-                               obs_std_rule=spec.get("obs_std_rule", "floor"), **spec.get("policy_kwargs", {}))
+            return make_policy(env, kind=spec["kind"], hidden=tuple(spec["hidden"]),
+                               obs_norm=spec["obs_norm"], actor_critic=spec["actor_critic"],
+                               stochastic=spec["stochastic"],
+                               obs_std_rule=spec.get("obs_std_rule", "floor"),
+                               **spec.get("policy_kwargs", {}))
     finally:
         env.close()
 
@@ -198,17 +242,17 @@ def _build_policy(spec: dict[str, Any], seed: int = 0) -> torch.nn.Module:
 def train(
     env_id: str,
     *,
-    policy: str = "mlp",
-    optimizer: str = "pgpe",
+    policy: str | None = None,
+    optimizer: str | None = None,
     total_timesteps: int | None = None,
     iterations: int | None = None,
     hidden: tuple[int, ...] | None = None,
     obs_norm: bool | None = None,
-    obs_std_rule: str = "floor",
+    obs_std_rule: str | None = None,
     policy_kwargs: dict[str, Any] | None = None,
     popsize: int | None = None,
     lr: float | None = None,
-    grad_optimizer: str = "adam",
+    grad_optimizer: str | None = None,
     num_envs: int | None = None,
     seed: int = 0,
     eval_every: int = 10,
@@ -227,13 +271,16 @@ def train(
     rollout_kwargs: dict[str, Any] | None = None,
     use_presets: bool = True,
 ) -> TrainResult:
-    """Train a policy on ``env_id``; see the module docstring.
+    """Train a policy on ``env_id``; see the module docstring. ``None`` means "not given":
+    the preset's value, else the generic default (:func:`rl.config.make_config`).
 
     Args:
         policy: ``"linear"`` or ``"mlp"`` (hidden widths ``hidden``, default (64, 64)).
-        optimizer: ``"ppo"``, ``"reinforce"`` or a population optimizer's registry name.
+        optimizer: ``"ppo"``, ``"reinforce"`` or a population optimizer's registry name
+            (default: ``DEFAULT_OPTIMIZER[env_id]``, else ``"pgpe"``).
         total_timesteps / iterations: the budget in env steps and/or iterations (generations
-            or PPO/REINFORCE iterations); training stops at whichever comes first.
+            or PPO/REINFORCE iterations); training stops at whichever comes first. Neither:
+            the preset's budget, else one million env steps.
         obs_norm: observation normalisation (default: on for population optimizers);
             ``obs_std_rule``: its std, ``"floor"`` (OpenAI-ES) or ``"ars"`` (ARS's filter).
         policy_kwargs: ``bias``, ``squash`` (``"clip"``, ``"tanh"``, ``"none"``) and
@@ -247,223 +294,143 @@ def train(
         callback: ``callback(row)`` after each iteration; True stops (after a checkpoint).
         use_presets: apply :data:`PRESETS` for (env_id, optimizer) under the given arguments.
     """
-    t_start = time.perf_counter()
-    if total_timesteps is None and iterations is None:
-        raise ValueError("Invalid budget: give total_timesteps or iterations (or both)")
-    total_timesteps = None if total_timesteps is None else check_int("total_timesteps", total_timesteps)
-    iterations = None if iterations is None else check_int("iterations", iterations)
-    eval_every = check_int("eval_every", eval_every)
-    eval_episodes = check_int("eval_episodes", eval_episodes)
-    if checkpoint_every is None:  # PPO resets its envs at checkpoints: not too often
-        checkpoint_every = 50 if optimizer.lower() == "ppo" else 10
-    checkpoint_every = check_int("checkpoint_every", checkpoint_every)
-    if policy not in ("linear", "mlp"):
-        raise ValueError(f"Invalid policy: {policy!r} (expected 'linear' or 'mlp')")
-    resolve_env_id(env_id)
-    optimizer = optimizer.lower()
-    gradient = optimizer in GRADIENT_METHODS
-    if not gradient and optimizer not in evoopt.population_optimizers():
-        names = sorted([*GRADIENT_METHODS, *evoopt.population_optimizers()])
-        raise ValueError(f"Invalid optimizer: {optimizer!r} (expected one of {names})")
-    if gradient and (rollout_kwargs or {}).get("num_actors"):
-        raise ValueError(f"Invalid num_actors for {optimizer!r}: Ray actors evaluate populations "
-                         "(expected a population optimizer, or no num_actors)")
+    config = make_config(
+        env_id, optimizer=optimizer, policy=policy, total_timesteps=total_timesteps,
+        iterations=iterations, hidden=hidden, obs_norm=obs_norm, obs_std_rule=obs_std_rule,
+        policy_kwargs=policy_kwargs, popsize=popsize, lr=lr, grad_optimizer=grad_optimizer,
+        num_envs=num_envs, seed=seed, eval_every=eval_every, eval_episodes=eval_episodes,
+        eval_seed=eval_seed, checkpoint_every=checkpoint_every, target_return=target_return,
+        optimizer_kwargs=optimizer_kwargs, algo_kwargs=algo_kwargs, rollout_kwargs=rollout_kwargs,
+        use_presets=use_presets)
+    return train_config(config, run_dir=run_dir, resume=resume, progress=progress,
+                        tensorboard=tensorboard, plot=plot, callback=callback)
+
+
+def train_config(
+    config: TrainConfig,
+    *,
+    run_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: bool = True,
+    plot: bool = True,
+    callback: Callable[[dict[str, float]], bool] | None = None,
+) -> TrainResult:
+    """Run a resolved :class:`~rl.config.TrainConfig` (what :func:`train` does after
+    :func:`~rl.config.make_config`)."""
     if resume and run_dir is None:
         raise ValueError("Invalid resume: True needs run_dir (where the checkpoint is)")
+    net = _build_policy(config.spec, config.seed)  # the policy's initialisation draws from `seed`
+    runner = _GradientRunner(config, net) if config.gradient else _PopulationRunner(config, net)
+    out = RunOutputs(run_dir, tensorboard=tensorboard)
+    try:
+        result = _loop(config, runner, out, resume, progress, callback)
+    finally:
+        runner.close()
+        out.close()
+    out.finish(lambda path: save_policy(path, net, config.spec), plot)
+    result.files = list(out.files)
+    result.checkpoint_iteration = out.checkpoint_iteration
+    return result
 
-    # ---- settings: presets under the user's arguments
-    preset = PRESETS.get((env_id, optimizer), {}) if use_presets else {}
-    hidden = tuple(hidden if hidden is not None else preset.get("hidden", (64, 64)))
-    obs_norm = (not gradient) if obs_norm is None else bool(obs_norm)
-    lr = lr if lr is not None else preset.get("lr")
-    num_envs = num_envs or preset.get("num_envs", 8)
-    popsize = popsize or preset.get("popsize", 50)
-    opt_kw = {**preset.get("optimizer_kwargs", {}), **(optimizer_kwargs or {})}
-    alg_kw = {**preset.get("algo_kwargs", {}), **(algo_kwargs or {})}
-    obs_std_rule = check_choice("obs_std_rule", obs_std_rule, STD_RULES)
-    policy_kwargs = dict(policy_kwargs or {})
-    unknown = sorted(set(policy_kwargs) - set(POLICY_KWARGS))
-    if unknown:
-        raise ValueError(f"Invalid policy_kwargs: {unknown} (expected keys among {list(POLICY_KWARGS)})")
-    spec = {"env_id": env_id, "kind": policy, "hidden": list(hidden), "obs_norm": obs_norm,
-            "actor_critic": optimizer == "ppo", "stochastic": gradient}
-    if obs_std_rule != "floor" or policy_kwargs:  # (older policy files have neither key)
-        spec.update(obs_std_rule=obs_std_rule, policy_kwargs=policy_kwargs)
 
-    # ---- seeding: the policy's initialisation; optimizers and rollouts take `seed` themselves
-    net = _build_policy(spec, seed)
-    if gradient:
-        opt_cls = evoopt.get_optimizer(grad_optimizer)
-        opt_args = {"lr": lr} if lr is not None else {}
-        opt_args.update(opt_kw)
-        alg_kw["optimizer"] = functools.partial(opt_cls, **opt_args)
-        algo = PPO if optimizer == "ppo" else Reinforce
-        if hasattr(opt_cls, "update_kl") and algo is PPO:  # the KL sets the lr: no annealing on top
-            alg_kw["anneal_lr"] = False
-        if algo is PPO:
-            alg_kw.setdefault("reset_every", checkpoint_every)
-            if total_timesteps is not None:
-                alg_kw.setdefault("total_timesteps", total_timesteps)
-        runner = _GradientRunner(env_id, net, algo, num_envs, seed, alg_kw, rollout_kwargs or {})
-    else:
-        runner = _PopulationRunner(env_id, net, optimizer, popsize, lr, seed, opt_kw, rollout_kwargs or {})
+def _stop_reason(cfg: TrainConfig, runner, history: list[dict[str, float]]) -> str | None:
+    """Why the run must not start another iteration, or None."""
+    if cfg.iterations is not None and len(history) >= cfg.iterations:
+        return "budget"
+    if cfg.total_timesteps is not None and runner.env_steps >= cfg.total_timesteps:
+        return "budget"
+    if getattr(runner.opt, "stopped", None):
+        return "optimizer stopped"
+    if cfg.target_return is not None and history:
+        if history[-1].get("eval_return", -math.inf) >= cfg.target_return:
+            return "target_return"
+    return None
 
-    # ---- outputs and resume
-    opt_obj = runner.algo.optimizer if gradient else runner.opt
-    header = describe(optimizer=opt_obj, policy=net, env_id=env_id, algorithm=optimizer,
-                      spec=json.dumps(spec, sort_keys=True))
+
+def _loop(cfg: TrainConfig, runner, out: RunOutputs, resume: bool, progress: bool,
+          callback) -> TrainResult:
+    t_start = time.perf_counter()
+    header = describe(optimizer=runner.opt, policy=runner.policy, env_id=cfg.env_id,
+                      algorithm=cfg.optimizer, spec=json.dumps(cfg.spec, sort_keys=True),
+                      **cfg.identity())
     history: list[dict[str, float]] = []
-    ck_path = csv_path = None
-    if run_dir is not None:
-        os.makedirs(run_dir, exist_ok=True)
-        ck_path, csv_path = os.path.join(run_dir, "checkpoint.pt"), os.path.join(run_dir, "metrics.csv")
-        if resume and (os.path.exists(ck_path) or os.path.exists(ck_path + ".prev")):
-            # refuses a corrupted file (falling back to the previous good one, with a
-            # warning) and one saved for another optimizer, policy, env or spec
-            ck = load_checkpoint(ck_path, expected=header)
-            runner.load_state_dict(ck["runner"])
-            history = [dict(r) for r in ck["history"]]
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({"spec": spec, "optimizer": optimizer, "seed": seed, "total_timesteps": total_timesteps,
-                       "iterations": iterations, "lr": lr, "popsize": popsize, "grad_optimizer": grad_optimizer},
-                      f, indent=1, default=str)
-        _write_csv(csv_path, history)
-    writer = _tensorboard(run_dir) if (tensorboard and run_dir) else None
+    if resume and out.has_checkpoint():
+        # refuses a corrupted file (falling back to the previous good one, with a warning)
+        # and one saved for another optimizer, policy, env or setting (all listed)
+        ck = out.load_checkpoint(header)
+        runner.load_state_dict(ck["runner"])
+        history = [dict(r) for r in ck["history"]]
+    resumed_from = len(history)
+    out.start(cfg.to_json(), history)  # after the checks: config.json says what runs
 
     def checkpoint():  # atomic: a crash mid-write keeps the previous good checkpoint
-        if ck_path is not None:
-            save_checkpoint({"runner": runner.state_dict(), "history": history}, ck_path, header=header)
+        out.save_checkpoint({"runner": runner.state_dict(), "history": history}, header,
+                            len(history))
 
-    # ---- the loop
     from tqdm.auto import tqdm
 
-    done_iters = len(history)
-    bar_total = iterations if iterations is not None else total_timesteps
-    bar = tqdm(total=bar_total, initial=done_iters if iterations is not None else runner.env_steps,
-               disable=not progress, desc=f"{optimizer} {env_id}", unit="it" if iterations else "step")
-
-    def budget_left() -> bool:
-        if iterations is not None and done_iters >= iterations:
-            return False
-        if total_timesteps is not None and runner.env_steps >= total_timesteps:
-            return False
-        reached = history and history[-1].get("eval_return", -math.inf) >= (target_return or math.inf)
-        return not (target_return is not None and reached)
-
+    by_iter = cfg.iterations is not None
+    bar = tqdm(total=cfg.iterations if by_iter else cfg.total_timesteps,
+               initial=len(history) if by_iter else runner.env_steps, disable=not progress,
+               desc=f"{cfg.optimizer} {cfg.env_id}", unit="it" if by_iter else "step")
     elapsed0 = history[-1]["time_s"] if history else 0.0
+    last_eval = next((r["eval_return"] for r in reversed(history)
+                      if not math.isnan(r["eval_return"])), math.nan)
     # SIGTERM / Ctrl-C: finish the iteration, checkpoint, stop (a second signal stops at once)
     graceful = GracefulExit() if threading.current_thread() is threading.main_thread() else None
+    reason = None
     try:
         if graceful is not None:
             graceful.__enter__()
-        while budget_left():
+        while (reason := _stop_reason(cfg, runner, history)) is None:
             before = runner.env_steps
             row = dict.fromkeys(COLUMNS, math.nan)
             row.update(runner.iterate())
-            done_iters += 1
-            row["iteration"], row["env_steps"] = done_iters, runner.env_steps
-            last = iterations is not None and done_iters >= iterations or (
-                total_timesteps is not None and runner.env_steps >= total_timesteps)
-            if done_iters % eval_every == 0 or last:
-                r = runner.evaluate(eval_episodes, eval_seed)
-                row["eval_return"], row["eval_return_std"] = float(r.mean()), float(r.std(unbiased=False))
+            row["iteration"], row["env_steps"] = len(history) + 1, runner.env_steps
+            final = _stop_reason(cfg, runner, [*history, row]) is not None  # budget or stopped
+            if row["iteration"] % cfg.eval_every == 0 or final:
+                r = runner.evaluate(cfg.eval_episodes, cfg.eval_seed)
+                row["eval_return"] = float(r.mean())
+                row["eval_return_std"] = float(r.std(unbiased=False))
+                last_eval = row["eval_return"]
             row["time_s"] = elapsed0 + time.perf_counter() - t_start
             history.append(row)
-            if csv_path:
-                _append_csv(csv_path, row)
-            if writer is not None:
-                for k in COLUMNS[2:]:
-                    if not math.isnan(row[k]):
-                        writer.add_scalar(k, row[k], row["env_steps"])
-            bar.update(1 if iterations is not None else runner.env_steps - before)
-            bar.set_postfix(ret=f"{row['train_return']:.1f}", eval=f"{row['eval_return']:.1f}", refresh=False)
-            stop = callback is not None and bool(callback(row))
-            interrupted = graceful is not None and graceful.requested
+            out.add_row(row)
+            bar.update(1 if by_iter else runner.env_steps - before)
+            bar.set_postfix(_postfix(row["train_return"], last_eval), refresh=False)
+            if callback is not None and bool(callback(row)):
+                reason = "callback"
+            elif graceful is not None and graceful.requested:
+                reason = "interrupted"
             # PPO checkpoints only where it resets its envs (every checkpoint_every iterations)
-            if done_iters % checkpoint_every == 0 or ((stop or interrupted) and optimizer != "ppo"):
+            if row["iteration"] % cfg.checkpoint_every == 0 or (reason and cfg.optimizer != "ppo"):
                 checkpoint()
-            if stop or interrupted:
+            if reason:
                 break
         else:
-            checkpoint()  # the budget is spent
+            checkpoint()  # the budget is spent, the target reached or the optimizer stopped
     finally:
         if graceful is not None:
             graceful.__exit__(None, None, None)
         bar.close()
-        if isinstance(runner, _PopulationRunner):
-            runner.objective.close()  # its envs (and Ray actors)
-        if writer is not None:
-            writer.close()
 
-    final = next((r["eval_return"] for r in reversed(history) if not math.isnan(r["eval_return"])), math.nan)
-    if run_dir is not None:
-        save_policy(os.path.join(run_dir, "policy.pt"), net, spec)
-        if plot:
-            plot_curve(csv_path, os.path.join(run_dir, "curve.png"))
-    return TrainResult(policy=net, history=history, run_dir=run_dir, final_eval=final,
-                       extra={"optimizer_obj": opt_obj})
+    final_eval = next((r["eval_return"] for r in reversed(history)
+                       if not math.isnan(r["eval_return"])), math.nan)
+    return TrainResult(policy=runner.policy, history=history, run_dir=out.run_dir,
+                       final_eval=final_eval, extra={"optimizer_obj": runner.opt}, config=cfg,
+                       stop_reason=reason, stopped=dict(getattr(runner.opt, "stopped", None) or {}),
+                       resumed_from=resumed_from)
 
 
-# ------------------------------------------------------------------ outputs
-def _fmt(v) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def _write_csv(path: str, rows: list[dict[str, float]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for r in rows:
-            w.writerow([_fmt(r[c]) for c in COLUMNS])
-
-
-def _append_csv(path: str, row: dict[str, float]) -> None:
-    with open(path, "a", newline="") as f:
-        csv.writer(f).writerow([_fmt(row[c]) for c in COLUMNS])
-
-
-def read_csv(path: str) -> list[dict[str, float]]:
-    """The rows of a metrics CSV as floats (NaN for empty cells)."""
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v != "" else math.nan) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def _tensorboard(run_dir: str):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional dependency
-        return None
-    return SummaryWriter(os.path.join(run_dir, "tb"))
-
-
-def plot_curve(csv_path: str, out_png: str) -> str | None:
-    """Plot train and eval return against env steps; returns the PNG path, or None when
-    matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = read_csv(csv_path)
-    train_pts = [(r["env_steps"], r["train_return"]) for r in rows if not math.isnan(r["train_return"])]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if train_pts:
-        ax.plot(*zip(*train_pts), lw=1, alpha=0.6, label="train return (episodes ended in the iteration)")
-    ev = [(r["env_steps"], r["eval_return"]) for r in rows if not math.isnan(r["eval_return"])]
-    if ev:
-        ax.plot(*zip(*ev), "o-", ms=3, label="eval return (deterministic)")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("return")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
-
+def _postfix(train_return: float, eval_return: float) -> dict[str, str]:
+    """The progress bar's numbers: 4 significant digits, no NaN."""
+    post = {}
+    if math.isfinite(train_return):
+        post["ret"] = f"{train_return:.4g}"
+    if math.isfinite(eval_return):
+        post["eval"] = f"{eval_return:.4g}"
+    return post
 
 # ------------------------------------------------------------------ evaluation
 def evaluate(policy_path: str, *, episodes: int = 10, seed: int = 0, gif: str | None = None,

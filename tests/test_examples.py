@@ -63,3 +63,24 @@ def test_scheduler_drives_lr_and_sigma():
     assert res["sigma"] == pytest.approx(0.005)
     assert res["num_evals"] == 30 * 50
     assert res["final_f"] < 0.3 * res["initial_f"]
+
+
+def test_es_vs_ppo_warms_every_method_up_before_timing_any(tmp_path, monkeypatch):
+    """One-time costs are not charged to whichever method runs first: every method runs one
+    untimed, unsaved iteration before the first timed run."""
+    module = load("es_vs_ppo")
+    calls = []
+
+    def recording(env_id, **kw):
+        calls.append(kw)
+        return real(env_id, **kw)
+
+    real = module.train
+    monkeypatch.setattr(module, "train", recording)
+    res = module.main(["--tiny", "--out", str(tmp_path)])
+    n = len(module.METHODS)
+    warm, timed = calls[:n], calls[n:]
+    assert len(timed) == n and all(c.get("run_dir") is None and c["iterations"] == 1 for c in warm)
+    assert [c["optimizer"] for c in warm] == [c["optimizer"] for c in timed]
+    assert all(c["run_dir"].startswith(str(tmp_path)) for c in timed)
+    assert all(8 <= r["final_eval"] <= 500 and r["env_steps"] > 0 for r in res.values())

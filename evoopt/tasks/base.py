@@ -10,7 +10,9 @@ A task gives
 - ``closure(model, opt)``: the torch-style zero-argument closure that
   ``opt.step(closure)`` expects (gradient optimizers, LBFGS included);
 - ``population_objective(model)``: ``objective(pop) -> Tensor[P]``, the training loss
-  of every member of a population in one batched call (``opt.step(objective)``);
+  of every member of a population in one batched call (``opt.step(objective)``); the
+  default loops over the members with ``loss``, so a task needs only ``make_model`` and
+  ``loss``;
 - ``metrics(model)``: held-out numbers (e.g. ``test_accuracy``) as a dict of floats;
 - ``differentiable``: whether the training loss has a useful gradient;
 - ``default_budget_evals``: the evaluation budget ``compare`` uses when none is given.
@@ -100,8 +102,30 @@ class Task:
     def loss(self, model: nn.Module) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def population_objective(self, model: nn.Module) -> Callable:  # pragma: no cover
-        raise NotImplementedError
+    def population_objective(self, model: nn.Module) -> Callable:
+        """``objective(pop) -> Tensor[P]``: the training loss of every member.
+
+        This default loads each member into ``model`` in turn and calls :meth:`loss` (P
+        calls, then the model's parameters are put back); a task overrides it with one
+        batched call (``vmap_objective``, a vectorised test function...)."""
+        from ..population import ParamLayout
+
+        layout = ParamLayout(list(model.parameters()))
+
+        @torch.no_grad()
+        def objective(pop) -> Tensor:
+            saved = layout.flatten().clone()
+            try:
+                losses = []
+                for row in pop.flat:
+                    layout.load_(row)
+                    losses.append(self.loss(model).detach().reshape(()))
+            finally:
+                layout.load_(saved)
+            return torch.stack(losses)
+
+        objective.is_population_objective = True
+        return objective
 
     def metrics(self, model: nn.Module) -> dict[str, float]:
         return {}

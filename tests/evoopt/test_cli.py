@@ -112,3 +112,39 @@ def test_bench_runs_the_scripts_of_a_directory_and_reports_failures(tmp_path, ca
     assert "bench_bad.py failed with exit code 3" in capfd.readouterr().out
     assert main(["bench", "--dir", str(tmp_path), "nope"]) == 2
     assert "unknown benchmark(s) ['nope'] (expected some of: bench_bad, bench_ok)" in capfd.readouterr().err
+
+
+def test_compare_out_that_cannot_be_written_is_refused_before_any_run(
+        tmp_path, monkeypatch, capsys):
+    def never(*a, **k):
+        raise AssertionError("compare ran although --out cannot be written")
+
+    monkeypatch.setattr(evoopt.compare, "compare", never)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rc = main(["compare", "--task", "line", "--optimizers", "adam", "--out", str(blocker / "sub")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"evoopt compare: error: --out '{blocker / 'sub'}' cannot be written (" in err
+    assert "nothing was run (expected a folder you can write into)" in err
+
+
+def test_compare_prints_the_table_before_writing_and_keeps_it_when_writing_fails(
+        tmp_path, monkeypatch, capsys):
+    def disk_full(self, out_dir, plot=True):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evoopt.compare.Comparison, "save", disk_full)
+    rc = main(["compare", "--task", "line", "--optimizers", "adam", "--budget-evals", "20",
+               "--seeds", "0", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 1
+    out, err = capsys.readouterr()
+    assert "task line: 1 seed(s) [0], budget per run: 20 evaluations" in out
+    assert "* best: adam" in out
+    assert "failed to write the results into" in err and "No space left on device" in err
+    assert "the table above is all that is left" in err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("evoopt ")

@@ -324,3 +324,47 @@ def test_an_inner_optimizer_factory_is_passed_through_not_called_with_D():
     assert kw["optimizer"] is factory and kw["popsize"] == 8  # a plain value of D still works
     res = compare(task, [spec], seeds=[0], budget_evals=80, progress=False, on_error="raise")
     assert res.runs[0].status == "ok" and res.runs[0].num_evals == 80
+
+
+class _Stops(_BestOf):
+    """Reports a stop for good (as CMA-ES does after pycma's criteria) after 2 generations."""
+
+    @property
+    def stopped(self):
+        return {"tolfun": 1e-12} if self.generation >= 2 else {}
+
+    @stopped.setter
+    def stopped(self, value):  # a base class that assigns the attribute
+        pass
+
+
+def test_an_optimizer_that_stopped_for_good_ends_its_run_and_the_table_says_so(monkeypatch):
+    monkeypatch.setitem(OPTIMIZERS, "_stops", _Stops)
+    res = compare("line", ["_stops", "_bestof"], seeds=[0, 1], budget_evals=60, progress=False)
+    stops, full = res.runs_of("_stops"), res.runs_of("_bestof")
+    assert [r.num_evals for r in stops] == [12, 12] and [r.num_evals for r in full] == [60, 60]
+    assert stops[0].stopped == {"tolfun": 1e-12} and full[0].stopped == {}
+    assert stops[0].evals[-1] == 12 and stops[0].final_loss == stops[0].losses[-1]
+    table = res.table()
+    assert "2 stopped early" in [ln for ln in table.splitlines() if "_stops " in ln][0]
+    assert "stopped early: _stops seed 1 after 12 evaluations: the optimizer stopped for good " \
+           "(tolfun=1e-12)" in table
+    assert res.summary()[0]["num_stopped"] == 2
+
+
+def _run(label, loss, accuracy):
+    from evoopt.compare import Run
+
+    return Run(optimizer=label, name=label, family="gradient", seed=0, hyperparameters={},
+               init_hash="", init_loss=1.0, final_loss=loss, metrics={"test_accuracy": accuracy})
+
+
+@pytest.mark.parametrize("metric", ["test_accuracy", None])
+def test_best_breaks_a_tie_of_the_metric_by_the_final_loss(metric):
+    runs = [_run("a", 0.5, 0.9), _run("b", 0.2, 0.9), _run("c", float("nan"), 0.9)]
+    res = Comparison(task="t", metric=metric, higher_is_better=True, budget_evals=10,
+                     budget_seconds=None, seeds=[0], optimizers=["a", "b", "c"], acceptance={},
+                     runs=runs)
+    assert res.best() == "b"
+    runs[1].metrics["test_accuracy"] = 0.8  # a lower accuracy loses whatever its loss
+    assert res.best() == ("a" if metric else "b")

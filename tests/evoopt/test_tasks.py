@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evoopt.population import ParamLayout, Population
-from evoopt.tasks import FUNCTIONS, TASKS, FunctionTask, get_task, params_hash
+from evoopt.tasks import FUNCTIONS, TASKS, FunctionTask, Task, get_task, params_hash
 from evoopt.tasks.functions import (
     STYBLINSKI_TANG_ARGMIN,
     ackley,
@@ -164,3 +164,29 @@ def test_every_task_in_the_registry_builds_and_describes_itself():
         assert task.name == name
         assert task.describe()
         assert task.default_budget_evals >= 100
+
+
+class _OnlyLoss(FunctionTask):
+    """A task that gives make_model and loss only: the base class's population objective."""
+
+    population_objective = Task.population_objective
+
+
+def test_the_default_population_objective_loops_over_the_loss_and_restores_the_model():
+    task = _OnlyLoss("rastrigin", dim=4)
+    model = task.make_model(0)
+    pop = _population(model, popsize=5)
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = task.population_objective(model)(pop)
+    expected = FunctionTask("rastrigin", dim=4).population_objective(model)(pop)
+    torch.testing.assert_close(losses, expected)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_compare_runs_a_task_without_its_own_population_objective():
+    from evoopt.compare import compare
+
+    res = compare(_OnlyLoss("sphere", dim=3), ["cmaes", "adam"], seeds=[0], budget_evals=200,
+                  progress=False, on_error="raise")
+    cma = res.runs_of("cmaes")[0]
+    assert cma.status == "ok" and cma.final_loss < 0.1 * cma.init_loss

@@ -106,7 +106,7 @@ def test_corrupted_newest_falls_back_to_previous(tmp_path, corrupt, why):
     corrupt(tmp_path / "ck.pt.prev") if why != "sha256 digest does not match" else (
         tmp_path / "ck.pt.prev"
     ).write_bytes(b"junk")
-    with pytest.raises(ValueError, match="Invalid checkpoint: .*and the previous one is too"):
+    with pytest.raises(ValueError, match="Invalid checkpoint: .*; and the previous one: .*Neither can be resumed"):
         load_checkpoint(path)
     os.unlink(tmp_path / "ck.pt.prev")
     with pytest.raises(ValueError, match="no previous checkpoint"):

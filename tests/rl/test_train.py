@@ -112,11 +112,9 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert "return over 3 episodes" in capsys.readouterr().out
     assert main(["train", "CartPole-v1", "--optimizer", "nope", "--iterations", "1"]) == 2
     assert "Invalid optimizer: 'nope'" in capsys.readouterr().err
-    assert main(["train", "CartPole-v1"]) == 2
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(), "Invalid budget: give total_timesteps or iterations"),
     (dict(iterations=0), "Invalid iterations: 0"),
     (dict(iterations=1, optimizer="adamw"), r"Invalid optimizer: 'adamw' \(expected one of \[.*'ppo'"),
     (dict(iterations=1, policy="cnn"), "Invalid policy: 'cnn'"),
