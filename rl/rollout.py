@@ -278,11 +278,14 @@ def _rollout(
     action_noise: float = 0.0,
     noise_gen: torch.Generator | None = None,
     obs_stats: RunningNorm | None = None,
+    group: int = 1,
 ) -> dict[str, Any]:
     """Play one episode in each of ``M = len(seeds)`` slots; slot j uses ``params[..][j]``
     and ``env.reset(seed=seeds[j])``. Returns numpy arrays ``returns`` (the env's),
-    ``shifted``, ``lengths``, ``failed`` and ``num_steps``, ``errors``; observations the
-    live slots act on are added to ``obs_stats`` when given."""
+    ``shifted``, ``lengths``, ``failed`` and ``num_steps``, ``errors``. When ``obs_stats``
+    is given, the observations the live slots act on are added to it after the episodes,
+    except those of a failed member (slots ``[g * group, (g + 1) * group)`` form member g)
+    and rows with a NaN/inf entry (:func:`_add_obs_rows`)."""
     M = len(seeds)
     returns = np.zeros(M)
     shifted = np.zeros(M)
@@ -290,25 +293,11 @@ def _rollout(
     failed = np.zeros(M, dtype=bool)
     alive = np.ones(M, dtype=bool)
     errors: list[str] = []
-    obs_rows: list[np.ndarray] = []
-    nrows = 0
+    obs_rows: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, their slots) per step
 
     def record(obs: np.ndarray, mask: np.ndarray) -> None:
-        nonlocal nrows
-        if obs_stats is None:
-            return
-        rows = obs[mask]
-        obs_rows.append(rows)
-        nrows += rows.shape[0]
-        if nrows >= _OBS_FLUSH_ROWS:
-            flush()
-
-    def flush() -> None:
-        nonlocal nrows
-        rows = np.concatenate(obs_rows).reshape(nrows, -1).astype(np.float64)
-        obs_stats.update(torch.from_numpy(rows))
-        obs_rows.clear()
-        nrows = 0
+        if obs_stats is not None:
+            obs_rows.append((obs[mask], np.flatnonzero(mask)))
 
     def fail(j: int, err: BaseException) -> None:
         failed[j] = True
@@ -389,13 +378,32 @@ def _rollout(
                 if term or trunc:
                     alive[j] = False
         t += 1
-    if obs_stats is not None and obs_rows:
-        flush()
     nonfinite = ~np.isfinite(returns) | ~np.isfinite(shifted)
     for j in np.flatnonzero(nonfinite & ~failed):
         fail(j, FloatingPointError("the episode's return is not finite"))
+    if obs_stats is not None:
+        _add_obs_rows(obs_stats, obs_rows, ~failed.reshape(-1, group).any(1).repeat(group))
     return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
             "num_steps": num_steps, "errors": errors}
+
+
+def _add_obs_rows(stats: RunningNorm, chunks: list[tuple[np.ndarray, np.ndarray]], keep: np.ndarray) -> None:
+    """Add to ``stats`` the recorded rows whose slot is kept and whose entries are all
+    finite, in recording order, in batches of at least ``_OBS_FLUSH_ROWS`` rows (one
+    NaN observation must not poison a normaliser the whole population shares)."""
+    batch: list[np.ndarray] = []
+    nrows = 0
+    for i, (rows, slots) in enumerate(chunks):
+        rows = rows.reshape(rows.shape[0], -1)
+        ok = keep[slots]
+        if not np.isfinite(rows).all():
+            ok &= np.isfinite(rows).all(1)
+        rows = rows if ok.all() else rows[ok]
+        batch.append(rows)
+        nrows += rows.shape[0]
+        if nrows >= _OBS_FLUSH_ROWS or i == len(chunks) - 1:
+            stats.update(torch.from_numpy(np.concatenate(batch).astype(np.float64)))
+            batch, nrows = [], 0
 
 
 class PopulationRollout:
@@ -522,7 +530,7 @@ class PopulationRollout:
         if action_noise > 0:
             gen = torch.Generator().manual_seed(int(noise_seed))
         kw = dict(max_episode_steps=self._limit, reward_shift=reward_shift, action_noise=action_noise,
-                  noise_gen=gen, obs_stats=obs_stats)
+                  noise_gen=gen, obs_stats=obs_stats, group=self.episodes_per_member)
         if self.native:
             try:
                 return _rollout(self.pool, actor, params, seeds, native=True, **kw)
