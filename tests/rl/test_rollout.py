@@ -1,5 +1,6 @@
 import io
 import math
+import os
 import warnings
 
 import gymnasium as gym
@@ -12,7 +13,7 @@ from rl.normalization import RunningNorm
 from rl.policies import make_policy
 from rl.rollout import WORST_RETURN, PopulationRollout
 
-from ._envs import NonFiniteObservations
+from ._envs import NonFiniteObservations, TargetEnv
 
 
 def _reference_returns(env_id, policy, flat_members, seeds, **make_kw):
@@ -244,6 +245,52 @@ def test_non_finite_observations_and_failed_members_do_not_feed_the_normaliser(v
         losses = [ro(pop) for _ in range(2)]
     assert all(torch.isfinite(x).sum() >= P // 2 for x in losses)
     assert torch.isfinite(policy.obs_norm.mean).all() and policy.obs_norm.count > expected.count
+
+
+def test_envs_are_built_once_and_evaluation_batches_reuse_them():
+    """Issue 12 item 18: one env per slot, reused by every generation and evaluation; an
+    evaluation longer than the pool runs in batches with the numbers of a single batch."""
+    built = []
+
+    def make():
+        built.append(1)
+        return gym.make("Pendulum-v1", max_episode_steps=30)
+
+    policy = make_policy(make(), kind="mlp", hidden=(8,), obs_norm=True)
+    built.clear()
+    P = 4
+    ro = PopulationRollout(make, policy, P, seed=3)
+    for g in range(3):
+        ro(_pop(policy, P, 0.5, seed=g))
+    assert len(built) == P
+    batched = ro.evaluate_center(num_episodes=25, seed=50)
+    ro.evaluate_center(num_episodes=25)
+    assert len(built) == 10  # max(popsize * episodes_per_member, 10): 3 batches of 25 episodes
+    one_batch = PopulationRollout(make, policy, 25).evaluate_center(num_episodes=25, seed=50)
+    assert torch.equal(batched, one_batch)
+
+
+def test_what_envs_print_on_stderr_while_built_appears_once(capfd):
+    line = f"WARNING: a native message {id(capfd)}"
+
+    def make():
+        os.write(2, (line + "\n").encode())
+        return TargetEnv()
+
+    for _ in range(2):
+        ro = PopulationRollout(make, make_policy(TargetEnv(), kind="linear"), 5)
+        ro(torch.zeros(5, 3))
+        ro.evaluate_center(num_episodes=12, seed=0)
+    assert capfd.readouterr().err.count(line) == 1
+
+
+def test_mujoco_compiler_warning_appears_at_most_once(capfd):
+    pytest.importorskip("mujoco")
+    policy = make_policy("HalfCheetah-v5", kind="linear")
+    ro = PopulationRollout("HalfCheetah-v5", policy, 4, max_episode_steps=5)
+    ro(torch.zeros(4, policy.obs_dim * 6 + 6))
+    ro.evaluate_center(num_episodes=12, seed=0)
+    assert capfd.readouterr().err.count("settotalmass") <= 1
 
 
 def test_resume_from_state_dict_continues_exactly():
