@@ -165,7 +165,7 @@ def make_env(env, **kwargs):
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode(errors="replace")
-            new = [line for line in text.splitlines(keepends=True) if line not in _SEEN_STDERR_LINES]
+            new = [ln for ln in text.splitlines(keepends=True) if ln not in _SEEN_STDERR_LINES]
             _SEEN_STDERR_LINES.update(new)
             if new:
                 os.write(2, "".join(new).encode())
