@@ -13,6 +13,10 @@ Public API (stable)::
     norm = RunningNorm(shape, clip=None, min_var=1e-2, std_rule="floor")   # an nn.Module
     norm.update(x)            # x: [..., *shape]; adds the rows to the statistics
     norm.merge(other)         # other: RunningNorm or norm.stats(); Chan et al. merge
+
+Non-finite input is refused (``ValueError``, statistics unchanged): one NaN observation
+would otherwise turn the mean of a normaliser shared by the whole population into NaN.
+Population rollouts drop such rows, and the rows of failed members, before updating.
     norm(x)                   # (x - mean) / std, clipped to [-clip, clip] when clip is set
     norm.stats()              # {"count": [], "mean": [*shape], "m2": [*shape]} (float64)
     norm.mean, norm.var, norm.std, norm.count
@@ -148,6 +152,9 @@ class RunningNorm(nn.Module):
             raise ValueError(
                 f"Invalid x: shape {tuple(x.shape)} (expected [..., {', '.join(map(str, self.shape))}])"
             )
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError("Invalid x: it holds NaN or infinite values (expected finite observations; "
+                             "the statistics are unchanged)")
         self.merge(self.batch_stats(x, self.shape))
 
     @torch.no_grad()
@@ -173,6 +180,9 @@ class RunningNorm(nn.Module):
             )
         if not bool(nb >= 0):
             raise ValueError(f"Invalid other: count {float(nb)} (expected >= 0)")
+        if not (bool(torch.isfinite(mb).all()) and bool(torch.isfinite(m2b).all()) and math.isfinite(float(nb))):
+            raise ValueError("Invalid other: non-finite statistics (NaN or infinite count, mean or m2; "
+                             "this normaliser is unchanged)")
         if float(nb) == 0:
             return
         na = self.count.clone()

@@ -348,9 +348,10 @@ class ActorCritic(Policy):
 
 def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
     if isinstance(env_or_spaces, str):  # an env id: read the spaces off one instance
-        from .rollout import resolve_env_id
+        from .rollout import make_env, resolve_env_id
 
-        env = resolve_env_id(env_or_spaces).make()
+        resolve_env_id(env_or_spaces)
+        env = make_env(env_or_spaces)
         try:
             return env.observation_space, env.action_space
         finally:

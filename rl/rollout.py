@@ -27,6 +27,12 @@ same member. At each step the policy computes all slots' actions in one batched 
 (:meth:`rl.policies.Policy.population_forward`, or ``torch.func.vmap`` over
 ``functional_call`` for any other ``nn.Module``); slots whose episode ended are masked.
 
+Environments are built once and reused: training uses ``popsize * episodes_per_member``
+of them, ``evaluate_center`` plays its episodes in batches on at most
+``max(popsize * episodes_per_member, 10)`` (the same numbers as one batch), and an env
+is rebuilt only after it raised. What an env's native code prints while it is built
+(MuJoCo's compiler warnings) appears once per process (:func:`make_env`).
+
 Environments. ``vectorization="auto"`` uses Gymnasium's native vector env where one
 exists and we can seed each slot (CartPole: ``make_vec(...,
 vectorization_mode="vector_entry_point")``, which takes one integer seed and autoresets
@@ -64,6 +70,9 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +89,7 @@ from evoopt._validation import check_choice, check_int, check_positive
 from .normalization import RunningNorm
 from .policies import Policy
 
-__all__ = ["PopulationRollout", "RolloutResult", "WORST_RETURN", "resolve_env_id"]
+__all__ = ["PopulationRollout", "RolloutResult", "WORST_RETURN", "make_env", "resolve_env_id"]
 
 #: The return given to a member whose actions are NaN/inf, whose env raised, or whose
 #: return is not finite. ``-inf`` becomes a loss of ``+inf``, which every evoopt
@@ -90,6 +99,11 @@ WORST_RETURN = -math.inf
 
 _NATIVE_CLASSES = {"CartPoleVectorEnv"}
 _OBS_FLUSH_ROWS = 1 << 16
+#: ``evaluate_center`` plays its episodes in batches of at most
+#: ``max(popsize * episodes_per_member, _MIN_EVAL_SLOTS)``, on the envs training made.
+_MIN_EVAL_SLOTS = 10
+#: Lines envs printed on stderr while being built that were passed on already (once each).
+_SEEN_STDERR_LINES: set[str] = set()
 
 
 @dataclass
@@ -123,6 +137,40 @@ def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
 
 
 # --------------------------------------------------------------------------- envs
+def make_env(env, **kwargs):
+    """``gymnasium.make(env, **kwargs)`` (or ``env()`` for a constructor), with what the
+    env's native code prints on stderr while it is built passed on once per process.
+
+    MuJoCo's compiler prints its warnings (HalfCheetah's "compiler attribute 'settotalmass'
+    is deprecated") from C, not through Python's ``warnings``, so they would repeat for
+    every env a run builds. The stderr file descriptor is captured during construction;
+    each line not seen before is written to stderr, a repeated line is dropped.
+    """
+    build = env if callable(env) else (lambda: gym.make(env, **kwargs))
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr descriptor: build as is
+        return build()
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return build()
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            new = [ln for ln in text.splitlines(keepends=True) if ln not in _SEEN_STDERR_LINES]
+            _SEEN_STDERR_LINES.update(new)
+            if new:
+                os.write(2, "".join(new).encode())
+
+
 class _EnvPool:
     """A growing list of single envs (the synchronous backend) plus cached native vector
     envs keyed by their number of slots."""
@@ -134,13 +182,14 @@ class _EnvPool:
         self.envs: list[gym.Env] = []
         self.native: dict[int, gym.vector.VectorEnv] = {}
 
-    def make_one(self) -> gym.Env:
-        if callable(self.env):
-            return self.env()
+    def _kwargs(self) -> dict[str, Any]:
         kw = dict(self.env_kwargs)
         if self.max_episode_steps is not None:
             kw["max_episode_steps"] = self.max_episode_steps
-        return gym.make(self.env, **kw)
+        return kw
+
+    def make_one(self) -> gym.Env:
+        return make_env(self.env) if callable(self.env) else make_env(self.env, **self._kwargs())
 
     def replace(self, j: int) -> None:
         """Swap single env ``j`` (which raised) for a fresh one."""
@@ -157,10 +206,8 @@ class _EnvPool:
 
     def vector(self, n: int) -> gym.vector.VectorEnv:
         if n not in self.native:
-            kw = dict(self.env_kwargs)
-            if self.max_episode_steps is not None:
-                kw["max_episode_steps"] = self.max_episode_steps
-            self.native[n] = gym.make_vec(self.env, num_envs=n, vectorization_mode="vector_entry_point", **kw)
+            self.native[n] = make_env(lambda: gym.make_vec(
+                self.env, num_envs=n, vectorization_mode="vector_entry_point", **self._kwargs()))
         return self.native[n]
 
     def close(self) -> None:
@@ -278,11 +325,14 @@ def _rollout(
     action_noise: float = 0.0,
     noise_gen: torch.Generator | None = None,
     obs_stats: RunningNorm | None = None,
+    group: int = 1,
 ) -> dict[str, Any]:
     """Play one episode in each of ``M = len(seeds)`` slots; slot j uses ``params[..][j]``
     and ``env.reset(seed=seeds[j])``. Returns numpy arrays ``returns`` (the env's),
-    ``shifted``, ``lengths``, ``failed`` and ``num_steps``, ``errors``; observations the
-    live slots act on are added to ``obs_stats`` when given."""
+    ``shifted``, ``lengths``, ``failed`` and ``num_steps``, ``errors``. When ``obs_stats``
+    is given, the observations the live slots act on are added to it after the episodes,
+    except those of a failed member (slots ``[g * group, (g + 1) * group)`` form member g)
+    and rows with a NaN/inf entry (:func:`_add_obs_rows`)."""
     M = len(seeds)
     returns = np.zeros(M)
     shifted = np.zeros(M)
@@ -290,25 +340,11 @@ def _rollout(
     failed = np.zeros(M, dtype=bool)
     alive = np.ones(M, dtype=bool)
     errors: list[str] = []
-    obs_rows: list[np.ndarray] = []
-    nrows = 0
+    obs_rows: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, their slots) per step
 
     def record(obs: np.ndarray, mask: np.ndarray) -> None:
-        nonlocal nrows
-        if obs_stats is None:
-            return
-        rows = obs[mask]
-        obs_rows.append(rows)
-        nrows += rows.shape[0]
-        if nrows >= _OBS_FLUSH_ROWS:
-            flush()
-
-    def flush() -> None:
-        nonlocal nrows
-        rows = np.concatenate(obs_rows).reshape(nrows, -1).astype(np.float64)
-        obs_stats.update(torch.from_numpy(rows))
-        obs_rows.clear()
-        nrows = 0
+        if obs_stats is not None:
+            obs_rows.append((obs[mask], np.flatnonzero(mask)))
 
     def fail(j: int, err: BaseException) -> None:
         failed[j] = True
@@ -389,13 +425,32 @@ def _rollout(
                 if term or trunc:
                     alive[j] = False
         t += 1
-    if obs_stats is not None and obs_rows:
-        flush()
     nonfinite = ~np.isfinite(returns) | ~np.isfinite(shifted)
     for j in np.flatnonzero(nonfinite & ~failed):
         fail(j, FloatingPointError("the episode's return is not finite"))
+    if obs_stats is not None:
+        _add_obs_rows(obs_stats, obs_rows, ~failed.reshape(-1, group).any(1).repeat(group))
     return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
             "num_steps": num_steps, "errors": errors}
+
+
+def _add_obs_rows(stats: RunningNorm, chunks: list[tuple[np.ndarray, np.ndarray]], keep: np.ndarray) -> None:
+    """Add to ``stats`` the recorded rows whose slot is kept and whose entries are all
+    finite, in recording order, in batches of at least ``_OBS_FLUSH_ROWS`` rows (one
+    NaN observation must not poison a normaliser the whole population shares)."""
+    batch: list[np.ndarray] = []
+    nrows = 0
+    for i, (rows, slots) in enumerate(chunks):
+        rows = rows.reshape(rows.shape[0], -1)
+        ok = keep[slots]
+        if not np.isfinite(rows).all():
+            ok &= np.isfinite(rows).all(1)
+        rows = rows if ok.all() else rows[ok]
+        batch.append(rows)
+        nrows += rows.shape[0]
+        if nrows >= _OBS_FLUSH_ROWS or i == len(chunks) - 1:
+            stats.update(torch.from_numpy(np.concatenate(batch).astype(np.float64)))
+            batch, nrows = [], 0
 
 
 class PopulationRollout:
@@ -522,7 +577,7 @@ class PopulationRollout:
         if action_noise > 0:
             gen = torch.Generator().manual_seed(int(noise_seed))
         kw = dict(max_episode_steps=self._limit, reward_shift=reward_shift, action_noise=action_noise,
-                  noise_gen=gen, obs_stats=obs_stats)
+                  noise_gen=gen, obs_stats=obs_stats, group=self.episodes_per_member)
         if self.native:
             try:
                 return _rollout(self.pool, actor, params, seeds, native=True, **kw)
@@ -603,11 +658,16 @@ class PopulationRollout:
         else:
             seeds = [int(seed) + j for j in range(num_episodes)]
         self.num_evaluations += 1
-        members = _member_params(module, flat.to(named[0][1]).expand(num_episodes, D))
-        res = self._run(members, seeds, reward_shift=0.0, action_noise=0.0, noise_seed=0, obs_stats=None,
-                        actor=actor)
-        out = torch.from_numpy(res["returns"].copy())
-        out[torch.from_numpy(res["failed"])] = self.worst_return
+        batch = max(self.popsize * self.episodes_per_member, _MIN_EVAL_SLOTS)  # the envs made
+        out = torch.empty(num_episodes, dtype=torch.float64)
+        for a in range(0, num_episodes, batch):
+            part = seeds[a:a + batch]
+            members = _member_params(module, flat.to(named[0][1]).expand(len(part), D))
+            res = self._run(members, part, reward_shift=0.0, action_noise=0.0, noise_seed=0,
+                            obs_stats=None, actor=actor)
+            returns = torch.from_numpy(res["returns"].copy())
+            returns[torch.from_numpy(res["failed"])] = self.worst_return
+            out[a:a + len(part)] = returns
         return out
 
     # ---------------------------------------------------------------- state

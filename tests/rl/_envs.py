@@ -40,3 +40,24 @@ class BanditEnv(gym.Env):
 
 def vector(env_cls, n):
     return gym.vector.SyncVectorEnv([env_cls for _ in range(n)])
+
+
+class NonFiniteObservations(gym.Wrapper):
+    """Replaces a step's observation by ``value`` (NaN or inf, all coordinates) with
+    probability ``rate``, from a generator seeded by ``reset(seed=...)``: the same episode
+    in the rollout and in a plain loop."""
+
+    def __init__(self, env, rate=0.02, value=float("nan")):
+        super().__init__(env)
+        self.rate, self.value = rate, value
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, *, seed=None, options=None):
+        self._rng = np.random.default_rng([12345, 0 if seed is None else seed])
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, r, term, trunc, info = self.env.step(action)
+        if self._rng.random() < self.rate:
+            obs = np.full_like(obs, self.value)
+        return obs, r, term, trunc, info

@@ -107,6 +107,27 @@ def test_bad_input_raises(make, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "feed, match",
+    [
+        (lambda n: n.update(torch.tensor([[1.0, float("nan"), 2.0]])), "Invalid x: it holds NaN"),
+        (lambda n: n.update(torch.tensor([[1.0, float("inf"), 2.0]])), "Invalid x: it holds NaN"),
+        (lambda n: n.merge({"count": 2.0, "mean": torch.tensor([0.0, float("nan"), 0.0]),
+                            "m2": torch.zeros(3)}), "Invalid other: non-finite statistics"),
+        (lambda n: n.merge({"count": float("inf"), "mean": torch.zeros(3), "m2": torch.zeros(3)}),
+         "Invalid other: non-finite statistics"),
+    ],
+)
+def test_non_finite_input_is_refused_and_leaves_the_statistics_unchanged(feed, match):
+    norm = RunningNorm(3)
+    norm.update(torch.from_numpy(_data(d=3)))
+    before = norm.stats()
+    with pytest.raises(ValueError, match=match):
+        feed(norm)
+    for k, v in norm.stats().items():
+        assert torch.equal(v, before[k]), k
+
+
 def test_statistics_stay_float64_when_the_owner_is_cast():
     owner = torch.nn.Sequential(torch.nn.Linear(5, 2))
     owner.norm = RunningNorm(5)

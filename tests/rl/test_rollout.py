@@ -1,5 +1,7 @@
 import io
 import math
+import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -7,8 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from rl.normalization import RunningNorm
 from rl.policies import make_policy
 from rl.rollout import WORST_RETURN, PopulationRollout
+
+from ._envs import NonFiniteObservations, TargetEnv
 
 
 def _reference_returns(env_id, policy, flat_members, seeds, **make_kw):
@@ -190,6 +195,102 @@ def test_obs_normalizer_is_updated_from_all_members_observations():
     before = policy.obs_norm.stats()
     ro.evaluate_center(num_episodes=3, seed=0)  # evaluation never updates the statistics
     assert torch.equal(policy.obs_norm.count, before["count"])
+
+
+def _acted_on(make_env, policy, flat, seed):
+    """The observations one member acts on in one episode, in a plain gymnasium loop."""
+    nn.utils.vector_to_parameters(flat.clone(), policy.parameters())
+    env = make_env()
+    obs, _ = env.reset(seed=seed)
+    rows, done = [], False
+    while not done:
+        rows.append(np.asarray(obs, dtype=np.float64))
+        obs, _, term, trunc, _ = env.step(policy.predict(obs))
+        done = term or trunc
+    return rows
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_observations_and_failed_members_do_not_feed_the_normaliser(value):
+    """Issue 12 item 15: one NaN observation made the shared mean NaN and every later
+    generation fail. NaN: the member fails and none of its observations count; inf (clipped
+    by the normaliser, so the member acts and does not fail): only the inf rows are dropped."""
+    def make():
+        return NonFiniteObservations(gym.make("CartPole-v1"), rate=0.05, value=value)
+
+    P, K = 8, 2
+    policy = make_policy(make(), kind="linear", obs_norm=RunningNorm(4, clip=5.0))
+    reference = make_policy(make(), kind="linear", obs_norm=RunningNorm(4, clip=5.0))
+    pop = _pop(policy, P, 1.0, seed=3)
+    ro = PopulationRollout(make, policy, P, seed=4, episodes_per_member=K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "... members failed"
+        ro(pop)
+    # the reference: each slot's episode alone, its rows in the rollout's order (step-major)
+    episodes = [_acted_on(make, reference, pop[i], s) for i in range(P) for s in ro.last.seeds[i].tolist()]
+    bad = np.array([any(not np.isfinite(r).all() for r in ep) for ep in episodes]).reshape(P, K)
+    assert bad.any()
+    failed = bad.any(1) if math.isnan(value) else np.zeros(P, bool)
+    assert np.array_equal(ro.last.failed.numpy(), failed)
+    assert not failed.all()
+    keep = ~failed.repeat(K)
+    rows = [ep[t] for t in range(max(map(len, episodes))) for j, ep in enumerate(episodes)
+            if keep[j] and t < len(ep) and np.isfinite(ep[t]).all()]
+    expected = RunningNorm(4)
+    expected.update(torch.from_numpy(np.stack(rows)))
+    for key, v in expected.stats().items():
+        assert torch.equal(policy.obs_norm.stats()[key], v), key
+    with warnings.catch_warnings():  # later generations run on finite statistics
+        warnings.simplefilter("ignore", RuntimeWarning)
+        losses = [ro(pop) for _ in range(2)]
+    assert all(torch.isfinite(x).sum() >= P // 2 for x in losses)
+    assert torch.isfinite(policy.obs_norm.mean).all() and policy.obs_norm.count > expected.count
+
+
+def test_envs_are_built_once_and_evaluation_batches_reuse_them():
+    """Issue 12 item 18: one env per slot, reused by every generation and evaluation; an
+    evaluation longer than the pool runs in batches with the numbers of a single batch."""
+    built = []
+
+    def make():
+        built.append(1)
+        return gym.make("Pendulum-v1", max_episode_steps=30)
+
+    policy = make_policy(make(), kind="mlp", hidden=(8,), obs_norm=True)
+    built.clear()
+    P = 4
+    ro = PopulationRollout(make, policy, P, seed=3)
+    for g in range(3):
+        ro(_pop(policy, P, 0.5, seed=g))
+    assert len(built) == P
+    batched = ro.evaluate_center(num_episodes=25, seed=50)
+    ro.evaluate_center(num_episodes=25)
+    assert len(built) == 10  # max(popsize * episodes_per_member, 10): 3 batches of 25 episodes
+    one_batch = PopulationRollout(make, policy, 25).evaluate_center(num_episodes=25, seed=50)
+    assert torch.equal(batched, one_batch)
+
+
+def test_what_envs_print_on_stderr_while_built_appears_once(capfd):
+    line = f"WARNING: a native message {id(capfd)}"
+
+    def make():
+        os.write(2, (line + "\n").encode())
+        return TargetEnv()
+
+    for _ in range(2):
+        ro = PopulationRollout(make, make_policy(TargetEnv(), kind="linear"), 5)
+        ro(torch.zeros(5, 3))
+        ro.evaluate_center(num_episodes=12, seed=0)
+    assert capfd.readouterr().err.count(line) == 1
+
+
+def test_mujoco_compiler_warning_appears_at_most_once(capfd):
+    pytest.importorskip("mujoco")
+    policy = make_policy("HalfCheetah-v5", kind="linear")
+    ro = PopulationRollout("HalfCheetah-v5", policy, 4, max_episode_steps=5)
+    ro(torch.zeros(4, policy.obs_dim * 6 + 6))
+    ro.evaluate_center(num_episodes=12, seed=0)
+    assert capfd.readouterr().err.count("settotalmass") <= 1
 
 
 def test_resume_from_state_dict_continues_exactly():
