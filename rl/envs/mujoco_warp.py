@@ -88,7 +88,9 @@ def _check_option(name: str, value, default):
         low, high = value if ok else (None, None)
         ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
         if not (ok and not math.isnan(low) and not math.isnan(high) and low <= high):
-            raise ValueError(f"Invalid {name}: {value!r} (expected a pair (low, high), low <= high)")
+            raise ValueError(
+                f"Invalid {name}: {value!r} (expected a pair (low, high) with low <= high)"
+            )
         return (float(low), float(high))
     if name == "reset_noise_scale":
         return check_positive(name, value, allow_zero=True)
@@ -280,7 +282,8 @@ class Walker2dEnv(MujocoWarpEnv):
 
     def _reward(self, before, after, actions):
         reward = self._forward_and_ctrl(before["qpos"][:, 0], after["qpos"][:, 0], actions)
-        healthy_reward, terminated = self._healthy_terms(self._healthy(after["qpos"], after["qvel"]))
+        healthy = self._healthy(after["qpos"], after["qvel"])
+        healthy_reward, terminated = self._healthy_terms(healthy)
         return reward + healthy_reward, terminated
 
 
