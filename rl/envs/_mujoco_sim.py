@@ -1,0 +1,112 @@
+"""``WarpSimulator``: ``num_worlds`` copies of one MuJoCo model in MuJoCo Warp, read and
+written as torch tensors on the same device (zero-copy views through ``wp.to_torch``).
+
+The simulator holds no episode state of its own: :meth:`WarpSimulator.step` loads the
+state it is given (``qpos``, ``qvel``, ``qacc_warmstart``) into the Warp arrays, steps, and
+returns the views, which the caller copies before the next call. The state that carries
+from one MuJoCo step to the next is exactly these three arrays for the Gymnasium
+locomotion models (no activations, mocap bodies, plugins or sleeping islands; ``time`` is
+not read by any of them), so a copied state resumes a run exactly.
+
+MuJoCo Warp computes in float32 (C MuJoCo in float64), compiles its kernels on first use
+(about 15 s per model on this machine's CPU, cached under ``~/.cache/warp``) and on the CPU
+launches each kernel from Python: it is built for GPUs and is slower than C MuJoCo on a
+few CPU cores.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["WARP_FIX", "WarpSimulator", "import_warp", "load_model"]
+
+WARP_FIX = 'pip install -e ".[warp]"'
+STATE = ("qpos", "qvel", "qacc_warmstart")
+
+
+def import_warp():
+    """``(mujoco, warp, mujoco_warp)``, or an ``ImportError`` that names the fix."""
+    try:
+        import mujoco
+        import mujoco_warp
+        import warp
+    except ImportError as err:
+        raise ImportError(
+            f"MuJoCo envs on a torch device need mujoco-warp and warp-lang ({err}); "
+            f"install them with `{WARP_FIX}` (the [warp] extra), or use the gymnasium backend"
+        ) from err
+    return mujoco, warp, mujoco_warp
+
+
+def load_model(xml_path: str):
+    """``mujoco.MjModel`` of an MJCF file (the C model: sizes, ranges, masses)."""
+    mujoco, _, _ = import_warp()
+    return mujoco.MjModel.from_xml_path(xml_path)
+
+
+def _warp_device(wp, device: torch.device):
+    if device.type == "cpu":
+        return wp.get_device("cpu")
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return wp.get_device(f"cuda:{index}")
+    raise ValueError(f"Invalid device: {device} (MuJoCo Warp runs on 'cpu' or 'cuda')")
+
+
+class WarpSimulator:
+    """``num_worlds`` worlds of the MuJoCo model ``mj_model`` on ``device``.
+
+    Args:
+        mj_model: a ``mujoco.MjModel`` (loaded from Gymnasium's own assets for the v5 tasks).
+        num_worlds: number of worlds, one per env.
+        device: torch device; Warp runs on the matching device (``cpu`` or ``cuda:i``).
+        fields: extra ``mujoco_warp.Data`` fields to expose as views (``xpos``, ``cfrc_ext``...).
+    """
+
+    def __init__(self, mj_model, num_worlds: int, device: torch.device, fields=()):
+        _, wp, mjw = import_warp()
+        self._wp, self._mjw = wp, mjw
+        wp.config.quiet = True  # no per-kernel "Module ... load" lines on stdout
+        wp.init()
+        self.mj_model = mj_model
+        self.device = device
+        self.wp_device = _warp_device(wp, device)
+        with wp.ScopedDevice(self.wp_device):
+            self.model = mjw.put_model(self.mj_model)
+            self.data = mjw.make_data(self.mj_model, nworld=num_worlds)
+        names = (*STATE, "ctrl", *fields)
+        self.views = {name: wp.to_torch(getattr(self.data, name)) for name in names}
+
+    def _scope(self):
+        wp = self._wp
+        if self.wp_device.is_cuda:
+            return wp.ScopedStream(wp.stream_from_torch(torch.cuda.current_stream(self.device)))
+        return wp.ScopedDevice(self.wp_device)
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        """Copy ``qpos``, ``qvel`` and ``qacc_warmstart`` [N, ...] into the worlds."""
+        for name in STATE:
+            self.views[name].copy_(state[name])
+
+    def step(self, state: dict[str, Tensor], ctrl: Tensor, num_steps: int, post_constraint=False):
+        """Load ``state``, set ``ctrl`` (MuJoCo clamps it to ``ctrlrange`` where the model
+        says so) and run ``num_steps`` MuJoCo steps, then ``mj_rnePostConstraint`` (for
+        ``cfrc_ext``) if asked, as Gymnasium does after every step. Returns the views."""
+        self.load(state)
+        self.views["ctrl"].copy_(ctrl)
+        with self._scope():
+            for _ in range(num_steps):
+                self._mjw.step(self.model, self.data)
+            if post_constraint:
+                self._mjw.rne_postconstraint(self.model, self.data)
+        return self.views
+
+    def forward(self, state: dict[str, Tensor]):
+        """Load ``state`` with ``ctrl = 0`` and run ``mj_forward`` (positions, velocities and
+        forces of that state, as after Gymnasium's ``set_state``). Returns the views."""
+        self.load(state)
+        self.views["ctrl"].zero_()
+        with self._scope():
+            self._mjw.forward(self.model, self.data)
+        return self.views

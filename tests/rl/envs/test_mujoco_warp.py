@@ -1,0 +1,282 @@
+"""MuJoCo Warp envs against Gymnasium's own v5 envs (C MuJoCo, float64).
+
+Without the ``[warp]`` extra only the argument checks and the import error run; the rest
+skips. Kernels compile on first use (about 15-60 s per model here, then cached under
+``~/.cache/warp``).
+
+Tolerances: MuJoCo Warp computes in float32, so one step from the same state (loaded from
+C MuJoCo's float64 state, warm start included) agrees to float32 rounding amplified by the
+constraint solver (``ONE_STEP_TOL``). Over long runs the gap grows with the dynamics' own
+sensitivity: under full-range random actions C MuJoCo against itself, with ``qpos`` moved
+by 1e-6, departs by O(1) within 30-50 steps on HalfCheetah, so the free-running comparison
+uses moderate actions (``TRACK``), where the dynamics do not amplify rounding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from rl.envs.mujoco_warp import WARP_ENVS, make_warp_env
+
+HAS_WARP = all(importlib.util.find_spec(m) for m in ("warp", "mujoco_warp"))
+needs_warp = pytest.mark.skipif(not HAS_WARP, reason='needs the [warp] extra (mujoco-warp)')
+
+ENV_IDS = ["HalfCheetah-v5", "Swimmer-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"]
+# one step from the same state: (rtol, atol) on observations and rewards
+ONE_STEP_TOL = {env_id: (1e-4, 1e-4) for env_id in ENV_IDS}
+# free-running: (action amplitude as a fraction of the range, steps, rtol, atol)
+TRACK = {env_id: (0.3, 100, 1e-3, 1e-3) for env_id in ENV_IDS}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _c_state(genv) -> dict[str, np.ndarray]:
+    """The state a Warp env needs to take one step from where Gymnasium's env is."""
+    data = genv.data
+    state = {"qpos": data.qpos, "qvel": data.qvel, "qacc_warmstart": data.qacc_warmstart}
+    if genv.spec.id == "Ant-v5":
+        state["main_body_xy"] = data.body(1).xpos[:2]
+    if genv.spec.id == "Humanoid-v5":
+        from gymnasium.envs.mujoco.humanoid_v5 import mass_center
+
+        state["mass_center"] = mass_center(genv.model, data)
+    return {k: np.array(v, dtype=np.float64) for k, v in state.items()}
+
+
+def _gym_transitions(env_id: str, num: int, seed: int = 0):
+    """``num`` transitions of Gymnasium's env under uniform random actions over 1.2 times
+    the action range (MuJoCo clamps the control; the cost uses the action), restarting
+    after each termination: states before, actions, observations, rewards, terminated."""
+    genv = gymnasium.make(env_id)
+    high = genv.action_space.high
+    rng = np.random.default_rng(seed)
+    genv.reset(seed=seed)
+    rows = []
+    for k in range(num):
+        before = _c_state(genv.unwrapped)
+        action = (rng.uniform(-1.2, 1.2, high.shape) * high).astype(np.float32)
+        obs, reward, terminated, truncated, _ = genv.step(action)
+        rows.append((before, action, obs, reward, terminated))
+        if terminated or truncated:
+            genv.reset(seed=seed + k + 1)
+    states = {key: np.stack([r[0][key] for r in rows]) for key in rows[0][0]}
+    return states, *(np.stack([r[i] for r in rows]) for i in range(1, 5))
+
+
+def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, dtype=torch.float32) for k, v in arrays.items()}
+
+
+def _assert_close(actual: torch.Tensor, expected, rtol: float, atol: float) -> None:
+    expected = torch.as_tensor(np.asarray(expected), dtype=torch.float64)
+    torch.testing.assert_close(actual.double(), expected, rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "env_id, kwargs, match",
+    [
+        ("Pendulum-v1", {}, r"Invalid env_id: 'Pendulum-v1' \(expected one of \['Ant-v5'"),
+        ("HalfCheetah-v5", {"foo": 1}, r"Invalid option\(s\) for HalfCheetah-v5: \['foo'\]"),
+        ("Hopper-v5", {"main_body": 1}, r"Invalid option\(s\) for Hopper-v5: \['main_body'\]"),
+        ("HalfCheetah-v5", {"reset_noise_scale": -0.1}, r"Invalid reset_noise_scale: -0.1"),
+        ("Swimmer-v5", {"ctrl_cost_weight": float("nan")}, r"Invalid ctrl_cost_weight: nan"),
+        ("Hopper-v5", {"healthy_z_range": (1.0, 0.5)}, r"Invalid healthy_z_range: \(1.0, 0.5\)"),
+        ("Walker2d-v5", {"healthy_angle_range": 1.0}, r"Invalid healthy_angle_range: 1.0"),
+        ("Ant-v5", {"terminate_when_unhealthy": 1}, r"Invalid terminate_when_unhealthy: 1"),
+        ("Humanoid-v5", {"include_cvel_in_observation": "no"}, r"Invalid include_cvel_in_ob"),
+        ("HalfCheetah-v5", {"compile": True}, r"Invalid compile: True \(expected False or"),
+    ],
+)
+def test_bad_arguments_raise(env_id, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_warp_env(env_id, 2, **kwargs)
+
+
+def test_without_the_extra_the_error_names_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mujoco_warp", None)  # `import mujoco_warp` fails
+    with pytest.raises(ImportError, match=r'install them with `pip install -e "\.\[warp\]"`'):
+        make_warp_env("HalfCheetah-v5", 2)
+
+
+def test_registry_lists_the_six_tasks():
+    assert sorted(WARP_ENVS) == sorted(ENV_IDS)
+
+
+# ----------------------------------------------------------------------------- Gymnasium
+@needs_warp
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_spaces_and_reset_observation_equal_gymnasium(env_id):
+    env = make_warp_env(env_id, 3, seed=0)
+    genv = gymnasium.make(env_id).unwrapped
+    assert env.single_action_space == genv.action_space
+    assert env.single_observation_space.shape == genv.observation_space.shape
+    assert env.max_episode_steps == gymnasium.spec(env_id).max_episode_steps == 1000
+    assert env.dt == genv.dt
+    obs, _ = env.reset()
+    state = env.get_state()
+    genv.reset(seed=0)
+    for i in range(3):
+        genv.set_state(state["qpos"][i].double().numpy(), state["qvel"][i].double().numpy())
+        _assert_close(obs[i], genv._get_obs(), rtol=1e-5, atol=1e-5)
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_one_step_from_gymnasium_states_matches(env_id):
+    """128 transitions of Gymnasium's env (resets included) replayed as 128 worlds of one
+    Warp step: observations and rewards within ONE_STEP_TOL, terminations equal."""
+    states, actions, obs, rewards, terminated = _gym_transitions(env_id, 128)
+    env = make_warp_env(env_id, 128, seed=0, autoreset_mode="disabled")
+    env.reset()
+    env.set_state(_tensors(states))
+    w_obs, w_rewards, w_terminated, _, _ = env.step(torch.as_tensor(actions))
+    rtol, atol = ONE_STEP_TOL[env_id]
+    _assert_close(w_obs, obs, rtol, atol)
+    _assert_close(w_rewards, rewards, rtol, atol)
+    assert w_terminated.tolist() == terminated.tolist()
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_trajectory_tracks_gymnasium(env_id):
+    """From the same reset states and actions, 4 Warp worlds track 4 Gymnasium envs for
+    TRACK's number of steps: observations and rewards within its tolerance, terminations
+    on the same step."""
+    amplitude, num_steps, rtol, atol = TRACK[env_id]
+    env = make_warp_env(env_id, 4, seed=1, autoreset_mode="disabled")
+    obs, _ = env.reset()
+    state = env.get_state()
+    genvs = [gymnasium.make(env_id).unwrapped for _ in range(4)]
+    for i, genv in enumerate(genvs):
+        genv.reset(seed=i)
+        genv.set_state(state["qpos"][i].double().numpy(), state["qvel"][i].double().numpy())
+    high = env.single_action_space.high
+    rng = np.random.default_rng(0)
+    ended = [False] * 4
+    for _ in range(num_steps):
+        actions = (rng.uniform(-amplitude, amplitude, (4, *high.shape)) * high).astype(np.float32)
+        obs, rewards, terminated, _, _ = env.step(torch.as_tensor(actions))
+        for i, genv in enumerate(genvs):
+            if ended[i]:
+                continue
+            g_obs, g_reward, g_terminated, _, _ = genv.step(actions[i])
+            _assert_close(obs[i], g_obs, rtol, atol)
+            _assert_close(rewards[i], g_reward, rtol, atol)
+            assert bool(terminated[i]) == g_terminated
+            ended[i] = g_terminated
+
+
+# ----------------------------------------------------------------------------- rules
+HEALTH_CASES = {
+    # (qpos changes, healthy per Gymnasium): thresholds +- 1e-3 and exact float32 bounds
+    "Hopper-v5": [
+        ({1: 0.701}, True), ({1: 0.699}, False), ({2: 0.199}, True), ({2: 0.201}, False),
+        ({2: -0.201}, False), ({3: 99.0}, True), ({3: 100.0}, False), ({4: -100.5}, False),
+    ],
+    "Walker2d-v5": [
+        ({1: 0.801}, True), ({1: 0.799}, False), ({1: 2.0}, False), ({1: 1.999}, True),
+        ({2: 1.0}, False), ({2: -0.999}, True), ({2: -1.0}, False),
+    ],
+    "Ant-v5": [
+        ({2: 1.0}, True), ({2: 1.001}, False), ({2: 0.201}, True), ({2: 0.199}, False),
+        ({3: float("nan")}, False), ({7: float("inf")}, False),
+    ],
+    "Humanoid-v5": [({2: 1.0}, False), ({2: 1.001}, True), ({2: 2.0}, False), ({2: 1.999}, True)],
+}
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", sorted(HEALTH_CASES))
+def test_termination_rules_equal_gymnasium(env_id):
+    """Each case's state, judged by Gymnasium's ``is_healthy`` and by the Warp env's
+    reward hook: the same verdict, ``terminated`` its negation, the healthy reward paid
+    only when healthy."""
+    cases = HEALTH_CASES[env_id]
+    env = make_warp_env(env_id, len(cases), seed=0)
+    env.reset()
+    physics = env.get_state()
+    genv = gymnasium.make(env_id).unwrapped
+    genv.reset(seed=0)
+    qpos0 = genv.init_qpos.copy()
+    for i, (changes, healthy) in enumerate(cases):
+        qpos = qpos0.copy()
+        for index, value in changes.items():
+            qpos[index] = value
+        genv.set_state(qpos, genv.init_qvel)
+        assert bool(genv.is_healthy) == healthy, (i, changes)
+        physics["qpos"][i] = torch.as_tensor(qpos, dtype=torch.float32)
+        physics["qvel"][i] = 0.0
+    actions = torch.zeros(len(cases), *env.single_action_space.shape)
+    rewards, terminated = env._reward(physics, physics, actions)
+    expected = torch.tensor([healthy for _, healthy in cases])
+    assert terminated.tolist() == (~expected).tolist()
+    healthy_reward = env.options["healthy_reward"]
+    finite = torch.isfinite(rewards)
+    assert torch.equal(rewards[finite], (expected.float() * healthy_reward)[finite])
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_reset_noise_follows_gymnasium(env_id):
+    """qpos - qpos0 uniform in [-s, s]; qvel s N(0, 1) (HalfCheetah, Ant) or uniform in
+    [-s, s]: the Warp env's 2,000 resets and Gymnasium's 2,000 have the same support and
+    standard deviations within 10%."""
+    num = 2000
+    genv = gymnasium.make(env_id).unwrapped
+    g_qpos, g_qvel = [], []
+    for seed in range(num):
+        genv.reset(seed=seed)
+        g_qpos.append(genv.data.qpos - genv.init_qpos)
+        g_qvel.append(genv.data.qvel.copy())
+    env = make_warp_env(env_id, num, seed=0)
+    env.reset()
+    state = env.get_state()
+    w_qpos = (state["qpos"] - torch.as_tensor(genv.init_qpos, dtype=torch.float32)).double()
+    w_qvel = state["qvel"].double()
+    s = env.options["reset_noise_scale"]
+    for w, g in ((w_qpos, np.array(g_qpos)), (w_qvel, np.array(g_qvel))):
+        g = torch.as_tensor(g)
+        assert (w.abs().max() <= s * (1 + 1e-6)) == (g.abs().max() <= s)
+        torch.testing.assert_close(w.std(0), g.std(0), rtol=0.1, atol=0.0)
+        assert w.mean(0).abs().max() < 4 * s / num**0.5
+    assert torch.equal(env.get_state()["qacc_warmstart"], torch.zeros_like(w_qvel).float())
+
+
+# ----------------------------------------------------------------------------- state
+@needs_warp
+def test_resume_from_get_state_is_exact_across_autoresets():
+    """Hopper under strong random actions (same-step autoresets inside the window): a state
+    saved and set back replays the same 30 steps bit for bit; the reset envs' warm start
+    is zeroed and their observation is a fresh reset's."""
+    env = make_warp_env("Hopper-v5", 4, seed=3)
+    env.reset()
+    gen = torch.Generator().manual_seed(0)
+    actions = [torch.rand(4, 3, generator=gen) * 2 - 1 for _ in range(40)]
+    for a in actions[:10]:
+        env.step(a)
+    saved = env.get_state()
+
+    def run():
+        out = [env.step(a) for a in actions[10:]]
+        return out, env.get_state()
+
+    first, end_first = run()
+    env.set_state(saved)
+    second, end_second = run()
+    for (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) in zip(first, second):
+        assert torch.equal(o1, o2) and torch.equal(r1, r2) and torch.equal(te1, te2)
+        assert torch.equal(i1["final_obs"], i2["final_obs"])
+    for key in end_first:
+        assert torch.equal(end_first[key], end_second[key]), key
+    resets = torch.stack([info["_final_obs"] for *_, info in first])
+    assert resets.any()
+    last = max(k for k in range(len(first)) if resets[k].any())
+    i = int(resets[last].nonzero()[0])
+    obs_after_reset = first[last][0][i]
+    assert obs_after_reset[:5].sub(torch.tensor([1.25, 0, 0, 0, 0])).abs().max() <= 5e-3 + 1e-6
