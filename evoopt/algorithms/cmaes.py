@@ -39,8 +39,9 @@ Bounds use pycma's ``BoundTransform``: ``ask`` returns feasible (transformed) me
 (genotype) mean. The center written into the parameters is then the feasible image of
 pycma's mean (``es.result.xfavorite``); without bounds it is ``es.mean`` itself.
 
-Restarts (``restarts > 0``): when pycma's ``es.stop()`` reports a termination condition
-other than the user-level ones (``ftarget``, ``maxfevals``, ``timeout``, ``callback``), a
+Restarts (``restarts > 0``): when pycma's ``es.stop()`` is non-empty and none of its
+entries is a user-level one (``ftarget``, ``maxfevals``, ``timeout``, ``callback``: these
+end the search, as in pycma's ``fmin``), a
 new run starts from the initial parameters with a larger population: ``"ipop"`` doubles
 ``popsize`` at each restart; ``"bipop"`` interleaves such runs with short runs of a
 random small population and step size, as pycma's ``fmin(..., bipop=True)`` does.
@@ -48,6 +49,49 @@ random small population and step size, as pycma's ``fmin(..., bipop=True)`` does
 **``self.popsize`` then changes between generations**: the base class reads it when
 ``tell`` checks the losses, so ``ask`` and ``tell`` of one generation always agree;
 evaluators must size their work from ``len(pop)``, not from the constructor argument.
+
+Stopping for good: once ``es.stop()`` is non-empty after a ``tell`` and no restart follows
+(``restarts=0``, restarts used up, or a user-level condition), the search is over. The
+parameters keep the final run's center (pycma's ``es.result.xfavorite``: the mean, the
+estimate pycma recommends; ``load_best_()`` loads the best member evaluated instead),
+one ``RuntimeWarning`` says so, and :attr:`CMAES.stopped` holds pycma's conditions
+(reason -> pycma's value: the threshold, or the measured value for ``tolx``,
+``tolupsigma``, ...; values that are not numbers become None). Further ``step`` and ``ask``
+calls raise ``RuntimeError`` and change nothing (a no-op would turn the usual budget loop,
+``while opt.num_evals < budget: opt.step(f)``, into an endless one): loops end when
+``opt.stopped`` is non-empty. Which of pycma's conditions are final: pycma clears and
+recomputes its dict at every check (``_CMAStopDict._update``), so none is latched by pycma;
+``maxiter``, ``maxfevals``, ``ftarget`` and ``timeout`` are monotone (a counter, the best
+f so far, the clock) and stay true; the others (``tolfun``, ``tolfunhist``, ``tolx``,
+``tolflatfitness``, ``tolstagnation``, ``tolxstagnation``, ``tolupsigma``, ``tolfacupx``,
+``tolconditioncov``, ``noeffectaxis``, ``noeffectcoord`` and ``callback``, the user's
+``termination_callback`` called again at every check) describe the current generation and
+could clear if the run went on. evoopt latches the first non-empty dict that no restart
+follows; ``stopped`` survives ``state_dict``/``load_state_dict`` and pickling. pycma's own
+default ``tolflatfitness=1`` ends a run after two generations whose best quarter is flat.
+
+Exact plateaus: pycma ranks equal losses by member index (``np.argsort``), so a
+generation whose losses are all equal used to move the mean by a random step (the mean of
+the first ``mu`` members), and the paths, covariance and step size with it: 20 such
+generations moved the center by 0.55 (issue 12). A generation carries no information then;
+evoopt still tells pycma (counters, evaluations, the fitness history its termination tests
+read: ``tolfun``, ``tolflatfitness``), then writes the distribution (mean, step size,
+evolution paths, covariance, step-size adaptation) back as it was before that ``tell``.
+The next generation samples fresh members from the same distribution. With pycma's default
+tolerances an exact plateau therefore ends the run at once (``tolfun``), without a move.
+Partial ties (some losses equal, not all) are left to pycma: ranked by member index.
+
+Dtypes and size: the search runs in float64 (pycma); members are cast to the parameters'
+dtype (float64, float32, float16, bfloat16) and the center is the float64 mean rounded
+to it. A checkpoint taken with parameters of one dtype loads into parameters of another
+(its ``mean``/``best`` are cast; pycma's state is float64 either way). Full CMA keeps
+``D x D`` matrices: more than :attr:`CMAES.max_full_params` coordinates are refused
+(``ValueError``) unless ``diagonal=True``.
+
+Pickle / deepcopy: ``CMAES`` defines its own ``__getstate__``/``__setstate__``: pycma's
+live object (its ``randn`` option is bound to a ``torch.Generator``, which does not
+pickle) travels as the checkpoint snapshot below and the generators as their states; a
+copy samples the same next generation. A pending ask is dropped, as in a checkpoint.
 
 Determinism and checkpoints: pycma samples through its ``randn`` option, which here
 draws from a private CPU ``torch.Generator`` seeded from ``seed`` (numpy's global RNG is
@@ -392,14 +436,18 @@ class CMAES(PopulationOptimizer):
 
     Attributes: ``es`` (the live ``cma.CMAEvolutionStrategy``, built at the first
     generation), ``stop_conditions`` (pycma's termination dict of the current run, checked
-    after every ``tell``), ``sigma`` (pycma's current step size), ``num_restarts`` (all
-    restarts so far, BIPOP's small runs included), ``popsize`` (the current run's).
+    after every ``tell``), ``stopped`` (empty until the search ends for good, then pycma's
+    reasons; ``step``/``ask`` raise from then on), ``sigma`` (pycma's current step size),
+    ``current_sigma`` (the next generation's width in parameter units, one number),
+    ``num_restarts`` (all restarts so far, BIPOP's small runs included), ``popsize`` (the
+    current run's). At most ``max_full_params`` coordinates unless ``diagonal=True``.
 
     State (``state["population"]``): ``mean`` [D] (params' dtype), ``x0`` [D] float64
     (the initial point restarts go back to), ``group_sigma`` (the groups' ``sigma`` the
     step size refers to), run bookkeeping (``popsize``, ``run_sigma0``, ``run_maxiter``,
-    ``num_restarts``, ``runs``, ...) and, in a ``state_dict``, ``pycma`` (a snapshot of
-    the pycma objects) and ``sampler_rng`` (the sampler generator's state).
+    ``num_restarts``, ``runs``, ...), ``stopped`` (see above) and, in a ``state_dict``,
+    ``pycma`` (a snapshot of the pycma objects) and ``sampler_rng`` (the sampler
+    generator's state).
     """
 
     loss_dtype = torch.float64  # pycma ranks and stops on unrounded fitness values
@@ -602,8 +650,10 @@ class CMAES(PopulationOptimizer):
         else:
             es.tell(self._pending["X"], un)
         stop = es.stop()
-        if stop and not (self.restarts and not _USER_STOPS & stop.keys() and self._restart(st, stop)):
-            self._stop_for_good(st, stop)
+        if stop:
+            restart = self.restarts and not _USER_STOPS & stop.keys()
+            if not (restart and self._restart(st, stop)):
+                self._stop_for_good(st, stop)
         mean = st["mean"]
         if _numpy_ok(mean):  # no dispatch; bfloat16 (no numpy dtype) takes the torch copy
             np.copyto(mean.numpy(), self._center(), casting="unsafe")
