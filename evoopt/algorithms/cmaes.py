@@ -39,8 +39,9 @@ Bounds use pycma's ``BoundTransform``: ``ask`` returns feasible (transformed) me
 (genotype) mean. The center written into the parameters is then the feasible image of
 pycma's mean (``es.result.xfavorite``); without bounds it is ``es.mean`` itself.
 
-Restarts (``restarts > 0``): when pycma's ``es.stop()`` reports a termination condition
-other than the user-level ones (``ftarget``, ``maxfevals``, ``timeout``, ``callback``), a
+Restarts (``restarts > 0``): when pycma's ``es.stop()`` is non-empty and none of its
+entries is a user-level one (``ftarget``, ``maxfevals``, ``timeout``, ``callback``: these
+end the search, as in pycma's ``fmin``), a
 new run starts from the initial parameters with a larger population: ``"ipop"`` doubles
 ``popsize`` at each restart; ``"bipop"`` interleaves such runs with short runs of a
 random small population and step size, as pycma's ``fmin(..., bipop=True)`` does.
@@ -48,6 +49,49 @@ random small population and step size, as pycma's ``fmin(..., bipop=True)`` does
 **``self.popsize`` then changes between generations**: the base class reads it when
 ``tell`` checks the losses, so ``ask`` and ``tell`` of one generation always agree;
 evaluators must size their work from ``len(pop)``, not from the constructor argument.
+
+Stopping for good: once ``es.stop()`` is non-empty after a ``tell`` and no restart follows
+(``restarts=0``, restarts used up, or a user-level condition), the search is over. The
+parameters keep the final run's center (pycma's ``es.result.xfavorite``: the mean, the
+estimate pycma recommends; ``load_best_()`` loads the best member evaluated instead),
+one ``RuntimeWarning`` says so, and :attr:`CMAES.stopped` holds pycma's conditions
+(reason -> pycma's value: the threshold, or the measured value for ``tolx``,
+``tolupsigma``, ...; values that are not numbers become None). Further ``step`` and ``ask``
+calls raise ``RuntimeError`` and change nothing (a no-op would turn the usual budget loop,
+``while opt.num_evals < budget: opt.step(f)``, into an endless one): loops end when
+``opt.stopped`` is non-empty. Which of pycma's conditions are final: pycma clears and
+recomputes its dict at every check (``_CMAStopDict._update``), so none is latched by pycma;
+``maxiter``, ``maxfevals``, ``ftarget`` and ``timeout`` are monotone (a counter, the best
+f so far, the clock) and stay true; the others (``tolfun``, ``tolfunhist``, ``tolx``,
+``tolflatfitness``, ``tolstagnation``, ``tolxstagnation``, ``tolupsigma``, ``tolfacupx``,
+``tolconditioncov``, ``noeffectaxis``, ``noeffectcoord`` and ``callback``, the user's
+``termination_callback`` called again at every check) describe the current generation and
+could clear if the run went on. evoopt latches the first non-empty dict that no restart
+follows; ``stopped`` survives ``state_dict``/``load_state_dict`` and pickling. pycma's own
+default ``tolflatfitness=1`` ends a run after two generations whose best quarter is flat.
+
+Exact plateaus: pycma ranks equal losses by member index (``np.argsort``), so a
+generation whose losses are all equal used to move the mean by a random step (the mean of
+the first ``mu`` members), and the paths, covariance and step size with it: 20 such
+generations moved the center by 0.55 (issue 12). A generation carries no information then;
+evoopt still tells pycma (counters, evaluations, the fitness history its termination tests
+read: ``tolfun``, ``tolflatfitness``), then writes the distribution (mean, step size,
+evolution paths, covariance, step-size adaptation) back as it was before that ``tell``.
+The next generation samples fresh members from the same distribution. With pycma's default
+tolerances an exact plateau therefore ends the run at once (``tolfun``), without a move.
+Partial ties (some losses equal, not all) are left to pycma: ranked by member index.
+
+Dtypes and size: the search runs in float64 (pycma); members are cast to the parameters'
+dtype (float64, float32, float16, bfloat16) and the center is the float64 mean rounded
+to it. A checkpoint taken with parameters of one dtype loads into parameters of another
+(its ``mean``/``best`` are cast; pycma's state is float64 either way). Full CMA keeps
+``D x D`` matrices: more than :attr:`CMAES.max_full_params` coordinates are refused
+(``ValueError``) unless ``diagonal=True``.
+
+Pickle / deepcopy: ``CMAES`` defines its own ``__getstate__``/``__setstate__``: pycma's
+live object (its ``randn`` option is bound to a ``torch.Generator``, which does not
+pickle) travels as the checkpoint snapshot below and the generators as their states; a
+copy samples the same next generation. A pending ask is dropped, as in a checkpoint.
 
 Determinism and checkpoints: pycma samples through its ``randn`` option, which here
 draws from a private CPU ``torch.Generator`` seeded from ``seed`` (numpy's global RNG is
@@ -82,9 +126,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from .._validation import check_choice, check_int, check_positive
-from ..population import STATE_KEY, PopulationOptimizer
+from ..population import STATE_KEY, PopulationOptimizer, _numpy_ok
 from ..registry import register
 
 __all__ = ["CMAES", "cmaes_default_popsize"]
@@ -117,13 +162,14 @@ _RESERVED = {
     "transformation": "deprecated in pycma",
     "signals_filename": "evoopt algorithms read no files",
 }
+_PICKLED = "_cmaes_pickled"  # marks __getstate__'s dict
 _USER_STOPS = frozenset({"ftarget", "maxfevals", "timeout", "callback"})
 _SMALL, _LARGE = 0, 1  # BIPOP regimes (state["population"]["regime"])
 
 
 def _free_form() -> dict[str, Any]:
     """State entries whose keys depend on the run (pycma's reasons), initial values."""
-    return {"last_stop": {}, "stopped": {}, "final_loss": math.nan}
+    return {"last_stop": {}, "stopped": {}}
 
 
 def cmaes_default_popsize(num_params: int) -> int:
@@ -281,14 +327,39 @@ def snapshot_pycma(es) -> dict[str, Any]:
     return {"arrays": arrays, "attrs": attrs, "stop": stop, "stop_lastiter": int(sd.lastiter)}
 
 
-def restore_pycma(es, snap: dict[str, Any]) -> None:
-    """Write a :func:`snapshot_pycma` onto a fresh instance built with the same arguments."""
+def _write_attrs(es, snap: dict[str, Any], only: Mapping | None = None) -> list:
+    """Set the snapshot's attributes on ``es`` (``only``: component -> None for all of
+    its attributes or a set of names). Arrays shared in the snapshot stay shared; returns
+    the decoded arrays."""
     arrays = [t.cpu().numpy().copy() for t in snap["arrays"]]
     comps = _components(es)
     for name, enc in snap["attrs"].items():
-        obj = comps[name]
+        if only is not None and name not in only:
+            continue
+        keys = None if only is None else only[name]
         for k, e in enc.items():
-            setattr(obj, k, _decode(e, arrays))
+            if keys is None or k in keys:
+                setattr(comps[name], k, _decode(e, arrays))
+    return arrays
+
+
+# what a generation changes in the search distribution: mean, step size, evolution paths,
+# covariance (sampler), step-size adaptation and scaling; the rest of the state (counters,
+# fitness histories, best so far) is bookkeeping that pycma's termination tests read
+_DISTRIBUTION = {
+    "es": frozenset(
+        {"mean", "mean_old", "mean_old_old", "mean_after_tell", "sigma", "_sigma_old", "pc",
+         "pc2", "C", "B", "D", "dC", "_isotropic_mean_shift", "_isotropic_mean_shift_iteration"}
+    ),
+    "sm": None,
+    "adapt_sigma": None,
+    "sigma_vec": None,
+}
+
+
+def restore_pycma(es, snap: dict[str, Any]) -> None:
+    """Write a :func:`snapshot_pycma` onto a fresh instance built with the same arguments."""
+    arrays = _write_attrs(es, snap)
     sd = es._stopdict
     sd.clear()
     for k, e in snap["stop"].items():
@@ -365,17 +436,25 @@ class CMAES(PopulationOptimizer):
 
     Attributes: ``es`` (the live ``cma.CMAEvolutionStrategy``, built at the first
     generation), ``stop_conditions`` (pycma's termination dict of the current run, checked
-    after every ``tell``), ``sigma`` (pycma's current step size), ``num_restarts`` (all
-    restarts so far, BIPOP's small runs included), ``popsize`` (the current run's).
+    after every ``tell``), ``stopped`` (empty until the search ends for good, then pycma's
+    reasons; ``step``/``ask`` raise from then on), ``sigma`` (pycma's current step size),
+    ``current_sigma`` (the next generation's width in parameter units, one number),
+    ``num_restarts`` (all restarts so far, BIPOP's small runs included), ``popsize`` (the
+    current run's). At most ``max_full_params`` coordinates unless ``diagonal=True``.
 
     State (``state["population"]``): ``mean`` [D] (params' dtype), ``x0`` [D] float64
     (the initial point restarts go back to), ``group_sigma`` (the groups' ``sigma`` the
     step size refers to), run bookkeeping (``popsize``, ``run_sigma0``, ``run_maxiter``,
-    ``num_restarts``, ``runs``, ...) and, in a ``state_dict``, ``pycma`` (a snapshot of
-    the pycma objects) and ``sampler_rng`` (the sampler generator's state).
+    ``num_restarts``, ``runs``, ...), ``stopped`` (see above) and, in a ``state_dict``,
+    ``pycma`` (a snapshot of the pycma objects) and ``sampler_rng`` (the sampler
+    generator's state).
     """
 
     loss_dtype = torch.float64  # pycma ranks and stops on unrounded fitness values
+    #: the largest D for full (non-diagonal) CMA: pycma holds C and B (D x D float64) plus
+    #: eigh's workspace, about 4 * 8 * D**2 bytes (3 GiB at 1e4, 12 GiB at 2e4), and one
+    #: eigendecomposition costs O(D**3) (about 0.9 s per generation at D = 5000 on one core)
+    max_full_params: int = 10_000
 
     def __init__(
         self,
@@ -406,6 +485,7 @@ class CMAES(PopulationOptimizer):
         super().__init__(
             params, dict(lr=lr, sigma=sigma), popsize=popsize or 2, maximize=maximize, seed=seed
         )
+        self._check_size()
         if popsize is None:
             self.popsize = cmaes_default_popsize(self.num_params)
         self._popsize_arg, self._bounds_arg = popsize, bounds
@@ -426,6 +506,7 @@ class CMAES(PopulationOptimizer):
         if getattr(self, "_popsize0", None) is not None:  # a group added after construction: D grew
             old_bounds = self.bounds
             try:
+                self._check_size()
                 self.bounds = _check_bounds(self._bounds_arg, self.num_params)
                 if self.bounds is not None:
                     self._check_inside(self.layout.flatten().double().cpu())
@@ -436,6 +517,16 @@ class CMAES(PopulationOptimizer):
                 raise
             if self._popsize_arg is None:
                 self.popsize = self._popsize0 = cmaes_default_popsize(self.num_params)
+
+    def _check_size(self) -> None:
+        D = self.num_params
+        if not self.diagonal and D > self.max_full_params:
+            raise ValueError(
+                f"Invalid number of parameters for full CMAES: {D} (expected at most "
+                f"CMAES.max_full_params={self.max_full_params}: full CMA-ES keeps D x D matrices, "
+                f"{4 * 8 * D**2 / 2**30:.3g} GiB here, and decomposes one every few generations); "
+                "pass diagonal=True (sep-CMA, O(D) per member)"
+            )
 
     def _check_inside(self, x: Tensor) -> None:
         lo, up = self.bounds
@@ -551,12 +642,20 @@ class CMAES(PopulationOptimizer):
         es = self.es
         if u.dtype != torch.float64 or u.device.type != "cpu":
             u = u.to(device="cpu", dtype=torch.float64)
-        es.tell(self._pending["X"], u.numpy())
+        un = u.numpy()
+        if un.min() == un.max():  # an exact plateau: no information, no move (see docstring)
+            before = snapshot_pycma(es)
+            es.tell(self._pending["X"], un)
+            _write_attrs(es, before, only=_DISTRIBUTION)
+        else:
+            es.tell(self._pending["X"], un)
         stop = es.stop()
-        if stop and not (self.restarts and not _USER_STOPS & stop.keys() and self._restart(st, stop)):
-            self._stop_for_good(st, stop)
+        if stop:
+            restart = self.restarts and not _USER_STOPS & stop.keys()
+            if not (restart and self._restart(st, stop)):
+                self._stop_for_good(st, stop)
         mean = st["mean"]
-        if mean.device.type == "cpu":
+        if _numpy_ok(mean):  # no dispatch; bfloat16 (no numpy dtype) takes the torch copy
             np.copyto(mean.numpy(), self._center(), casting="unsafe")
         else:
             mean.copy_(torch.from_numpy(np.asarray(self._center(), dtype=np.float64)))
@@ -614,7 +713,7 @@ class CMAES(PopulationOptimizer):
         warnings.warn(
             f"CMAES stopped at generation {st['generation'] + 1}: pycma's termination "
             f"conditions {st['stopped']}{left}; the parameters keep the final center and "
-            "further step() calls are no-ops (see opt.stopped)",
+            "further step() or ask() calls raise (check opt.stopped)",
             RuntimeWarning,
             stacklevel=_user_stacklevel(),
         )
@@ -626,28 +725,18 @@ class CMAES(PopulationOptimizer):
             raise RuntimeError(
                 f"CMAES has stopped (pycma's termination conditions {st['stopped']}, see "
                 "opt.stopped): it samples no further generations and the parameters hold its "
-                "final center; check opt.stopped before ask(), or build a new optimizer"
+                "final center; end the loop when opt.stopped is non-empty, or pass restarts= "
+                "or looser options (tolfun, tolx, ...) to search on"
             )
 
     def ask(self):
         """As :meth:`PopulationOptimizer.ask`; raises ``RuntimeError`` once :attr:`stopped`
-        is non-empty (an ask/tell loop must check it: members asked would never be used)."""
+        is non-empty, and so does :meth:`step`."""
         self._check_not_stopped()
         return super().ask()
 
-    def tell(self, losses) -> Tensor:
-        out = super().tell(losses)
-        st = self._st
-        if st["stopped"] and math.isnan(st["final_loss"]):
-            st["final_loss"] = float(out)  # what step returns from now on
-        return out
-
     def step(self, closure=None) -> Tensor:
-        """As :meth:`PopulationOptimizer.step`; once :attr:`stopped` is non-empty a no-op
-        that evaluates nothing and returns the last generation's mean loss again."""
-        st = self.state.get(STATE_KEY)
-        if st and st["stopped"]:
-            return torch.tensor(st["final_loss"], dtype=torch.float64)
+        self._check_not_stopped()  # before the closure is looked at: nothing is evaluated
         return super().step(closure)
 
     # ------------------------------------------------------------ properties
@@ -735,7 +824,8 @@ class CMAES(PopulationOptimizer):
         st = self.state.get(STATE_KEY)
         if st:  # the base compares the saved state key by key with this one's, but the keys
             st.update(_free_form())  # of stop dicts depend on the run; a failed load restores
-            self.es._stopdict.clear()  # this optimizer's own state (the base's wrapper)
+            if self.es is not None:  # this optimizer's own state (the base's wrapper)
+                self.es._stopdict.clear()
         try:
             super().load_state_dict(state_dict)
         except BaseException:
@@ -748,8 +838,14 @@ class CMAES(PopulationOptimizer):
             return
         for key, value in _free_form().items():  # checkpoints from before these entries
             st.setdefault(key, value)
+        for key in ("mean", "best"):  # saved from parameters of another dtype: cast (pycma's
+            st[key] = st[key].to(self._dtype)  # own state is float64 whatever the dtype)
         snap = st.pop("pycma")
         self._sampler_gen.set_state(st.pop("sampler_rng").cpu())
+        self._rebuild_es(st, snap)
+
+    def _rebuild_es(self, st: dict[str, Any], snap: dict[str, Any]) -> None:
+        """The current run's pycma instance, built afresh and set to the snapshot."""
         self.popsize = st["popsize"]
         es = self._make_es(
             st["x0"].cpu().numpy(),
@@ -760,3 +856,32 @@ class CMAES(PopulationOptimizer):
         )
         restore_pycma(es, snap)
         self.es = es
+
+    # ------------------------------------------------------------ pickle / deepcopy
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything, with pycma's live object (its ``randn`` option is bound to a
+        ``torch.Generator``, which does not pickle) as a :func:`snapshot_pycma` and the
+        generators as their states. A pending ask (no tell yet) is dropped, as in a
+        checkpoint: the copy resumes as of after that ask."""
+        d = dict(self.__dict__)
+        d["es"] = snapshot_pycma(self.es) if self.es is not None else None
+        d["_gen"] = (self._gen.device, self._gen.get_state())
+        d["_sampler_gen"] = self._sampler_gen.get_state()
+        d["_pending"] = d["_pending_pop"] = None
+        d[_PICKLED] = True
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        if _PICKLED not in d:  # torch's load_state_dict calls it with state and param_groups
+            return super().__setstate__(d)
+        d = dict(d)
+        del d[_PICKLED]
+        snap, (device, gen_state), sampler_state = d.pop("es"), d.pop("_gen"), d.pop("_sampler_gen")
+        Optimizer.__setstate__(self, d)  # torch's own: hooks, step patch (not the base's)
+        self._gen = torch.Generator(device=device)
+        self._gen.set_state(gen_state)
+        self._sampler_gen = torch.Generator()
+        self._sampler_gen.set_state(sampler_state)
+        self.es = None
+        if snap is not None:
+            self._rebuild_es(self.state[STATE_KEY], snap)

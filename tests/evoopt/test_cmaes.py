@@ -1,7 +1,9 @@
 """evoopt.CMAES: equal to pycma driven directly, converges within stated budgets, restarts
 (IPOP/BIPOP), exact resume through weights_only checkpoints, no files, no global RNG."""
 
+import copy
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -105,7 +107,7 @@ def test_default_popsize_is_pycmas(D):
 # ------------------------------------------------------------------ convergence
 def evals_to_reach(fn, target, budget, x0, use_best=False, **kw):
     x, opt = make(D=10, x0=x0, **kw)
-    while opt.num_evals < budget:
+    while opt.num_evals < budget and not opt.stopped:
         opt.step(lambda pop: fn(pop.flat))
         value = opt.best_loss if use_best else float(fn(x.detach()))
         if value < target:
@@ -131,7 +133,7 @@ def test_converges_within_budget_d10(fn, x0, sigma, diagonal, budget):
 def test_one_dimension_works():
     x, opt = make(D=1, x0=2.0, sigma=0.5)
     assert opt.popsize == 4
-    for _ in range(60):
+    while not opt.stopped and opt.generation < 100:
         opt.step(lambda pop: sphere(pop.flat))
     assert float(x.detach() ** 2) < 1e-12
 
@@ -297,10 +299,11 @@ def test_writes_no_files_and_leaves_numpys_global_rng_alone(tmp_path, monkeypatc
 
 def test_stop_conditions_report_convergence():
     _, opt = make(D=4, x0=1.0, sigma=0.5)
-    assert opt.stop_conditions == {}
-    for _ in range(400):
-        opt.step(lambda pop: sphere(pop.flat))
-    assert {"tolfun", "tolx"} & set(opt.stop_conditions)
+    assert opt.stop_conditions == {} == opt.stopped
+    with pytest.warns(RuntimeWarning, match="CMAES stopped"):
+        while not opt.stopped and opt.generation < 400:
+            opt.step(lambda pop: sphere(pop.flat))
+    assert {"tolfun", "tolx"} & set(opt.stop_conditions) and opt.stopped == opt.stop_conditions
 
 
 # -------------------------------------------------------------------- bad input
@@ -432,3 +435,114 @@ def test_a_bad_lr_fails_the_step_before_a_sigma_change_is_applied():
     opt.param_groups[0]["lr"] = 1.0
     opt.step(lambda pop: (pop.flat**2).sum(1))
     assert opt.generation == 2
+
+
+# ----------------------------------------------------------------- pickle / deepcopy
+PICKLE_CASES = {
+    "before_the_first_generation": (dict(), 0),
+    "full": (dict(), 12),
+    "diagonal_bounds": (dict(diagonal=True, bounds=(-1.0, 2.0)), 12),
+    "bipop_restarted": (
+        dict(sigma=1.0, restarts=3, restart_strategy="bipop", options=quick_stop_opts()), 90
+    ),
+}
+
+
+def _pickled(obj, how):
+    return copy.deepcopy(obj) if how == "deepcopy" else pickle.loads(pickle.dumps(obj))
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("case", sorted(PICKLE_CASES))
+def test_pickle_and_deepcopy_give_an_equal_working_optimizer(case, how):
+    kw, gens = PICKLE_CASES[case]
+    x, opt = make(D=6, seed=7, **{"sigma": 0.3, **kw})
+    for _ in range(gens):
+        opt.step(lambda pop: sphere(pop.flat))
+    x2, twin = _pickled((x, opt), how)  # pickled together: the copy steps its own tensor
+    assert twin.layout.params[0] is x2 and x2 is not x
+    assert twin.num_restarts == opt.num_restarts and twin.popsize == opt.popsize
+    for _ in range(15):
+        a, b = opt.ask(), twin.ask()
+        assert torch.equal(a.flat, b.flat)
+        assert float(opt.tell(sphere(a.flat))) == float(twin.tell(sphere(b.flat)))
+        assert torch.equal(x.detach(), x2.detach()) and opt.sigma == twin.sigma
+    assert (twin.generation, twin.stop_conditions) == (opt.generation, opt.stop_conditions)
+    opt.ask()  # a pending ask is dropped by the copy, as by a checkpoint
+    with pytest.raises(RuntimeError, match="without a pending ask"):
+        _pickled(opt, how).tell(torch.zeros(opt.popsize))
+
+
+def test_pickle_keeps_a_stopped_optimizer_stopped():
+    x, opt = make(D=4, x0=1.0, sigma=0.5, options={"ftarget": 1e-6})
+    with pytest.warns(RuntimeWarning, match="CMAES stopped"):
+        while not opt.stopped:
+            opt.step(lambda pop: sphere(pop.flat))
+    x2, twin = _pickled((x, opt), "pickle")
+    assert twin.stopped == opt.stopped == {"ftarget": 1e-6}
+    with pytest.raises(RuntimeError, match="CMAES has stopped"):
+        twin.step(lambda pop: sphere(pop.flat))
+    assert torch.equal(x2.detach(), x.detach())
+
+
+# ------------------------------------------------------------- dtypes and sizes
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("objective", ["closure", "population"])
+def test_half_precision_parameters_search_in_float64_and_hold_their_dtype(dtype, objective):
+    """Regression: bfloat16 parameters raised 'Got unsupported ScalarType BFloat16'."""
+    x, opt = make(D=6, x0=2.0, dtype=dtype, sigma=0.5)
+    closure = (lambda: sphere(x.float())) if objective == "closure" else (
+        lambda pop: sphere(pop.flat.float()))
+    for _ in range(10):
+        opt.step(closure)
+    ckpt = roundtrip(opt.state_dict())  # it resumes exactly
+    expected = [float(opt.step(closure)) for _ in range(5)]
+    y, again = make(D=6, x0=2.0, dtype=dtype, seed=1)
+    again.load_state_dict(ckpt)
+    assert [float(again.step(lambda pop: sphere(pop.flat.float()))) for _ in range(5)] == expected
+    assert torch.equal(x.detach(), y.detach())
+    while not opt.stopped and opt.generation < 300:  # and converges as far as the dtype goes
+        opt.step(closure)
+    assert x.dtype == opt.mean.dtype == opt.best.dtype == dtype
+    assert float(sphere(x.detach().float())) < 1e-6
+    assert torch.equal(x.detach(), opt.mean)  # the center, rounded to the dtype
+
+
+@pytest.mark.parametrize(
+    "saved,loaded", [(torch.float32, torch.float64), (torch.float64, torch.float32)]
+)
+def test_checkpoint_from_parameters_of_another_dtype_continues_the_same_search(saved, loaded):
+    xa, a = make(D=6, dtype=saved, sigma=0.3, seed=5)
+    for _ in range(20):
+        a.step(lambda pop: rosenbrock(pop.flat))
+    ckpt = roundtrip(a.state_dict())
+    xb, b = make(D=6, dtype=loaded, sigma=0.3, seed=9)
+    b.load_state_dict(ckpt)
+    assert xb.dtype == b.mean.dtype == b.best.dtype == loaded
+    assert torch.equal(xb.detach(), a.mean.to(loaded))
+    pa, pb = a.ask(), b.ask()  # pycma's state is float64 in both: the same members, cast
+    assert pb.flat.dtype == loaded and torch.equal(pa.flat.float(), pb.flat.float())
+    a.tell(rosenbrock(pa.flat))
+    b.tell(rosenbrock(pb.flat))
+    while not b.stopped and b.generation < 1000:
+        b.step(lambda pop: rosenbrock(pop.flat))
+    assert float(rosenbrock(xb.detach().double())) < (1e-12 if loaded == torch.float64 else 1e-6)
+
+
+def test_full_cma_refuses_more_than_max_full_params_and_points_to_diagonal():
+    D = evoopt.CMAES.max_full_params + 1
+    match = (
+        rf"Invalid number of parameters for full CMAES: {D} \(expected at most "
+        r"CMAES.max_full_params=10000: .*GiB here.*pass diagonal=True"
+    )
+    with pytest.raises(ValueError, match=match):
+        evoopt.CMAES([torch.zeros(D, requires_grad=True)])
+    x = torch.zeros(D, requires_grad=True)
+    diag = evoopt.CMAES([x], diagonal=True, popsize=4, seed=0)
+    diag.step(lambda pop: sphere(pop.flat))  # the diagonal mode runs at this size
+    assert diag.generation == 1 and diag.num_params == D
+    small = evoopt.CMAES([torch.zeros(10, requires_grad=True)], seed=0)
+    with pytest.raises(ValueError, match=match.replace(str(D), str(D + 10))):
+        small.add_param_group({"params": [torch.zeros(D, requires_grad=True)]})
+    assert small.num_params == 10 and len(small.param_groups) == 1
+    small.step(lambda pop: sphere(pop.flat))

@@ -1,6 +1,6 @@
 """evoopt.CMAES once pycma has stopped: the center stays, one warning, ``opt.stopped`` holds
-pycma's reasons (also across checkpoints), further steps are no-ops and ``ask`` refuses;
-and an exactly flat generation leaves the distribution where it was."""
+pycma's reasons (also across checkpoints), further ``step``/``ask`` calls raise and change
+nothing; and an exactly flat generation leaves the distribution where it was."""
 
 import warnings
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import evoopt
+from evoopt.algorithms.cmaes import _QUIET
 
 from ._helpers import roundtrip, sphere
 
@@ -34,20 +35,24 @@ def test_noisy_line_stops_once_and_keeps_the_center_for_3000_generations():
     opt = evoopt.CMAES(model.parameters(), sigma=0.5, seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        losses = [float(opt.step(objective)) for _ in range(3000)]
+        while not opt.stopped and opt.generation < 3000:  # how a loop ends a CMA-ES run
+            loss = float(opt.step(objective))
     stops = [w for w in caught if "CMAES stopped" in str(w.message)]
     assert len(stops) == 1 and stops[0].category is RuntimeWarning
     assert stops[0].filename == __file__  # points at the caller's step, not at evoopt
     assert opt.stopped and all(isinstance(k, str) for k in opt.stopped)
-    stopped_at = opt.generation
-    assert stopped_at < 3000 and opt.num_evals == stopped_at * opt.popsize
+    assert opt.generation < 3000 and opt.num_evals == opt.generation * opt.popsize
     assert abs(model.weight.item() - 2.0) < 0.05 and abs(model.bias.item() - 1.0) < 0.05
-    assert losses[-1] == losses[stopped_at - 1] < 0.02  # steps after the stop return it again
-    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
-                       opt.mean)
+    assert loss < 0.02
+    center = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    assert torch.equal(center, opt.mean)
+    for _ in range(3):  # a loop that goes on is told so, and nothing moves
+        with pytest.raises(RuntimeError, match=r"CMAES has stopped \(pycma's termination"):
+            opt.step(objective)
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), center)
 
 
-def test_steps_after_the_stop_evaluate_nothing_and_ask_refuses():
+def test_step_and_ask_after_the_stop_raise_evaluate_nothing_and_change_nothing():
     x = torch.nn.Parameter(torch.full((4,), 1.0, dtype=torch.float64))
     opt = evoopt.CMAES([x], sigma=0.5, seed=0, options={"ftarget": 1e-6})
     with pytest.warns(RuntimeWarning, match=r"CMAES stopped at generation \d+: .*'ftarget'"):
@@ -55,15 +60,16 @@ def test_steps_after_the_stop_evaluate_nothing_and_ask_refuses():
             opt.step(lambda pop: sphere(pop.flat))
     assert opt.stopped == {"ftarget": 1e-6}
     calls, before = [], (x.detach().clone(), opt.generation, opt.num_evals, opt.sigma)
-    last = float(opt.last.mean_loss)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once only
-        for _ in range(5):
-            assert float(opt.step(lambda pop: calls.append(1) or sphere(pop.flat))) == last
+        for call in (lambda: opt.step(lambda pop: calls.append(1) or sphere(pop.flat)),
+                     lambda: opt.step(lambda: calls.append(1) or sphere(x)), opt.ask):
+            with pytest.raises(RuntimeError,
+                               match=r"CMAES has stopped \(pycma's termination .*ftarget.*"
+                                     "end the loop when opt.stopped is non-empty"):
+                call()
     assert calls == [] and torch.equal(x.detach(), before[0])
     assert (opt.generation, opt.num_evals, opt.sigma) == before[1:]
-    with pytest.raises(RuntimeError, match=r"CMAES has stopped \(pycma's termination .*ftarget"):
-        opt.ask()
     with pytest.raises(RuntimeError, match="without a pending ask"):
         opt.tell(torch.zeros(opt.popsize))
 
@@ -117,7 +123,8 @@ def test_stopped_survives_a_checkpoint_and_an_earlier_checkpoint_resumes_the_sea
     resumed = evoopt.CMAES([y], sigma=0.5, seed=9, options={"tolfun": 1e-6})
     resumed.load_state_dict(final)
     assert resumed.stopped == opt.stopped and torch.equal(y.detach(), x.detach())
-    assert float(resumed.step(lambda pop: sphere(pop.flat))) == float(opt.last.mean_loss)
+    with pytest.raises(RuntimeError, match="CMAES has stopped"):
+        resumed.step(lambda pop: sphere(pop.flat))
     assert torch.equal(y.detach(), x.detach()) and resumed.generation == opt.generation
     # the stopped optimizer takes back a checkpoint from before the stop and replays it
     opt.load_state_dict(ckpts[-3])
@@ -161,3 +168,62 @@ def test_current_sigma_is_the_rms_of_the_sampled_coordinates_stds(diagonal):
     opt.param_groups[0]["sigma"] = 0.5  # a schedule halves sigma: the next generation's width
     opt.param_groups[1]["sigma"] = 0.25
     assert opt.current_sigma == pytest.approx(float(np.sqrt(np.mean(stds**2))) / 2, rel=1e-12)
+
+
+# ------------------------------------------------------------------ exact plateaus
+KEEP_GOING = {"tolfun": 0, "tolfunhist": 0, "tolflatfitness": 10**9, "tolstagnation": 0}
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_an_exact_plateau_leaves_the_distribution_where_it_was(diagonal):
+    """Regression: 20 generations of all-equal losses moved the center by 0.55 (pycma ranks
+    ties by member index, so the mean took random steps)."""
+    x = torch.nn.Parameter(torch.full((5,), 0.5, dtype=torch.float64))
+    opt = evoopt.CMAES([x], sigma=0.3, seed=0, diagonal=diagonal, options=KEEP_GOING)
+    for _ in range(3):  # some learning first: paths, covariance and step size are not trivial
+        opt.step(lambda pop: sphere(pop.flat))
+    es = opt.es
+    before = (x.detach().clone(), es.sigma, es.sm.variances.copy(), es.pc.copy(),
+              es.adapt_sigma.ps.copy(), es.sigma_vec.scaling.copy())
+    firsts = []
+    for _ in range(20):
+        pop = opt.ask()
+        firsts.append(pop.flat[0].clone())
+        opt.tell(torch.full((len(pop),), 7.0))
+    assert torch.equal(x.detach(), before[0]) and opt.es.sigma == before[1]
+    for got, want in zip((es.sm.variances, es.pc, es.adapt_sigma.ps, es.sigma_vec.scaling),
+                         before[2:]):
+        np.testing.assert_array_equal(got, want)
+    assert opt.generation == 23 and opt.num_evals == es.countevals == 23 * opt.popsize
+    assert len({tuple(f.tolist()) for f in firsts}) == 20  # fresh members every generation
+    assert not opt.stopped
+    for _ in range(150):  # and the search goes on from there
+        opt.step(lambda pop: sphere(pop.flat))
+    assert float(sphere(x.detach())) < 1e-10
+
+
+def test_an_exact_plateau_with_pycmas_defaults_stops_at_once_without_moving():
+    x = torch.nn.Parameter(torch.full((5,), 0.5, dtype=torch.float64))
+    opt = evoopt.CMAES([x], sigma=0.3, seed=0)
+    with pytest.warns(RuntimeWarning, match="CMAES stopped at generation 1: .*'tolfun'"):
+        while not opt.stopped and opt.generation < 20:
+            opt.step(lambda pop: torch.ones(len(pop)))
+    assert "tolfun" in opt.stopped and opt.generation == 1
+    assert torch.equal(x.detach(), torch.full((5,), 0.5, dtype=torch.float64))
+
+
+def test_a_generation_with_distinct_losses_still_moves_as_pycma():
+    """The plateau rule only acts when every loss is equal: one distinct value and pycma's
+    update runs as usual (ties among the others ranked by member index, as pycma does)."""
+    x = torch.nn.Parameter(torch.full((5,), 0.5, dtype=torch.float64))
+    opt = evoopt.CMAES([x], sigma=0.3, seed=0)
+    pop = opt.ask()
+    losses = torch.ones(len(pop))
+    losses[3] = 0.0
+    opt.tell(losses)
+    g = torch.Generator().manual_seed(0)  # pycma driven directly, same sampler
+    es = cma.CMAEvolutionStrategy(np.full(5, 0.5), 0.3, dict(
+        _QUIET, randn=lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).numpy()))
+    es.tell(es.ask(), losses.double().numpy())
+    np.testing.assert_array_equal(x.detach().numpy(), es.mean)
+    assert not np.array_equal(es.mean, np.full(5, 0.5))
