@@ -107,6 +107,10 @@ class TrainConfig:
                  else ["popsize"])
         keys += ["rollout_kwargs", "total_timesteps", "iterations", "target_return", "seed",
                  "eval_every", "eval_episodes", "eval_seed", "checkpoint_every"]
+        if self.policy == "linear":
+            keys.remove("hidden")
+        if not self.obs_norm:
+            keys.remove("obs_std_rule")
         out = {k: _plain(getattr(self, k)) for k in keys}
         out = {k: v for k, v in out.items() if v is not None and v != {}}
         out["sources"] = dict(self.sources)
@@ -271,10 +275,16 @@ def make_config(
     pol = _layer("policy", policy, preset, GENERIC["policy"], src)
     if pol not in ("linear", "mlp"):
         raise ValueError(f"Invalid policy: {pol!r} (expected 'linear' or 'mlp')")
+    if pol == "linear" and hidden is not None:
+        raise ValueError(f"Invalid hidden={tuple(hidden)!r} with policy 'linear': a linear policy "
+                         "has no hidden layers (expected policy='mlp', or no hidden)")
     hidden = tuple(_layer("hidden", hidden, preset, GENERIC["hidden"], src))
     for h in hidden:
         check_int("hidden", h)
     obs_norm = bool(_layer("obs_norm", obs_norm, preset, not gradient, src))
+    if obs_std_rule is not None and not obs_norm:
+        raise ValueError(f"Invalid obs_std_rule={obs_std_rule!r} without observation "
+                         "normalisation (expected obs_norm=True / --obs-norm, or no obs_std_rule)")
     obs_std_rule = check_choice("obs_std_rule", _layer("obs_std_rule", obs_std_rule, preset,
                                                        GENERIC["obs_std_rule"], src), STD_RULES)
     pol_kw = _merge("policy_kwargs", policy_kwargs, preset, src)

@@ -52,12 +52,12 @@ def test_every_preset_key_is_applied(presets):
 
 @pytest.mark.parametrize("user, field, value", [
     (dict(policy="mlp"), "policy", "mlp"),
-    (dict(hidden=(3, 3)), "hidden", (3, 3)),
+    (dict(policy="mlp", hidden=(3, 3)), "hidden", (3, 3)),
     (dict(lr=0.01), "lr", 0.01),
     (dict(optimizer_kwargs={"lr": 0.01}), "lr", 0.01),
     (dict(popsize=8), "popsize", 8),
     (dict(obs_norm=True), "obs_norm", True),
-    (dict(obs_std_rule="floor"), "obs_std_rule", "floor"),
+    (dict(obs_norm=True, obs_std_rule="floor"), "obs_std_rule", "floor"),
     (dict(policy_kwargs={"squash": "tanh"}), "policy_kwargs", {"bias": False, "squash": "tanh"}),
     (dict(policy_kwargs={"bias": True}), "policy_kwargs", {"bias": True}),
     (dict(optimizer_kwargs={"sigma_lr": 0.1}), "optimizer_kwargs", {"sigma": 0.5, "sigma_lr": 0.1}),
@@ -145,6 +145,9 @@ def test_kv_values_are_python_literals():
     (["--optimizer", "ppo", "--grad-optimizer", "kl_adaptive", "--algo-kwargs", "anneal_lr=True"],
      "Invalid anneal_lr=True with grad_optimizer 'kl_adaptive'"),
     (["--optimizer", "nope"], "Invalid optimizer: 'nope' (expected one of ["),
+    (["--policy", "linear", "--hidden", "32"], "Invalid hidden=(32,) with policy 'linear'"),
+    (["--optimizer", "ppo", "--obs-norm-rule", "ars"],
+     "Invalid obs_std_rule='ars' without observation normalisation (expected obs_norm=True"),
     (["--resume"], "--resume needs --run-dir"),
 ])
 def test_bad_train_arguments_exit_2_with_a_clear_message(args, match, capsys):
@@ -219,6 +222,8 @@ def test_config_json_records_only_what_applies(tmp_path):
     train("CartPole-v1", iterations=1, run_dir=str(run), **PGPE)
     pgpe = json.loads((run / "config.json").read_text())
     assert {"num_envs", "grad_optimizer", "algo_kwargs"}.isdisjoint(pgpe) and pgpe["popsize"] == 4
+    assert "hidden" not in pgpe and "hidden" in ppo  # a linear policy has no hidden layers
+    assert "obs_std_rule" not in ppo and pgpe["obs_std_rule"] == "floor"  # no normaliser in PPO
     assert pgpe["optimizer_kwargs"]["optimizer"] == (
         "evoopt.gradient.clipup.ClipUp(lr=0.1125, momentum=0.9, max_speed=0.15)")
 
