@@ -18,15 +18,20 @@ the budget (the preset's, else :data:`rl.config.DEFAULT_BUDGET`, one million env
 
 At the edge, not in the algorithms: a tqdm progress bar, periodic evaluation of the
 center / deterministic policy (``eval_every`` iterations, ``eval_episodes`` episodes with
-fixed seeds), metrics in ``run_dir/metrics.csv`` with the fixed columns :data:`COLUMNS`
-(TensorBoard scalars in ``run_dir/tb`` when ``tensorboard`` is installed), a checkpoint
+fixed seeds), and the files of :class:`rl.outputs.RunOutputs`: the settings that ran in
+``run_dir/config.json``, metrics in ``run_dir/metrics.csv`` with the fixed columns
+:data:`COLUMNS` (``sigma``: the adapted search width ``opt.current_sigma`` where the
+optimizer has one; TensorBoard scalars in ``run_dir/tb`` when ``tensorboard`` is
+installed), a checkpoint
 ``run_dir/checkpoint.pt`` every ``checkpoint_every`` iterations (default 10; 50 for PPO)
 and at the end, the final policy in ``run_dir/policy.pt`` (:func:`save_policy` /
 :func:`load_policy`) and the learning curve ``run_dir/curve.png`` (when matplotlib is
 installed).
 
-Exact resume: ``train(..., resume=True)`` with the same arguments continues from
-``run_dir/checkpoint.pt`` and reproduces the uninterrupted run: the checkpoint holds the
+Exact resume: ``train(..., resume=True)`` with the same settings continues from
+``run_dir/checkpoint.pt`` and reproduces the uninterrupted run (other settings are refused
+with the differences listed, :meth:`rl.config.TrainConfig.identity`; the budget, the
+evaluation schedule and the number of Ray actors may change): the checkpoint holds the
 optimizer's state (with its RNG), the policy (with its observation normaliser), the
 rollout counters or the PPO/REINFORCE generator, and the metrics so far. PPO re-seeds
 and resets its envs every ``checkpoint_every`` iterations so that a checkpoint needs no
@@ -38,9 +43,9 @@ Crash safety (:mod:`rl.checkpoint`): checkpoints are written atomically (tempora
 fsync, rename) and the previous one is kept as ``checkpoint.pt.prev``; a corrupted newest
 file is refused and the previous good one is loaded (with a warning); a checkpoint saved
 for another optimizer, policy, env or spec is refused with the differences listed.
-SIGTERM or Ctrl-C finishes the current iteration, checkpoints and stops (a second signal
-stops at once; ``TrainResult.stop_reason`` is then ``"interrupted"``); a process killed
-outright resumes from its last checkpoint. A population optimizer that has stopped for good
+SIGTERM or Ctrl-C finishes the current iteration, checkpoints and stops with
+``TrainResult.stop_reason == "interrupted"`` (a second signal stops at once); a process
+killed outright resumes from its last checkpoint. A population optimizer that has stopped for good
 (a non-empty ``opt.stopped``, e.g. CMA-ES after pycma's termination criteria) ends the run
 (``stop_reason == "optimizer stopped"``, the reasons in ``TrainResult.stopped``).
 """
