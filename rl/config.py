@@ -216,12 +216,15 @@ def _budget(total_timesteps, iterations, preset: dict, sources: dict):
 
 
 def _grad_optimizer(name: str):
-    cls = evoopt.get_optimizer(name)
-    if name.lower() in evoopt.population_optimizers():
-        grads = sorted(k for k in evoopt.OPTIMIZERS if k not in evoopt.population_optimizers())
+    """The torch optimizer class for PPO / REINFORCE; errors list the gradient ones only."""
+    population = evoopt.population_optimizers()
+    grads = sorted(k for k in evoopt.OPTIMIZERS if k not in population)
+    if name in population:
         raise ValueError(f"Invalid grad_optimizer: {name!r} is a population optimizer "
                          f"(expected a gradient optimizer, one of {grads})")
-    return cls
+    if name not in grads:
+        raise ValueError(f"Invalid grad_optimizer: {name!r} (expected one of {grads})")
+    return evoopt.OPTIMIZERS[name]
 
 
 def _split_lr(lr, kwargs: dict, who: str) -> tuple[Any, dict]:
