@@ -67,6 +67,7 @@ import torch
 
 import evoopt
 from evoopt._validation import check_int
+from evoopt.compare import stop_reasons
 
 from .algorithms import PPO, Reinforce
 from .checkpoint import GracefulExit, describe
@@ -137,6 +138,7 @@ class _PopulationRunner:
         ret = ret[torch.isfinite(ret)]
         g = self.opt.param_groups[0]
         sigma = getattr(self.opt, "current_sigma", None)  # the adapted width, where there is one
+        sigma = sigma() if callable(sigma) else sigma
         sigma = g.get("sigma") if sigma is None else sigma
         return {"train_return": float(ret.mean()) if ret.numel() else math.nan,
                 "train_return_max": float(ret.max()) if ret.numel() else math.nan,
@@ -345,7 +347,7 @@ def _stop_reason(cfg: TrainConfig, runner, history: list[dict[str, float]]) -> s
         return "budget"
     if cfg.total_timesteps is not None and runner.env_steps >= cfg.total_timesteps:
         return "budget"
-    if getattr(runner.opt, "stopped", None):
+    if stop_reasons(runner.opt):
         return "optimizer stopped"
     if cfg.target_return is not None and history:
         if history[-1].get("eval_return", -math.inf) >= cfg.target_return:
@@ -424,7 +426,7 @@ def _loop(cfg: TrainConfig, runner, out: RunOutputs, resume: bool, progress: boo
                        if not math.isnan(r["eval_return"])), math.nan)
     return TrainResult(policy=runner.policy, history=history, run_dir=out.run_dir,
                        final_eval=final_eval, extra={"optimizer_obj": runner.opt}, config=cfg,
-                       stop_reason=reason, stopped=dict(getattr(runner.opt, "stopped", None) or {}),
+                       stop_reason=reason, stopped=stop_reasons(runner.opt),
                        resumed_from=resumed_from)
 
 
