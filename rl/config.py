@@ -113,7 +113,7 @@ class TrainConfig:
             keys.remove("obs_std_rule")
         out = {k: _plain(getattr(self, k)) for k in keys}
         out = {k: v for k, v in out.items() if v is not None and v != {}}
-        out["sources"] = dict(self.sources)
+        out["sources"] = {k: v for k, v in self.sources.items() if k in out or k == "budget"}
         return out
 
     def identity(self) -> dict[str, Any]:

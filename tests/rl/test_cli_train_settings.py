@@ -226,6 +226,8 @@ def test_config_json_records_only_what_applies(tmp_path):
     assert {"num_envs", "grad_optimizer", "algo_kwargs"}.isdisjoint(pgpe) and pgpe["popsize"] == 4
     assert "hidden" not in pgpe and "hidden" in ppo  # a linear policy has no hidden layers
     assert "obs_std_rule" not in ppo and pgpe["obs_std_rule"] == "floor"  # no normaliser in PPO
+    assert set(ppo["sources"]) <= set(ppo) | {"budget"} and "hidden" not in pgpe["sources"]
+    assert ppo["sources"]["num_envs"] == "user" and ppo["sources"]["budget"] == "user"
     assert pgpe["optimizer_kwargs"]["optimizer"] == (
         "evoopt.gradient.clipup.ClipUp(lr=0.1125, momentum=0.9, max_speed=0.15)")
 
