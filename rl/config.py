@@ -37,7 +37,7 @@ from .normalization import STD_RULES
 from .rollout import resolve_env_id
 
 __all__ = ["TrainConfig", "make_config", "GENERIC", "DEFAULT_BUDGET", "FALLBACK_OPTIMIZER",
-           "GRADIENT_METHODS", "POLICY_KWARGS", "SAME_MEANING"]
+           "GRADIENT_METHODS", "POLICY_KWARGS", "PRESET_KEYS", "SAME_MEANING"]
 
 GRADIENT_METHODS = ("ppo", "reinforce")
 #: The optimizer for an env with no ``DEFAULT_OPTIMIZER`` entry.
@@ -51,6 +51,11 @@ DEFAULT_BUDGET: dict[str, int] = {"total_timesteps": 1_000_000}
 POLICY_KWARGS = ("bias", "squash", "activation")
 #: Keys that say the same thing: a user's key drops the preset's others of its group.
 SAME_MEANING: tuple[frozenset[str], ...] = (frozenset({"sigma", "radius_init"}),)
+#: The keys a preset may hold (``rl/defaults.py``); any other is refused, so a typo in the
+#: table is an error rather than a setting silently left out.
+PRESET_KEYS = ("policy", "hidden", "lr", "popsize", "num_envs", "obs_norm", "obs_std_rule",
+               "policy_kwargs", "optimizer_kwargs", "algo_kwargs", "grad_optimizer",
+               "total_timesteps", "iterations", "rollout_kwargs", "target_return")
 #: Settings that do not change the numbers of a run: they may differ on resume.
 RESUMABLE = ("total_timesteps", "iterations", "target_return", "eval_every", "eval_episodes",
              "eval_seed", "checkpoint_every", "rollout_kwargs.num_actors")
@@ -273,6 +278,10 @@ def make_config(
         num_envs=num_envs, grad_optimizer=grad_optimizer, algo_kwargs=algo_kwargs,
         popsize=popsize, rollout_kwargs=rollout_kwargs))
     preset = dict(PRESETS.get((env_id, optimizer), {})) if use_presets else {}
+    unknown = sorted(set(preset) - set(PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"Invalid preset for {(env_id, optimizer)}: unknown keys {unknown} "
+                         f"(expected some of {list(PRESET_KEYS)}; see rl/defaults.py)")
     seed = check_int("seed", seed, minimum=0)
     total_timesteps, iterations = _budget(total_timesteps, iterations, preset, src)
     pol = _layer("policy", policy, preset, GENERIC["policy"], src)

@@ -78,6 +78,27 @@ def test_a_users_key_drops_the_presets_key_of_the_same_meaning():
     assert kw["radius_init"] is None and "sigma" not in kw
 
 
+@pytest.mark.parametrize("env_id, optimizer", sorted(defaults.PRESETS))
+def test_every_preset_of_the_table_resolves(env_id, optimizer):
+    """Each entry of rl/defaults.py is a valid config (keys, optimizer arguments, budget)."""
+    cfg = make_config(env_id, optimizer=optimizer)
+    assert cfg.optimizer == optimizer
+    assert cfg.total_timesteps is not None or cfg.iterations is not None
+
+
+def test_the_default_optimizer_of_each_env_is_used_without_optimizer():
+    for env_id, name in defaults.DEFAULT_OPTIMIZER.items():
+        assert make_config(env_id).optimizer == name
+    assert make_config("MountainCar-v0").optimizer == "pgpe"  # no entry: the fallback
+
+
+def test_a_preset_with_an_unknown_key_is_refused(monkeypatch):
+    monkeypatch.setitem(defaults.PRESETS, ("Acrobot-v1", "pgpe"), dict(popsze=8))
+    with pytest.raises(ValueError, match=re.escape(
+            "Invalid preset for ('Acrobot-v1', 'pgpe'): unknown keys ['popsze'] (expected some of")):
+        make_config("Acrobot-v1")
+
+
 def test_generic_defaults_without_a_preset():
     cfg = make_config("Acrobot-v1")
     assert (cfg.optimizer, cfg.policy, cfg.popsize, cfg.hidden) == ("pgpe", "mlp", 50, (64, 64))
