@@ -107,8 +107,9 @@ def test_an_optimizer_that_stopped_for_good_ends_the_run(tmp_path, monkeypatch, 
 
 def test_the_summary_lists_every_file_and_the_checkpoint_has_the_usual_mode(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "2", "--eval-episodes",
-                 "1", "--checkpoint-every", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", "CartPole-v1", "--optimizer", "pgpe", "--popsize", "4", "--iterations",
+                 "2", "--eval-episodes", "1", "--checkpoint-every", "1", "--run-dir", str(run),
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     listed = out.split("files: ")[1].strip().split(", ")
     on_disk = sorted(str(p) for p in run.iterdir())
@@ -123,8 +124,9 @@ def test_the_summary_lists_every_file_and_the_checkpoint_has_the_usual_mode(tmp_
 
 def test_resume_on_an_empty_folder_says_it_starts_fresh(tmp_path, capsys):
     run = tmp_path / "new"
-    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "1", "--eval-episodes",
-                 "1", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert main(["train", "CartPole-v1", "--optimizer", "pgpe", "--popsize", "4", "--iterations",
+                 "1", "--eval-episodes", "1", "--run-dir", str(run), "--resume",
+                 "--no-progress"]) == 0
     assert f"--resume: no checkpoint in {run}: starting a fresh run" in capsys.readouterr().out
 
 
