@@ -163,7 +163,7 @@ def _budget_text(cfg) -> str:
     if cfg.total_timesteps is not None:
         parts.append(f"{cfg.total_timesteps:,} env steps")
     text = " or ".join(parts) + f" ({cfg.sources['budget']})"
-    if cfg.target_return is not None:
+    if cfg.target_return is not None and cfg.target_return < float("inf"):
         text += f", or until an evaluation reaches {cfg.target_return:g}"
     return text
 
