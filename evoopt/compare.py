@@ -60,6 +60,7 @@ __all__ = [
     "check_kwargs",
     "parse_optimizer",
     "resolve_hyperparameters",
+    "stop_reasons",
 ]
 
 #: Names that stand for a registered optimizer with fixed extra arguments.
@@ -168,6 +169,17 @@ def resolve_hyperparameters(spec: OptimizerSpec, task: Task, model: torch.nn.Mod
         kw["seed"] = int(seed)
     check_kwargs(f"hyperparameters for {spec.label!r}", spec.cls, kw)
     return kw
+
+
+def stop_reasons(opt) -> dict[str, Any]:
+    """Why ``opt`` has stopped for good (``opt.stopped``, e.g. CMA-ES after pycma's
+    termination criteria) as plain values; empty while it runs on, and for optimizers
+    without the attribute (torch's)."""
+    stopped = getattr(opt, "stopped", None)
+    if callable(stopped):
+        stopped = stopped()
+    return {str(k): (v if isinstance(v, (int, float, str, bool)) else repr(v))
+            for k, v in dict(stopped or {}).items()}
 
 
 def check_kwargs(what: str, fn, kwargs, *, taken: Iterable[str] = ("self", "params")) -> None:
@@ -602,10 +614,8 @@ def _run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | Non
         if not population and not math.isfinite(float(torch.as_tensor(loss).detach())):
             run.status = "diverged"
             break
-        stopped = getattr(opt, "stopped", None)  # e.g. CMA-ES after pycma's stop criteria
-        if stopped:
-            run.stopped = {str(k): (v if isinstance(v, (int, float, str, bool)) else repr(v))
-                           for k, v in dict(stopped).items()}
+        run.stopped = stop_reasons(opt)  # e.g. CMA-ES after pycma's stop criteria
+        if run.stopped:
             break
         if run.num_evals >= next_evals or run.wall_time >= next_seconds:
             record()

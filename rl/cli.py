@@ -163,7 +163,7 @@ def _budget_text(cfg) -> str:
     if cfg.total_timesteps is not None:
         parts.append(f"{cfg.total_timesteps:,} env steps")
     text = " or ".join(parts) + f" ({cfg.sources['budget']})"
-    if cfg.target_return is not None:
+    if cfg.target_return is not None and cfg.target_return < float("inf"):
         text += f", or until an evaluation reaches {cfg.target_return:g}"
     return text
 
@@ -221,9 +221,13 @@ def _summary(args, result) -> int:
         print("files: " + ", ".join(result.files))
     if not result.interrupted:
         return 0
-    if result.checkpoint_iteration is None:
-        print(f"interrupted at iteration {len(result.history)}: nothing was saved"
-              + ("" if args.run_dir else " (no --run-dir)"), file=sys.stderr)
+    if not args.run_dir:
+        print(f"interrupted at iteration {len(result.history)}: nothing was saved (no --run-dir)",
+              file=sys.stderr)
+    elif result.checkpoint_iteration is None:  # PPO checkpoints where it resets its envs only
+        print(f"interrupted at iteration {len(result.history)}, before the first checkpoint "
+              f"(every {result.config.checkpoint_every} iterations): --resume would start afresh",
+              file=sys.stderr)
     else:
         print(f"interrupted at iteration {len(result.history)}; the checkpoint in {args.run_dir} "
               f"holds {result.checkpoint_iteration} iterations. Resume with:\n  "

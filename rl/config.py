@@ -37,7 +37,7 @@ from .normalization import STD_RULES
 from .rollout import resolve_env_id
 
 __all__ = ["TrainConfig", "make_config", "GENERIC", "DEFAULT_BUDGET", "FALLBACK_OPTIMIZER",
-           "GRADIENT_METHODS", "POLICY_KWARGS", "SAME_MEANING"]
+           "GRADIENT_METHODS", "POLICY_KWARGS", "PRESET_KEYS", "SAME_MEANING"]
 
 GRADIENT_METHODS = ("ppo", "reinforce")
 #: The optimizer for an env with no ``DEFAULT_OPTIMIZER`` entry.
@@ -51,6 +51,11 @@ DEFAULT_BUDGET: dict[str, int] = {"total_timesteps": 1_000_000}
 POLICY_KWARGS = ("bias", "squash", "activation")
 #: Keys that say the same thing: a user's key drops the preset's others of its group.
 SAME_MEANING: tuple[frozenset[str], ...] = (frozenset({"sigma", "radius_init"}),)
+#: The keys a preset may hold (``rl/defaults.py``); any other is refused, so a typo in the
+#: table is an error rather than a setting silently left out.
+PRESET_KEYS = ("policy", "hidden", "lr", "popsize", "num_envs", "obs_norm", "obs_std_rule",
+               "policy_kwargs", "optimizer_kwargs", "algo_kwargs", "grad_optimizer",
+               "total_timesteps", "iterations", "rollout_kwargs", "target_return")
 #: Settings that do not change the numbers of a run: they may differ on resume.
 RESUMABLE = ("total_timesteps", "iterations", "target_return", "eval_every", "eval_episodes",
              "eval_seed", "checkpoint_every", "rollout_kwargs.num_actors")
@@ -107,9 +112,13 @@ class TrainConfig:
                  else ["popsize"])
         keys += ["rollout_kwargs", "total_timesteps", "iterations", "target_return", "seed",
                  "eval_every", "eval_episodes", "eval_seed", "checkpoint_every"]
+        if self.policy == "linear":
+            keys.remove("hidden")
+        if not self.obs_norm:
+            keys.remove("obs_std_rule")
         out = {k: _plain(getattr(self, k)) for k in keys}
         out = {k: v for k, v in out.items() if v is not None and v != {}}
-        out["sources"] = dict(self.sources)
+        out["sources"] = {k: v for k, v in self.sources.items() if k in out or k == "budget"}
         return out
 
     def identity(self) -> dict[str, Any]:
@@ -212,12 +221,15 @@ def _budget(total_timesteps, iterations, preset: dict, sources: dict):
 
 
 def _grad_optimizer(name: str):
-    cls = evoopt.get_optimizer(name)
-    if name.lower() in evoopt.population_optimizers():
-        grads = sorted(k for k in evoopt.OPTIMIZERS if k not in evoopt.population_optimizers())
+    """The torch optimizer class for PPO / REINFORCE; errors list the gradient ones only."""
+    population = evoopt.population_optimizers()
+    grads = sorted(k for k in evoopt.OPTIMIZERS if k not in population)
+    if name in population:
         raise ValueError(f"Invalid grad_optimizer: {name!r} is a population optimizer "
                          f"(expected a gradient optimizer, one of {grads})")
-    return cls
+    if name not in grads:
+        raise ValueError(f"Invalid grad_optimizer: {name!r} (expected one of {grads})")
+    return evoopt.OPTIMIZERS[name]
 
 
 def _split_lr(lr, kwargs: dict, who: str) -> tuple[Any, dict]:
@@ -266,15 +278,25 @@ def make_config(
         num_envs=num_envs, grad_optimizer=grad_optimizer, algo_kwargs=algo_kwargs,
         popsize=popsize, rollout_kwargs=rollout_kwargs))
     preset = dict(PRESETS.get((env_id, optimizer), {})) if use_presets else {}
+    unknown = sorted(set(preset) - set(PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"Invalid preset for {(env_id, optimizer)}: unknown keys {unknown} "
+                         f"(expected some of {list(PRESET_KEYS)}; see rl/defaults.py)")
     seed = check_int("seed", seed, minimum=0)
     total_timesteps, iterations = _budget(total_timesteps, iterations, preset, src)
     pol = _layer("policy", policy, preset, GENERIC["policy"], src)
     if pol not in ("linear", "mlp"):
         raise ValueError(f"Invalid policy: {pol!r} (expected 'linear' or 'mlp')")
+    if pol == "linear" and hidden is not None:
+        raise ValueError(f"Invalid hidden={tuple(hidden)!r} with policy 'linear': a linear policy "
+                         "has no hidden layers (expected policy='mlp', or no hidden)")
     hidden = tuple(_layer("hidden", hidden, preset, GENERIC["hidden"], src))
     for h in hidden:
         check_int("hidden", h)
     obs_norm = bool(_layer("obs_norm", obs_norm, preset, not gradient, src))
+    if obs_std_rule is not None and not obs_norm:
+        raise ValueError(f"Invalid obs_std_rule={obs_std_rule!r} without observation "
+                         "normalisation (expected obs_norm=True / --obs-norm, or no obs_std_rule)")
     obs_std_rule = check_choice("obs_std_rule", _layer("obs_std_rule", obs_std_rule, preset,
                                                        GENERIC["obs_std_rule"], src), STD_RULES)
     pol_kw = _merge("policy_kwargs", policy_kwargs, preset, src)

@@ -18,15 +18,20 @@ the budget (the preset's, else :data:`rl.config.DEFAULT_BUDGET`, one million env
 
 At the edge, not in the algorithms: a tqdm progress bar, periodic evaluation of the
 center / deterministic policy (``eval_every`` iterations, ``eval_episodes`` episodes with
-fixed seeds), metrics in ``run_dir/metrics.csv`` with the fixed columns :data:`COLUMNS`
-(TensorBoard scalars in ``run_dir/tb`` when ``tensorboard`` is installed), a checkpoint
+fixed seeds), and the files of :class:`rl.outputs.RunOutputs`: the settings that ran in
+``run_dir/config.json``, metrics in ``run_dir/metrics.csv`` with the fixed columns
+:data:`COLUMNS` (``sigma``: the adapted search width ``opt.current_sigma`` where the
+optimizer has one; TensorBoard scalars in ``run_dir/tb`` when ``tensorboard`` is
+installed), a checkpoint
 ``run_dir/checkpoint.pt`` every ``checkpoint_every`` iterations (default 10; 50 for PPO)
 and at the end, the final policy in ``run_dir/policy.pt`` (:func:`save_policy` /
 :func:`load_policy`) and the learning curve ``run_dir/curve.png`` (when matplotlib is
 installed).
 
-Exact resume: ``train(..., resume=True)`` with the same arguments continues from
-``run_dir/checkpoint.pt`` and reproduces the uninterrupted run: the checkpoint holds the
+Exact resume: ``train(..., resume=True)`` with the same settings continues from
+``run_dir/checkpoint.pt`` and reproduces the uninterrupted run (other settings are refused
+with the differences listed, :meth:`rl.config.TrainConfig.identity`; the budget, the
+evaluation schedule and the number of Ray actors may change): the checkpoint holds the
 optimizer's state (with its RNG), the policy (with its observation normaliser), the
 rollout counters or the PPO/REINFORCE generator, and the metrics so far. PPO re-seeds
 and resets its envs every ``checkpoint_every`` iterations so that a checkpoint needs no
@@ -38,9 +43,9 @@ Crash safety (:mod:`rl.checkpoint`): checkpoints are written atomically (tempora
 fsync, rename) and the previous one is kept as ``checkpoint.pt.prev``; a corrupted newest
 file is refused and the previous good one is loaded (with a warning); a checkpoint saved
 for another optimizer, policy, env or spec is refused with the differences listed.
-SIGTERM or Ctrl-C finishes the current iteration, checkpoints and stops (a second signal
-stops at once; ``TrainResult.stop_reason`` is then ``"interrupted"``); a process killed
-outright resumes from its last checkpoint. A population optimizer that has stopped for good
+SIGTERM or Ctrl-C finishes the current iteration, checkpoints and stops with
+``TrainResult.stop_reason == "interrupted"`` (a second signal stops at once); a process
+killed outright resumes from its last checkpoint. A population optimizer that has stopped for good
 (a non-empty ``opt.stopped``, e.g. CMA-ES after pycma's termination criteria) ends the run
 (``stop_reason == "optimizer stopped"``, the reasons in ``TrainResult.stopped``).
 """
@@ -62,6 +67,7 @@ import torch
 
 import evoopt
 from evoopt._validation import check_int
+from evoopt.compare import stop_reasons
 
 from .algorithms import PPO, Reinforce
 from .checkpoint import GracefulExit, describe
@@ -132,6 +138,7 @@ class _PopulationRunner:
         ret = ret[torch.isfinite(ret)]
         g = self.opt.param_groups[0]
         sigma = getattr(self.opt, "current_sigma", None)  # the adapted width, where there is one
+        sigma = sigma() if callable(sigma) else sigma
         sigma = g.get("sigma") if sigma is None else sigma
         return {"train_return": float(ret.mean()) if ret.numel() else math.nan,
                 "train_return_max": float(ret.max()) if ret.numel() else math.nan,
@@ -340,7 +347,7 @@ def _stop_reason(cfg: TrainConfig, runner, history: list[dict[str, float]]) -> s
         return "budget"
     if cfg.total_timesteps is not None and runner.env_steps >= cfg.total_timesteps:
         return "budget"
-    if getattr(runner.opt, "stopped", None):
+    if stop_reasons(runner.opt):
         return "optimizer stopped"
     if cfg.target_return is not None and history:
         if history[-1].get("eval_return", -math.inf) >= cfg.target_return:
@@ -419,7 +426,7 @@ def _loop(cfg: TrainConfig, runner, out: RunOutputs, resume: bool, progress: boo
                        if not math.isnan(r["eval_return"])), math.nan)
     return TrainResult(policy=runner.policy, history=history, run_dir=out.run_dir,
                        final_eval=final_eval, extra={"optimizer_obj": runner.opt}, config=cfg,
-                       stop_reason=reason, stopped=dict(getattr(runner.opt, "stopped", None) or {}),
+                       stop_reason=reason, stopped=stop_reasons(runner.opt),
                        resumed_from=resumed_from)
 
 

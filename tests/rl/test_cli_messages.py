@@ -10,7 +10,8 @@ import torch
 from evoopt.cli import main
 
 train_mod = importlib.import_module("rl.train")  # (rl.train is also the function)
-FAST = ["--popsize", "4", "--iterations", "1", "--eval-episodes", "1", "--no-progress"]
+FAST = ["--optimizer", "pgpe", "--popsize", "4", "--iterations", "1", "--eval-episodes", "1",
+        "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,14 @@ GRAD_PRESET = dict(num_envs=3, grad_optimizer="sgd", algo_kwargs=dict(max_steps=
                    optimizer_kwargs=dict(momentum=0.5), lr=0.02, total_timesteps=4_000)
 
 
+@pytest.fixture(autouse=True)
+def table(monkeypatch):
+    """The tests' own entries for Acrobot-v1 (whatever the real table holds for it)."""
+    for key in [k for k in defaults.PRESETS if k[0] == "Acrobot-v1"]:
+        monkeypatch.delitem(defaults.PRESETS, key)
+    monkeypatch.delitem(defaults.DEFAULT_OPTIMIZER, "Acrobot-v1", raising=False)
+
+
 @pytest.fixture
 def presets(monkeypatch):
     monkeypatch.setitem(defaults.PRESETS, ("Acrobot-v1", "snes"), FULL_PRESET)
@@ -52,12 +60,12 @@ def test_every_preset_key_is_applied(presets):
 
 @pytest.mark.parametrize("user, field, value", [
     (dict(policy="mlp"), "policy", "mlp"),
-    (dict(hidden=(3, 3)), "hidden", (3, 3)),
+    (dict(policy="mlp", hidden=(3, 3)), "hidden", (3, 3)),
     (dict(lr=0.01), "lr", 0.01),
     (dict(optimizer_kwargs={"lr": 0.01}), "lr", 0.01),
     (dict(popsize=8), "popsize", 8),
     (dict(obs_norm=True), "obs_norm", True),
-    (dict(obs_std_rule="floor"), "obs_std_rule", "floor"),
+    (dict(obs_norm=True, obs_std_rule="floor"), "obs_std_rule", "floor"),
     (dict(policy_kwargs={"squash": "tanh"}), "policy_kwargs", {"bias": False, "squash": "tanh"}),
     (dict(policy_kwargs={"bias": True}), "policy_kwargs", {"bias": True}),
     (dict(optimizer_kwargs={"sigma_lr": 0.1}), "optimizer_kwargs", {"sigma": 0.5, "sigma_lr": 0.1}),
@@ -70,12 +78,37 @@ def test_the_users_arguments_win_over_the_preset(presets, user, field, value):
     assert getattr(make_config("Acrobot-v1", **user), field) == value
 
 
-def test_a_users_key_drops_the_presets_key_of_the_same_meaning():
-    """CartPole's PGPE preset gives radius_init; a user's sigma replaces it (and vice versa)."""
-    kw = make_config("CartPole-v1", optimizer_kwargs={"sigma": 0.05}).optimizer_kwargs
-    assert kw["sigma"] == 0.05 and "radius_init" not in kw and kw["stdev_lr"] == 0.1
-    kw = make_config("CartPole-v1", optimizer_kwargs={"radius_init": None}).optimizer_kwargs
-    assert kw["radius_init"] is None and "sigma" not in kw
+def test_a_users_key_drops_the_presets_key_of_the_same_meaning(monkeypatch):
+    """A preset's radius_init yields to a user's sigma (and a preset's sigma to radius_init)."""
+    monkeypatch.setitem(defaults.PRESETS, ("Acrobot-v1", "pgpe"),
+                        dict(optimizer_kwargs=dict(radius_init=2.25, stdev_lr=0.2)))
+    kw = make_config("Acrobot-v1", optimizer_kwargs={"sigma": 0.05}).optimizer_kwargs
+    assert kw == {"stdev_lr": 0.2, "sigma": 0.05}
+    monkeypatch.setitem(defaults.PRESETS, ("Acrobot-v1", "pgpe"),
+                        dict(optimizer_kwargs=dict(sigma=1.0)))
+    kw = make_config("Acrobot-v1", optimizer_kwargs={"radius_init": None}).optimizer_kwargs
+    assert kw == {"radius_init": None}
+
+
+@pytest.mark.parametrize("env_id, optimizer", sorted(defaults.PRESETS))
+def test_every_preset_of_the_table_resolves(env_id, optimizer):
+    """Each entry of rl/defaults.py is a valid config (keys, optimizer arguments, budget)."""
+    cfg = make_config(env_id, optimizer=optimizer)
+    assert cfg.optimizer == optimizer
+    assert cfg.total_timesteps is not None or cfg.iterations is not None
+
+
+def test_the_default_optimizer_of_each_env_is_used_without_optimizer():
+    for env_id, name in defaults.DEFAULT_OPTIMIZER.items():
+        assert make_config(env_id).optimizer == name
+    assert make_config("Acrobot-v1").optimizer == "pgpe"  # no entry: the fallback
+
+
+def test_a_preset_with_an_unknown_key_is_refused(monkeypatch):
+    monkeypatch.setitem(defaults.PRESETS, ("Acrobot-v1", "pgpe"), dict(popsze=8))
+    with pytest.raises(ValueError, match=re.escape("Invalid preset for ('Acrobot-v1', 'pgpe'): "
+                                                   "unknown keys ['popsze'] (expected some of")):
+        make_config("Acrobot-v1")
 
 
 def test_generic_defaults_without_a_preset():
@@ -89,12 +122,13 @@ def test_generic_defaults_without_a_preset():
 def test_optimizer_kwargs_sigma_over_the_cartpole_preset_runs(tmp_path, capsys):
     """Issue 12: 'Invalid sigma=0.05 with radius_init=2.25' although the user never gave it."""
     run = tmp_path / "run"
-    rc = main(["train", "CartPole-v1", "--optimizer-kwargs", "sigma=0.05", "--popsize", "4",
-               "--run-dir", str(run), *FAST])
+    rc = main(["train", "CartPole-v1", "--optimizer", "pgpe", "--optimizer-kwargs", "sigma=0.05",
+               "--popsize", "4", "--run-dir", str(run), *FAST])
     assert rc == 0, capsys.readouterr().err
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["optimizer_kwargs"]["sigma"] == 0.05 and "radius_init" not in cfg["optimizer_kwargs"]
-    assert cfg["lr"] == 0.1125 and cfg["sources"]["optimizer_kwargs"] == "user+preset"
+    kw = json.loads((run / "config.json").read_text())["optimizer_kwargs"]
+    assert kw["sigma"] == 0.05 and "radius_init" not in kw
+    preset = defaults.PRESETS.get(("CartPole-v1", "pgpe"), {}).get("optimizer_kwargs", {})
+    assert set(kw) == (set(preset) - {"radius_init", "lr"}) | {"sigma"}
 
 
 def test_kv_values_are_python_literals():
@@ -121,7 +155,7 @@ def test_kv_values_are_python_literals():
     (["--optimizer-kwargs", "sigma"],
      "argument --optimizer-kwargs: expected key=value, got 'sigma'"),
     # unknown keys: the valid ones listed, as `compare` does
-    (["--optimizer-kwargs", "sigmaa=0.1"],
+    (["--optimizer", "pgpe", "--optimizer-kwargs", "sigmaa=0.1"],
      "Invalid optimizer_kwargs for 'pgpe': ['sigmaa'] (expected some of: lr, sigma, radius_init"),
     (["--optimizer", "ppo", "--optimizer-kwargs", "nope=1"],
      "Invalid optimizer_kwargs for 'adam': ['nope'] (expected some of: lr, betas"),
@@ -142,9 +176,14 @@ def test_kv_values_are_python_literals():
     (["--optimizer", "ppo", "--grad-optimizer", "pgpe"],
      "Invalid grad_optimizer: 'pgpe' is a population optimizer (expected a gradient optimizer, "
      "one of ["),
+    (["--optimizer", "ppo", "--grad-optimizer", "adamm"], "Invalid grad_optimizer: 'adamm' "
+     "(expected one of ["),
     (["--optimizer", "ppo", "--grad-optimizer", "kl_adaptive", "--algo-kwargs", "anneal_lr=True"],
      "Invalid anneal_lr=True with grad_optimizer 'kl_adaptive'"),
     (["--optimizer", "nope"], "Invalid optimizer: 'nope' (expected one of ["),
+    (["--policy", "linear", "--hidden", "32"], "Invalid hidden=(32,) with policy 'linear'"),
+    (["--optimizer", "ppo", "--no-obs-norm", "--obs-norm-rule", "ars"],
+     "Invalid obs_std_rule='ars' without observation normalisation (expected obs_norm=True"),
     (["--resume"], "--resume needs --run-dir"),
 ])
 def test_bad_train_arguments_exit_2_with_a_clear_message(args, match, capsys):
@@ -152,7 +191,7 @@ def test_bad_train_arguments_exit_2_with_a_clear_message(args, match, capsys):
     err = capsys.readouterr().err
     assert match in err, err
     assert "Traceback" not in err
-    if "Invalid grad_optimizer: 'pgpe'" in match:
+    if "Invalid grad_optimizer: " in match:
         listed = err.split("one of [")[1]
         assert "'adam'" in listed and "'pgpe'" not in listed and "'cmaes'" not in listed
 
@@ -170,12 +209,13 @@ def test_zero_is_refused_by_the_python_api_too(kwargs, match):
 
 
 # ------------------------------------------------------------------------------ resume
-PGPE = dict(optimizer="pgpe", policy="linear", popsize=4, eval_every=1, eval_episodes=1,
-            progress=False, plot=False)
+PGPE = dict(optimizer="pgpe", policy="linear", popsize=4, lr=0.1,
+            optimizer_kwargs={"stdev_lr": 0.1}, eval_every=1, eval_episodes=1, progress=False,
+            plot=False, use_presets=False)
 
 
 @pytest.mark.parametrize("change, diffs", [
-    (dict(lr=0.2), ["config.lr: saved 0.1125, expected 0.2"]),
+    (dict(lr=0.2), ["config.lr: saved 0.1, expected 0.2"]),
     (dict(seed=5), ["config.seed: saved 0, expected 5"]),
     (dict(optimizer_kwargs={"stdev_lr": 0.3}),
      ["config.optimizer_kwargs.stdev_lr: saved 0.1, expected 0.3"]),
@@ -202,9 +242,10 @@ def test_resume_with_a_larger_budget_continues_and_records_it(tmp_path, capsys):
     cfg = json.loads(open(os.path.join(run, "config.json")).read())
     assert cfg["iterations"] == 3 and cfg["eval_episodes"] == 2
     # from the command line: a changed lr is a usage error naming the difference
-    rc = main(["train", "CartPole-v1", "--optimizer", "pgpe", "--policy", "linear", "--popsize",
-               "4", "--lr", "0.3", "--run-dir", run, "--resume", *FAST])
-    assert rc == 2 and "config.lr: saved 0.1125, expected 0.3" in capsys.readouterr().err
+    cli = ["train", "CartPole-v1", "--optimizer", "pgpe", "--run-dir", str(tmp_path / "cli"), *FAST]
+    assert main([*cli, "--lr", "0.2"]) == 0
+    assert main([*cli, "--lr", "0.3", "--resume"]) == 2
+    assert "config.lr: saved 0.2, expected 0.3" in capsys.readouterr().err
 
 
 def test_config_json_records_only_what_applies(tmp_path):
@@ -216,11 +257,17 @@ def test_config_json_records_only_what_applies(tmp_path):
     assert "popsize" not in ppo and ppo["num_envs"] == 2 and ppo["grad_optimizer"] == "adam"
     assert ppo["algo_kwargs"]["num_steps"] == 8 and ppo["algo_kwargs"]["reset_every"] == 50
     run = tmp_path / "pgpe"
-    train("CartPole-v1", iterations=1, run_dir=str(run), **PGPE)
+    clipup = functools.partial(evoopt.ClipUp, lr=0.1, max_speed=0.15)
+    train("CartPole-v1", iterations=1, run_dir=str(run), **{**PGPE, "optimizer_kwargs": {
+        "optimizer": clipup}})
     pgpe = json.loads((run / "config.json").read_text())
     assert {"num_envs", "grad_optimizer", "algo_kwargs"}.isdisjoint(pgpe) and pgpe["popsize"] == 4
+    assert "hidden" not in pgpe and "hidden" in ppo  # a linear policy has no hidden layers
+    assert "obs_std_rule" not in ppo and pgpe["obs_std_rule"] == "floor"  # no normaliser in PPO
+    assert set(ppo["sources"]) <= set(ppo) | {"budget"} and "hidden" not in pgpe["sources"]
+    assert ppo["sources"]["num_envs"] == "user" and ppo["sources"]["budget"] == "user"
     assert pgpe["optimizer_kwargs"]["optimizer"] == (
-        "evoopt.gradient.clipup.ClipUp(lr=0.1125, momentum=0.9, max_speed=0.15)")
+        "evoopt.gradient.clipup.ClipUp(lr=0.1, max_speed=0.15)")
 
 
 def test_a_functools_partial_in_a_preset_is_recorded_by_name():

@@ -107,8 +107,9 @@ def test_an_optimizer_that_stopped_for_good_ends_the_run(tmp_path, monkeypatch, 
 
 def test_the_summary_lists_every_file_and_the_checkpoint_has_the_usual_mode(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "2", "--eval-episodes",
-                 "1", "--checkpoint-every", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", "CartPole-v1", "--optimizer", "pgpe", "--popsize", "4", "--iterations",
+                 "2", "--eval-episodes", "1", "--checkpoint-every", "1", "--run-dir", str(run),
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     listed = out.split("files: ")[1].strip().split(", ")
     on_disk = sorted(str(p) for p in run.iterdir())
@@ -123,8 +124,9 @@ def test_the_summary_lists_every_file_and_the_checkpoint_has_the_usual_mode(tmp_
 
 def test_resume_on_an_empty_folder_says_it_starts_fresh(tmp_path, capsys):
     run = tmp_path / "new"
-    assert main(["train", "CartPole-v1", "--popsize", "4", "--iterations", "1", "--eval-episodes",
-                 "1", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert main(["train", "CartPole-v1", "--optimizer", "pgpe", "--popsize", "4", "--iterations",
+                 "1", "--eval-episodes", "1", "--run-dir", str(run), "--resume",
+                 "--no-progress"]) == 0
     assert f"--resume: no checkpoint in {run}: starting a fresh run" in capsys.readouterr().out
 
 
@@ -135,3 +137,22 @@ def test_resume_on_an_empty_folder_says_it_starts_fresh(tmp_path, capsys):
 ])
 def test_the_progress_bar_shows_short_numbers_and_no_nan(ret, ev, expected):
     assert _postfix(ret, ev) == expected
+
+
+def test_ppo_interrupted_before_its_first_checkpoint_says_a_resume_starts_afresh(
+        tmp_path, monkeypatch, capsys):
+    iterate = train_mod._GradientRunner.iterate
+
+    def interrupted(self):
+        signal.raise_signal(signal.SIGINT)
+        return iterate(self)
+
+    monkeypatch.setattr(train_mod._GradientRunner, "iterate", interrupted)
+    rc = main(["train", "CartPole-v1", "--optimizer", "ppo", "--hidden", "8", "--num-envs", "2",
+               "--algo-kwargs", "num_steps=8,update_epochs=1", "--iterations", "3",
+               "--eval-episodes", "1", "--run-dir", str(tmp_path / "ppo"), "--no-progress"])
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert "interrupted at iteration 1, before the first checkpoint (every 50 iterations): " \
+           "--resume would start afresh" in err
+    assert not (tmp_path / "ppo" / "checkpoint.pt").exists()
