@@ -9,8 +9,11 @@ observation filter.
     PYTHONPATH=. python examples/ars_mujoco.py [--env HalfCheetah-v5] [--generations 120] [--tiny]
 
 Each generation plays 16 episodes of 1000 steps (about 1.5 s on one CPU core for
-HalfCheetah). The bench measures seed 0's policy at a mean return of 3430 or more over 100
-episodes after 60 generations (960 episodes).
+HalfCheetah). How many it takes depends on the seed and, since RL runs diverge across CPUs
+and BLAS kernels, on the machine: over seeds 0-14 bench/bench_ars_mujoco.py measured a
+median of 2,720 training episodes (170 generations) to a mean return of 3430 over 100
+episodes, quartiles 1,120 - 3,040, 3 seeds of 15 not within 5,121; raise --generations
+accordingly.
 """
 
 import argparse
