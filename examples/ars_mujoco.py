@@ -6,7 +6,7 @@ the policy as in the authors' code: a = W @ filter(obs), no bias, the raw action
 the env (MuJoCo clamps the control, the control cost sees the raw action), ARS's
 observation filter.
 
-    PYTHONPATH=. python examples/ars_mujoco.py [--env HalfCheetah-v5] [--generations 120] [--tiny]
+    PYTHONPATH=. python examples/ars_mujoco.py [--env HalfCheetah-v5] [--generations 200] [--tiny]
 
 Each generation plays 16 episodes of 1000 steps (about 1.5 s on one CPU core for
 HalfCheetah). How many it takes depends on the seed and, since RL runs diverge across CPUs
@@ -28,7 +28,7 @@ from rl import PopulationRollout, RunningNorm, make_policy
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--env", default="HalfCheetah-v5")
-    ap.add_argument("--generations", type=int, default=120)
+    ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="2 generations of 8 members, 50-step episodes")
     args = ap.parse_args(argv)
