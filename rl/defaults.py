@@ -61,6 +61,7 @@ _PGPE = dict(popsize=50, lr=0.75 * _MAX_SPEED, optimizer_kwargs=dict(
         evoopt.ClipUp, lr=0.75 * _MAX_SPEED, momentum=0.9, max_speed=_MAX_SPEED)))
 #: "Solved": the deterministic policy's mean return over 50 fixed-seed episodes, judged
 #: every 2 generations; the run stops at the first evaluation at or above target_return.
+#: (PPO presets judge every 20k-40k steps: an iteration is num_envs * num_steps steps.)
 _SOLVED = dict(eval_every=2, eval_episodes=50)
 
 #: Per-task settings that are known to work (applied under the user's keyword arguments).
@@ -77,8 +78,37 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # ---- Acrobot-v1 (solved: -100)
     ("Acrobot-v1", "pgpe"): dict(
         policy="linear", obs_norm=True, **_PGPE, iterations=60, target_return=-100, **_SOLVED),
+    # rl-zoo: normalize, n_envs 16, n_steps 256, gae_lambda 0.94, gamma 0.99, n_epochs 4,
+    # ent_coef 0, batch 64 (16 * 256 / 64 = 64 minibatches), 1e6 steps
+    ("Acrobot-v1", "ppo"): dict(num_envs=16, lr=3e-4, obs_norm=True, total_timesteps=1_000_000,
+                                target_return=-100, eval_every=10, eval_episodes=50, algo_kwargs=dict(
+        num_steps=256, gamma=0.99, gae_lambda=0.94, num_minibatches=64, update_epochs=4, ent_coef=0.0,
+        clip_coef=0.2, clip_vloss=False, vf_coef=1.0)),
     # ---- MountainCarContinuous-v0 (solved: 90)
     ("MountainCarContinuous-v0", "pgpe"): dict(
         policy="linear", obs_norm=True, obs_std_rule="ars", **_PGPE, iterations=40, target_return=90,
         **_SOLVED),
+    # rl-zoo: normalize, n_envs 1, n_steps 8, batch 256 (> 8: one minibatch), gamma 0.9999,
+    # lr 7.77e-5, ent_coef 0.00429, clip 0.1, n_epochs 10, gae_lambda 0.9, max_grad_norm 5,
+    # vf_coef 0.19, 20k steps, and gSDE with log_std_init -3.29, which we do not have
+    ("MountainCarContinuous-v0", "ppo"): dict(num_envs=1, lr=7.77e-5, obs_norm=True,
+                                              total_timesteps=20_000, target_return=90, eval_every=250,
+                                              eval_episodes=50,
+                                              algo_kwargs=dict(
+        num_steps=8, gamma=0.9999, gae_lambda=0.9, num_minibatches=1, update_epochs=10,
+        ent_coef=0.00429, clip_coef=0.1, clip_vloss=False, vf_coef=0.38, max_grad_norm=5.0)),
+    # ---- MountainCar-v0 (solved: -110)
+    # rl-zoo: normalize, n_envs 16, n_steps 16, gae_lambda 0.98, gamma 0.99, n_epochs 4,
+    # ent_coef 0, batch 64 (16 * 16 / 64 = 4 minibatches), 1e6 steps
+    ("MountainCar-v0", "ppo"): dict(num_envs=16, lr=3e-4, obs_norm=True, total_timesteps=1_000_000,
+                                    target_return=-110, eval_every=100, eval_episodes=50, algo_kwargs=dict(
+        num_steps=16, gamma=0.99, gae_lambda=0.98, num_minibatches=4, update_epochs=4, ent_coef=0.0,
+        clip_coef=0.2, clip_vloss=False, vf_coef=1.0)),
+    # ---- Pendulum-v1 (solved: -200)
+    # rl-zoo: n_envs 4, n_steps 1024, gae_lambda 0.95, gamma 0.9, n_epochs 10, ent_coef 0,
+    # lr 1e-3, clip 0.2, batch 64 (4 * 1024 / 64 = 64 minibatches), 1e5 steps, gSDE (not here)
+    ("Pendulum-v1", "ppo"): dict(num_envs=4, lr=1e-3, total_timesteps=1_000_000, target_return=-200,
+                                 eval_every=5, eval_episodes=50, algo_kwargs=dict(
+        num_steps=1024, gamma=0.9, gae_lambda=0.95, num_minibatches=64, update_epochs=10, ent_coef=0.0,
+        clip_coef=0.2, clip_vloss=False, vf_coef=1.0)),
 }
