@@ -72,55 +72,58 @@ _PGPE = dict(popsize=50, lr=0.75 * _MAX_SPEED, optimizer_kwargs=dict(
 #: (PPO presets judge every 20k-40k steps: an iteration is num_envs * num_steps steps.)
 _SOLVED = dict(eval_every=2, eval_episodes=50)
 
+def _ppo(num_envs, lr, total_timesteps, target_return, eval_every, **algo_kwargs):
+    """A PPO preset from rl-zoo's numbers; SB3's defaults where the zoo gives none (clip 0.2,
+    no value clipping, max_grad_norm 0.5, vf_coef 0.5 -> ours 1.0, no entropy bonus)."""
+    algo = dict(clip_coef=0.2, clip_vloss=False, vf_coef=1.0, ent_coef=0.0) | algo_kwargs
+    return dict(num_envs=num_envs, lr=lr, total_timesteps=total_timesteps,
+                target_return=target_return, eval_every=eval_every, eval_episodes=50,
+                algo_kwargs=algo)
+
+
 #: Per-task settings that are known to work (applied under the user's keyword arguments).
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # ---- CartPole-v1 (solved: 475)
     ("CartPole-v1", "pgpe"): dict(
         policy="linear", obs_norm=True, **_PGPE, iterations=60, target_return=475, **_SOLVED),
-    # rl-zoo (hyperparams/ppo.yml, CartPole-v1)
-    ("CartPole-v1", "ppo"): dict(num_envs=8, lr=1e-3, algo_kwargs=dict(
-        num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
-        clip_coef=0.2, anneal_lr=True, anneal_clip_coef=True, clip_vloss=False,
-        vf_coef=1.0)),  # SB3 minimises vf_coef * mse = 0.5 * mse; ours vf_coef * 0.5 * mse
+    # rl-zoo: n_envs 8, n_steps 32, batch 256 (1 minibatch), gae_lambda 0.8, gamma 0.98,
+    # n_epochs 20, lr lin_1e-3, clip lin_0.2, 1e5 steps
+    ("CartPole-v1", "ppo"): _ppo(
+        8, 1e-3, 100_000, 475, eval_every=100, num_steps=32, gamma=0.98, gae_lambda=0.8,
+        num_minibatches=1, update_epochs=20, anneal_lr=True, anneal_clip_coef=True),
     ("CartPole-v1", "reinforce"): dict(num_envs=8, lr=1e-2, hidden=(32,)),
     # ---- Acrobot-v1 (solved: -100)
     ("Acrobot-v1", "pgpe"): dict(
         policy="linear", obs_norm=True, **_PGPE, iterations=60, target_return=-100, **_SOLVED),
     # rl-zoo: normalize, n_envs 16, n_steps 256, gae_lambda 0.94, gamma 0.99, n_epochs 4,
-    # ent_coef 0, batch 64 (16 * 256 / 64 = 64 minibatches), 1e6 steps
-    ("Acrobot-v1", "ppo"): dict(num_envs=16, lr=3e-4, obs_norm=True, total_timesteps=1_000_000,
-                                target_return=-100, eval_every=10, eval_episodes=50, algo_kwargs=dict(
-        num_steps=256, gamma=0.99, gae_lambda=0.94, num_minibatches=64, update_epochs=4, ent_coef=0.0,
-        clip_coef=0.2, clip_vloss=False, vf_coef=1.0)),
+    # batch 64 (16 * 256 / 64 = 64 minibatches), lr 3e-4, 1e6 steps
+    ("Acrobot-v1", "ppo"): dict(obs_norm=True, **_ppo(
+        16, 3e-4, 1_000_000, -100, eval_every=10, num_steps=256, gamma=0.99, gae_lambda=0.94,
+        num_minibatches=64, update_epochs=4)),
     # ---- MountainCarContinuous-v0 (solved: 90)
     ("MountainCarContinuous-v0", "pgpe"): dict(
-        policy="linear", obs_norm=True, obs_std_rule="ars", **_PGPE, iterations=40, target_return=90,
-        **_SOLVED),
+        policy="linear", obs_norm=True, obs_std_rule="ars", **_PGPE, iterations=40,
+        target_return=90, **_SOLVED),
     # rl-zoo: normalize, n_envs 1, n_steps 8, batch 256 (> 8: one minibatch), gamma 0.9999,
     # lr 7.77e-5, ent_coef 0.00429, clip 0.1, n_epochs 10, gae_lambda 0.9, max_grad_norm 5,
-    # vf_coef 0.19, 20k steps, and gSDE with log_std_init -3.29, which we do not have
-    ("MountainCarContinuous-v0", "ppo"): dict(num_envs=1, lr=7.77e-5, obs_norm=True,
-                                              total_timesteps=20_000, target_return=90, eval_every=250,
-                                              eval_episodes=50,
-                                              algo_kwargs=dict(
-        num_steps=8, gamma=0.9999, gae_lambda=0.9, num_minibatches=1, update_epochs=10,
-        ent_coef=0.00429, clip_coef=0.1, clip_vloss=False, vf_coef=0.38, max_grad_norm=5.0)),
+    # vf_coef 0.19, 2e4 steps, and gSDE with log_std_init -3.29, which we do not have
+    ("MountainCarContinuous-v0", "ppo"): dict(obs_norm=True, **_ppo(
+        1, 7.77e-5, 20_000, 90, eval_every=250, num_steps=8, gamma=0.9999, gae_lambda=0.9,
+        num_minibatches=1, update_epochs=10, ent_coef=0.00429, clip_coef=0.1, vf_coef=0.38,
+        max_grad_norm=5.0)),
     # ---- MountainCar-v0 (solved: -110)
     ("MountainCar-v0", "pgpe"): dict(
         policy="mlp", hidden=(8,), obs_norm=True, obs_std_rule="ars", **_PGPE, iterations=100,
         target_return=-110, **_SOLVED,
         rollout_kwargs=dict(common_seeds=True, episodes_per_member=3)),
     # rl-zoo: normalize, n_envs 16, n_steps 16, gae_lambda 0.98, gamma 0.99, n_epochs 4,
-    # ent_coef 0, batch 64 (16 * 16 / 64 = 4 minibatches), 1e6 steps
-    ("MountainCar-v0", "ppo"): dict(num_envs=16, lr=3e-4, obs_norm=True, total_timesteps=1_000_000,
-                                    target_return=-110, eval_every=100, eval_episodes=50, algo_kwargs=dict(
-        num_steps=16, gamma=0.99, gae_lambda=0.98, num_minibatches=4, update_epochs=4, ent_coef=0.0,
-        clip_coef=0.2, clip_vloss=False, vf_coef=1.0)),
+    # batch 64 (16 * 16 / 64 = 4 minibatches), lr 3e-4, 1e6 steps
+    ("MountainCar-v0", "ppo"): dict(obs_norm=True, **_ppo(
+        16, 3e-4, 1_000_000, -110, eval_every=100, num_steps=16, gamma=0.99, gae_lambda=0.98,
+        num_minibatches=4, update_epochs=4)),
     # ---- Pendulum-v1 (solved: -200)
-    # rl-zoo: n_envs 4, n_steps 1024, gae_lambda 0.95, gamma 0.9, n_epochs 10, ent_coef 0,
-    # lr 1e-3, clip 0.2, batch 64 (4 * 1024 / 64 = 64 minibatches), 1e5 steps, gSDE (not here)
-    ("Pendulum-v1", "ppo"): dict(num_envs=4, lr=1e-3, total_timesteps=1_000_000, target_return=-200,
-                                 eval_every=5, eval_episodes=50, algo_kwargs=dict(
-        num_steps=1024, gamma=0.9, gae_lambda=0.95, num_minibatches=64, update_epochs=10, ent_coef=0.0,
-        clip_coef=0.2, clip_vloss=False, vf_coef=1.0)),
+    # rl-zoo: n_envs 4, n_steps 1024, gae_lambda 0.95, gamma 0.9, n_epochs 10, lr 1e-3,
+    # batch 64 (4 * 1024 / 64 = 64 minibatches), 1e5 steps with gSDE (not here: 1e6)
+    ("Pendulum-v1", "ppo"): _ppo(4, 1e-3, 1_000_000, -200, eval_every=5, num_steps=1024, gamma=0.9,
+                                 gae_lambda=0.95, num_minibatches=64, update_epochs=10),
 }

@@ -32,8 +32,8 @@ def _train_default(env_id, seed):
     (Until train applies every key of a preset by itself, the keys are passed here; then
     this becomes ``train(env_id, seed=seed)``.)"""
     optimizer = DEFAULT_OPTIMIZER[env_id]
-    return train(env_id, optimizer=optimizer, seed=seed, progress=False, tensorboard=False, plot=False,
-                 **PRESETS[(env_id, optimizer)])
+    return train(env_id, optimizer=optimizer, seed=seed, progress=False, tensorboard=False,
+                 plot=False, **PRESETS[(env_id, optimizer)])
 
 
 def test_every_preset_holds_known_keys_that_train_takes():
@@ -66,7 +66,8 @@ def test_default_optimizer_solves_the_task(env_id):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("EVOOPT_ALL_SEEDS"), reason="seeds 1-2: set EVOOPT_ALL_SEEDS=1")
+@pytest.mark.skipif(not os.environ.get("EVOOPT_ALL_SEEDS"),
+                    reason="seeds 1-2: set EVOOPT_ALL_SEEDS=1")
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("env_id", sorted(DEFAULT_OPTIMIZER))
 def test_default_optimizer_solves_the_task_on_more_seeds(env_id, seed):
