@@ -20,6 +20,10 @@ THRESHOLDS = {
     "CartPole-v1": 475, "Acrobot-v1": -100, "MountainCar-v0": -110,
     "MountainCarContinuous-v0": 90, "Pendulum-v1": -200,
 }
+#: The MuJoCo tasks of bench/bench_ars_mujoco.py: the ARS paper's thresholds (no CI run).
+MUJOCO_THRESHOLDS = {"Swimmer-v5": 325, "HalfCheetah-v5": 3430, "Hopper-v5": 3120}
+#: The classic tasks with a default population optimizer (Pendulum-v1 has none yet).
+SOLVED = sorted(set(THRESHOLDS) & set(DEFAULT_OPTIMIZER))
 PRESET_KEYS = {
     "policy", "hidden", "lr", "popsize", "num_envs", "obs_norm", "obs_std_rule", "policy_kwargs",
     "optimizer_kwargs", "algo_kwargs", "grad_optimizer", "total_timesteps", "iterations",
@@ -44,9 +48,11 @@ def test_every_preset_holds_known_keys_that_train_takes():
         assert set(preset) <= params, key
     for env_id, optimizer in DEFAULT_OPTIMIZER.items():
         preset = PRESETS[(env_id, optimizer)]
-        assert preset["target_return"] == THRESHOLDS[env_id]
+        assert preset["target_return"] == (THRESHOLDS | MUJOCO_THRESHOLDS)[env_id]
         assert preset["eval_episodes"] >= 20
         assert preset.get("iterations") or preset.get("total_timesteps")
+    for env_id, threshold in THRESHOLDS.items():  # PPO: rl-zoo's settings for every task
+        assert PRESETS[(env_id, "ppo")]["target_return"] == threshold
 
 
 def _solve(env_id, seed):
@@ -60,7 +66,7 @@ def _solve(env_id, seed):
 # CI runs seed 0 of each task (the whole suite runs in CI, slow marks included, and seeds
 # 0-2 of every task do not fit its ~4 minutes); EVOOPT_ALL_SEEDS=1 adds seeds 1 and 2
 # (figures for all three seeds in rl/defaults.py).
-@pytest.mark.parametrize("env_id", sorted(DEFAULT_OPTIMIZER))
+@pytest.mark.parametrize("env_id", SOLVED)
 def test_default_optimizer_solves_the_task(env_id):
     _solve(env_id, 0)
 
@@ -69,6 +75,6 @@ def test_default_optimizer_solves_the_task(env_id):
 @pytest.mark.skipif(not os.environ.get("EVOOPT_ALL_SEEDS"),
                     reason="seeds 1-2: set EVOOPT_ALL_SEEDS=1")
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("env_id", sorted(DEFAULT_OPTIMIZER))
+@pytest.mark.parametrize("env_id", SOLVED)
 def test_default_optimizer_solves_the_task_on_more_seeds(env_id, seed):
     _solve(env_id, seed)
