@@ -36,26 +36,33 @@ observations, reset noise and Hopper's termination are the same definitions, the
 simulator versions differ. Directions come from a private torch generator instead of a
 shared noise table; env seeds are drawn per generation.
 
-Measured on this machine (1 thread, ``taskset -c N``; wall time includes the
-evaluations; steps/s counts training steps), training episodes to threshold:
+Measured (1 thread, ``taskset -c N``; wall time includes the evaluations). RL runs
+diverge across CPUs and BLAS kernels (float rounding in the policy's and the optimizer's
+arithmetic changes a trajectory, and training amplifies it), so a seed's count holds on
+one machine only and what carries over is the distribution over many seeds: HalfCheetah's
+seeds 0-2 take 960 / 1,760 / 1,120 episodes on the machine where the table was measured
+and 960 / 1,280 / 4,000 on an AMD EPYC (KVM, torch 2.13 CPU; issue 12); Swimmer's 140 /
+180 / 220 reproduce exactly on both. Training episodes to threshold ('-' = not within 3x
+the paper's count):
 
-    env             policy          seed 0        seed 1             seed 2             paper
-    Swimmer-v5      ARS's           140 (60 s)    180 (74 s)         220 (93 s)         427
-    HalfCheetah-v5  ARS's, N = 8    960 (109 s)   1760 (213 s)       1120 (101 s)       1707
-    Hopper-v5       bias, clip      1600 (145 s)  1600 (193 s)       2560 (273 s)       1973
-    Hopper-v5       ARS's           2240 (207 s)  2080 (227 s)       > 5919 (best 2429)
-    Hopper-v5       bias, raw       1440 (123 s)
+    env             policy         seeds  median  quartiles      solved  < paper  paper
+    HalfCheetah-v5  ARS's, N = 8   0-14   2,720   1,120 - 3,040  12/15   5/15     1707
+    HalfCheetah-v5  Table 9 N = 32 0-14   3,840                  10/15   1/15     1707
+    Swimmer-v5      ARS's          0-2    180     (140, 180, 220; 60-93 s a seed)       427
+    Hopper-v5       bias, clip     0-2    1,600   (1600, 1600, 2560; 145-273 s)         1973
+    Hopper-v5       ARS's          0-2    2,240   (2240, 2080, -)                       1973
+    Hopper-v5       bias, raw      0      1,440                                         1973
 
-On seeds 0-2 all three meet the targets (Swimmer median 180; HalfCheetah median 1120,
-mean 1280; Hopper with a bias median 1600, mean 1920). HalfCheetah's spread over seeds is
-wide, and seeds 0-2 are its lucky ones: seeds 3-14 take 800, 3040, 2720, -, 2720, 2880,
-1120, -, 2720, -, 1120 and 2400 episodes. Over the 15 seeds the median is 2720 (1.6x the
-paper's 1707); 5 of 15 need fewer than 1707 and 12 of 15 solve it within 3x. Table 9's
-N = 32 does worse on the same 15 seeds: median 3840, 1 of 15 under 1707, 10 of 15 within
-3x (its seeds 0, 6 and 9 give 1920, 1280 and 1920, whose mean is the paper's 1707). The
-seeds split in two: six solve it within 1,760 episodes (at 1,600-2,300 after 320
-episodes, mean 1,960); the other nine take 2,400 or more (at 770-1,780 after 320, mean
-1,350) and learn a slower gait first.
+HalfCheetah with N = 8, seeds 0-14 (the first machine): 960, 1760, 1120, 800, 3040, 2720,
+-, 2720, 2880, 1120, -, 2720, -, 1120, 2400 (a seed takes 100-400 s). Swimmer and Hopper
+were run on 3 seeds only: those figures are examples, not distributions. HalfCheetah's
+spread over seeds is wide, and seeds 0-2 happened to be lucky ones on the first machine:
+do not read a 3-seed median of it as the method's figure. Over the 15 seeds the median is
+2720 (1.6x the paper's 1707) and 12 of 15 solve it within 3x. Table 9's N = 32 does worse
+on the same 15 seeds (its seeds 0, 6 and 9 give 1920, 1280 and 1920, whose mean is the
+paper's 1707). The seeds split in two: six solve it within 1,760 episodes (at 1,600-2,300
+after 320 episodes, mean 1,960); the other nine take 2,400 or more (at 770-1,780 after
+320, mean 1,350) and learn a slower gait first.
 
 The setups tried on HalfCheetah (seeds 0-5 unless stated; '-' = not within 5,121 episodes):
 

@@ -8,8 +8,42 @@ wins). ``DEFAULT_OPTIMIZER[env_id]`` is the optimizer ``evoopt train ENV`` uses 
 Keys a preset may hold (all optional): ``policy`` ("linear" | "mlp"), ``hidden``, ``lr``,
 ``popsize``, ``num_envs``, ``obs_norm``, ``obs_std_rule``, ``policy_kwargs``,
 ``optimizer_kwargs``, ``algo_kwargs``, ``grad_optimizer``, ``total_timesteps`` /
-``iterations`` (the default budget), ``rollout_kwargs`` and ``target_return`` (the task's
-usual "solved" threshold, used to stop early).
+``iterations`` (the default budget), ``rollout_kwargs``, ``target_return`` (the task's
+usual "solved" threshold, used to stop early), ``eval_every`` and ``eval_episodes`` (how
+often and on how many episodes "solved" is judged: the mean return of the deterministic
+policy over ``eval_episodes`` episodes with fixed seeds).
+
+The population presets (the ``DEFAULT_OPTIMIZER`` of each task) share one PGPE + ClipUp
+setting, EvoTorch's CartPole example (Toklu et al. 2020, "ClipUp: a simple and powerful
+optimizer for distribution-based policy evolution", https://arxiv.org/abs/2008.02387:
+``max_speed`` 0.15, center lr ``0.75 * max_speed``, ``radius_init = 15 * max_speed``,
+stdev lr 0.1, stdev max change 0.2, centered ranks), with a linear policy and observation
+normalisation. What differs per task:
+
+- MountainCarContinuous-v0: ``obs_std_rule="ars"`` (ARS's filter: no variance floor). The
+  velocity's std is about 0.005 while the car barely moves, so the default floor
+  (``min_var=1e-2``, std 0.1) shrinks it to nothing and PGPE settles on "do nothing"
+  (return about -1, seeds 0-1, 40 generations); unfloored, a random member's action
+  follows the sign of the velocity, pumps energy and reaches the flag in generation 0.
+- MountainCar-v0: the same filter (the reward is -1 a step until the flag: every member
+  that never reaches it ties at -200), a small MLP (8 tanh units) and 3 episodes per
+  member with common seeds (all members of a generation start from the same 3 states, so
+  ranks compare policies rather than starting positions). A linear policy with one
+  episode per member plateaus at -112 to -120 (seed 0, 100 generations); with common
+  seeds it reaches -109.8 on seed 0 but stalls at -111 on seed 1 (80 generations), which
+  the MLP solves at generation 48.
+
+The PPO presets translate rl-baselines3-zoo's ``hyperparams/ppo.yml`` (Raffin 2020):
+``n_envs`` -> ``num_envs``, ``n_steps`` -> ``num_steps``, ``n_epochs`` ->
+``update_epochs``, ``batch_size`` -> ``num_minibatches = n_envs * n_steps /
+batch_size``, ``clip_range`` -> ``clip_coef``, ``learning_rate`` -> ``lr``. SB3 minimises
+``vf_coef * mse`` where we minimise ``vf_coef * 0.5 * mse``: our ``vf_coef`` is twice
+SB3's. The zoo's ``normalize: true`` (VecNormalize: observations *and* rewards) becomes
+``obs_norm=True`` (we have no reward normalisation); gSDE (``use_sde``) has no
+counterpart here.
+
+Measured figures (wall time with 1 thread on a shared 2-core machine, env steps to the
+threshold, seeds 0-2) are in the comments of each entry.
 """
 
 from __future__ import annotations
@@ -24,18 +58,95 @@ __all__ = ["PRESETS", "DEFAULT_OPTIMIZER"]
 #: The optimizer ``evoopt train ENV`` runs when none is given.
 DEFAULT_OPTIMIZER: dict[str, str] = {
     "CartPole-v1": "pgpe",
+    "Acrobot-v1": "pgpe",
+    "MountainCarContinuous-v0": "pgpe",
+    "MountainCar-v0": "pgpe",
+    "Swimmer-v5": "ars",
+    "HalfCheetah-v5": "ars",
+    "Hopper-v5": "ars",
 }
+
+_MAX_SPEED = 0.15  # ClipUp's max_speed in EvoTorch's CartPole example; the rest follow from it
+_PGPE = dict(popsize=50, lr=0.75 * _MAX_SPEED, optimizer_kwargs=dict(
+    radius_init=15 * _MAX_SPEED, stdev_lr=0.1, stdev_max_change=0.2, optimizer=functools.partial(
+        evoopt.ClipUp, lr=0.75 * _MAX_SPEED, momentum=0.9, max_speed=_MAX_SPEED)))
+#: "Solved": the deterministic policy's mean return over 50 fixed-seed episodes, judged
+#: every 2 generations; the run stops at the first evaluation at or above target_return.
+#: (PPO presets judge every 20k-40k steps: an iteration is num_envs * num_steps steps.)
+_SOLVED = dict(eval_every=2, eval_episodes=50)
+
+#: ARS's own setting: a = W @ filter(obs), no bias, the raw action to the env.
+_ARS = dict(policy="linear", obs_norm=True, obs_std_rule="ars",
+            policy_kwargs=dict(bias=False, squash="none"), eval_every=10, eval_episodes=100)
+
+
+def _ppo(num_envs, lr, total_timesteps, target_return, eval_every, **algo_kwargs):
+    """A PPO preset from rl-zoo's numbers; SB3's defaults where the zoo gives none (clip 0.2,
+    no value clipping, max_grad_norm 0.5, vf_coef 0.5 -> ours 1.0, no entropy bonus)."""
+    algo = dict(clip_coef=0.2, clip_vloss=False, vf_coef=1.0, ent_coef=0.0) | algo_kwargs
+    return dict(num_envs=num_envs, lr=lr, total_timesteps=total_timesteps,
+                target_return=target_return, eval_every=eval_every, eval_episodes=50,
+                algo_kwargs=algo)
+
 
 #: Per-task settings that are known to work (applied under the user's keyword arguments).
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    # rl-zoo (hyperparams/ppo.yml, CartPole-v1)
-    ("CartPole-v1", "ppo"): dict(num_envs=8, lr=1e-3, algo_kwargs=dict(
-        num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
-        clip_coef=0.2, anneal_lr=True, anneal_clip_coef=True, clip_vloss=False,
-        vf_coef=1.0)),  # SB3 minimises vf_coef * mse = 0.5 * mse; ours vf_coef * 0.5 * mse
+    # ---- CartPole-v1 (solved: 475)
+    ("CartPole-v1", "pgpe"): dict(
+        policy="linear", obs_norm=True, **_PGPE, iterations=60, target_return=475, **_SOLVED),
+    # rl-zoo: n_envs 8, n_steps 32, batch 256 (1 minibatch), gae_lambda 0.8, gamma 0.98,
+    # n_epochs 20, lr lin_1e-3, clip lin_0.2, 1e5 steps
+    ("CartPole-v1", "ppo"): _ppo(
+        8, 1e-3, 100_000, 475, eval_every=100, num_steps=32, gamma=0.98, gae_lambda=0.8,
+        num_minibatches=1, update_epochs=20, anneal_lr=True, anneal_clip_coef=True),
     ("CartPole-v1", "reinforce"): dict(num_envs=8, lr=1e-2, hidden=(32,)),
-    # EvoTorch's CartPole PGPE example (max_speed 0.15), linear policy
-    ("CartPole-v1", "pgpe"): dict(popsize=50, lr=0.1125, optimizer_kwargs=dict(
-        radius_init=2.25, stdev_lr=0.1, stdev_max_change=0.2, optimizer=functools.partial(
-            evoopt.ClipUp, lr=0.1125, momentum=0.9, max_speed=0.15))),
+    # ---- Acrobot-v1 (solved: -100)
+    ("Acrobot-v1", "pgpe"): dict(
+        policy="linear", obs_norm=True, **_PGPE, iterations=60, target_return=-100, **_SOLVED),
+    # rl-zoo: normalize, n_envs 16, n_steps 256, gae_lambda 0.94, gamma 0.99, n_epochs 4,
+    # batch 64 (16 * 256 / 64 = 64 minibatches), lr 3e-4, 1e6 steps
+    ("Acrobot-v1", "ppo"): dict(obs_norm=True, **_ppo(
+        16, 3e-4, 1_000_000, -100, eval_every=10, num_steps=256, gamma=0.99, gae_lambda=0.94,
+        num_minibatches=64, update_epochs=4)),
+    # ---- MountainCarContinuous-v0 (solved: 90)
+    ("MountainCarContinuous-v0", "pgpe"): dict(
+        policy="linear", obs_norm=True, obs_std_rule="ars", **_PGPE, iterations=40,
+        target_return=90, **_SOLVED),
+    # rl-zoo: normalize, n_envs 1, n_steps 8, batch 256 (> 8: one minibatch), gamma 0.9999,
+    # lr 7.77e-5, ent_coef 0.00429, clip 0.1, n_epochs 10, gae_lambda 0.9, max_grad_norm 5,
+    # vf_coef 0.19, 2e4 steps, and gSDE with log_std_init -3.29, which we do not have
+    ("MountainCarContinuous-v0", "ppo"): dict(obs_norm=True, **_ppo(
+        1, 7.77e-5, 20_000, 90, eval_every=250, num_steps=8, gamma=0.9999, gae_lambda=0.9,
+        num_minibatches=1, update_epochs=10, ent_coef=0.00429, clip_coef=0.1, vf_coef=0.38,
+        max_grad_norm=5.0)),
+    # ---- MountainCar-v0 (solved: -110)
+    ("MountainCar-v0", "pgpe"): dict(
+        policy="mlp", hidden=(8,), obs_norm=True, obs_std_rule="ars", **_PGPE, iterations=100,
+        target_return=-110, **_SOLVED,
+        rollout_kwargs=dict(common_seeds=True, episodes_per_member=3)),
+    # rl-zoo: normalize, n_envs 16, n_steps 16, gae_lambda 0.98, gamma 0.99, n_epochs 4,
+    # batch 64 (16 * 16 / 64 = 4 minibatches), lr 3e-4, 1e6 steps
+    ("MountainCar-v0", "ppo"): dict(obs_norm=True, **_ppo(
+        16, 3e-4, 1_000_000, -110, eval_every=100, num_steps=16, gamma=0.99, gae_lambda=0.98,
+        num_minibatches=4, update_epochs=4)),
+    # ---- Pendulum-v1 (solved: -200)
+    # rl-zoo: n_envs 4, n_steps 1024, gae_lambda 0.95, gamma 0.9, n_epochs 10, lr 1e-3,
+    # batch 64 (4 * 1024 / 64 = 64 minibatches), 1e5 steps with gSDE (not here: 1e6)
+    ("Pendulum-v1", "ppo"): _ppo(4, 1e-3, 1_000_000, -200, eval_every=5, num_steps=1024, gamma=0.9,
+                                 gae_lambda=0.95, num_minibatches=64, update_epochs=10),
+    # ---- MuJoCo: ARS V2-t as bench/bench_ars_mujoco.py runs it (Mania et al. 2018, Table 9;
+    # linear policy, ARS's observation filter, 100 evaluation episodes every 10 iterations,
+    # the paper's thresholds, a budget of 3x the paper's episode count). Episodes to the
+    # threshold (the bench's docstring): Swimmer 140 / 180 / 220 on seeds 0-2, HalfCheetah
+    # a median of 2,720 over seeds 0-14 (3 of 15 not within the budget), Hopper 1,600 /
+    # 1,600 / 2,560 on seeds 0-2.
+    ("Swimmer-v5", "ars"): dict(_ARS, popsize=2, lr=0.02, total_timesteps=1_281_000,
+                                optimizer_kwargs=dict(num_top=1, sigma=0.01), target_return=325),
+    ("HalfCheetah-v5", "ars"): dict(_ARS, popsize=16, lr=0.02, total_timesteps=5_121_000,
+                                    optimizer_kwargs=dict(num_top=4, sigma=0.03),
+                                    target_return=3430),
+    ("Hopper-v5", "ars"): dict(_ARS, popsize=16, lr=0.01, total_timesteps=5_919_000,
+                               optimizer_kwargs=dict(num_top=4, sigma=0.025), target_return=3120,
+                               policy_kwargs=dict(bias=True, squash="clip"),
+                               rollout_kwargs=dict(reward_shift=-1.0)),  # ARS's alive-bonus shift
 }

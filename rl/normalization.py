@@ -153,8 +153,8 @@ class RunningNorm(nn.Module):
                 f"Invalid x: shape {tuple(x.shape)} (expected [..., {', '.join(map(str, self.shape))}])"
             )
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError("Invalid x: it holds NaN or infinite values (expected finite observations; "
-                             "the statistics are unchanged)")
+            raise ValueError("Invalid x: it holds NaN or infinite values (expected finite "
+                             "observations; the statistics are unchanged)")
         self.merge(self.batch_stats(x, self.shape))
 
     @torch.no_grad()
@@ -180,9 +180,10 @@ class RunningNorm(nn.Module):
             )
         if not bool(nb >= 0):
             raise ValueError(f"Invalid other: count {float(nb)} (expected >= 0)")
-        if not (bool(torch.isfinite(mb).all()) and bool(torch.isfinite(m2b).all()) and math.isfinite(float(nb))):
-            raise ValueError("Invalid other: non-finite statistics (NaN or infinite count, mean or m2; "
-                             "this normaliser is unchanged)")
+        finite = bool(torch.isfinite(mb).all() & torch.isfinite(m2b).all())
+        if not (finite and math.isfinite(float(nb))):
+            raise ValueError("Invalid other: non-finite statistics (NaN or infinite count, mean or "
+                             "m2; this normaliser is unchanged)")
         if float(nb) == 0:
             return
         na = self.count.clone()

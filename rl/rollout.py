@@ -434,7 +434,8 @@ def _rollout(
             "num_steps": num_steps, "errors": errors}
 
 
-def _add_obs_rows(stats: RunningNorm, chunks: list[tuple[np.ndarray, np.ndarray]], keep: np.ndarray) -> None:
+def _add_obs_rows(stats: RunningNorm, chunks: list[tuple[np.ndarray, np.ndarray]],
+                  keep: np.ndarray) -> None:
     """Add to ``stats`` the recorded rows whose slot is kept and whose entries are all
     finite, in recording order, in batches of at least ``_OBS_FLUSH_ROWS`` rows (one
     NaN observation must not poison a normaliser the whole population shares)."""

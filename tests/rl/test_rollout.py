@@ -227,7 +227,8 @@ def test_non_finite_observations_and_failed_members_do_not_feed_the_normaliser(v
         warnings.simplefilter("ignore", RuntimeWarning)  # "... members failed"
         ro(pop)
     # the reference: each slot's episode alone, its rows in the rollout's order (step-major)
-    episodes = [_acted_on(make, reference, pop[i], s) for i in range(P) for s in ro.last.seeds[i].tolist()]
+    episodes = [_acted_on(make, reference, pop[i], s)
+                for i in range(P) for s in ro.last.seeds[i].tolist()]
     bad = np.array([any(not np.isfinite(r).all() for r in ep) for ep in episodes]).reshape(P, K)
     assert bad.any()
     failed = bad.any(1) if math.isnan(value) else np.zeros(P, bool)
