@@ -275,3 +275,28 @@ def test_compile_matches_eager():
         *out_c, _ = fused.step(actions)
         for e, c in zip(out_e, out_c):
             torch.testing.assert_close(e, c, rtol=1e-6, atol=1e-6)
+
+
+def test_compile_auto_falls_back_to_eager(monkeypatch):
+    import rl.envs.base as base
+
+    monkeypatch.setattr(base, "_compiler_available", lambda: False)
+    env = rl.envs.make("CartPole-v1", 4, compile="auto")
+    assert env._transition_fn == env._transition  # no compiler: eager from the start
+
+    def broken(fn, **kwargs):
+        def fails(*args):
+            raise RuntimeError("no backend")
+
+        return fails
+
+    monkeypatch.setattr(base, "_compiler_available", lambda: True)
+    monkeypatch.setattr(torch, "compile", broken)
+    env, eager = (rl.envs.make("CartPole-v1", 4, seed=0, compile=c) for c in ("auto", False))
+    env.reset(), eager.reset()
+    actions = torch.tensor([0, 1, 1, 0])
+    with pytest.warns(UserWarning, match="torch.compile failed, stepping eagerly: no backend"):
+        out = env.step(actions)
+    assert env._transition_fn == env._transition
+    for a, b in zip(out[:4], eager.step(actions)[:4]):
+        assert torch.equal(a, b)
