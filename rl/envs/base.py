@@ -30,8 +30,9 @@ Subclasses (one per env family) set ``spec_id``, ``default_max_episode_steps``,
 ``num_reset_draws``, ``single_action_space`` and :meth:`_observation_space`, and implement
 three pure hooks on a dict of state tensors (leading dimension ``num_envs``):
 ``_dynamics(physics, actions) -> (physics, reward, terminated)``,
-``_initial_state(u) -> physics`` from uniforms ``u`` in [0, 1) of shape
-``[num_reset_draws, num_envs]`` (override :meth:`_reset_draws` for other draws), and
+``_initial_state(u) -> physics`` for the ``n`` envs being reset, from uniforms ``u`` in
+[0, 1) of shape ``[n, num_reset_draws]`` (override :meth:`_reset_draws` for other draws;
+``n`` is ``num_envs`` unless ``reset_subset``, see :meth:`_reset_subset`), and
 ``_observe(physics) -> obs``. The hooks must return new tensors, never write into their
 inputs, and must not synchronise with the host (no ``.item()``, no data-dependent branch)
 so that the step stays one fusable graph. ``_export_state``/``_import_state`` translate
@@ -105,6 +106,7 @@ class TorchVectorEnv:
     spec_id: str = ""
     default_max_episode_steps: int = 0
     num_reset_draws: int = 0
+    reset_subset: bool = True
     single_action_space: spaces.Space
 
     def __init__(
@@ -162,10 +164,11 @@ class TorchVectorEnv:
         return {k: v.clone() for k, v in state.items()}
 
     def _reset_draws(self, n: int) -> Tensor:
-        """Uniforms in [0, 1) for ``n`` resetting envs, ``[num_reset_draws, n]`` (rows
-        contiguous), in the env's dtype."""
+        """Uniforms in [0, 1) for ``n`` resetting envs, ``[n, num_reset_draws]``, in the
+        env's dtype (drawn as ``[num_reset_draws, n]``: ``u.T`` has contiguous rows)."""
         shape = (self.num_reset_draws, n)
-        return torch.rand(shape, generator=self._generator, device=self.device, dtype=self.dtype)
+        kw = dict(generator=self._generator, device=self.device, dtype=self.dtype)
+        return torch.rand(shape, **kw).T
 
     # ----------------------------------------------------------------- public API
     @property
@@ -221,9 +224,18 @@ class TorchVectorEnv:
         return obs, reward, self._terminated, self._truncated, info
 
     def _reset_subset(self, mask, physics, elapsed):
-        """Fresh initial states for the envs in ``mask``: uniforms are drawn for those envs
-        only (one host synchronisation), as Gymnasium's vector CartPole does. Returns
-        ``(physics, elapsed)``, the inputs themselves when the mask is empty."""
+        """Fresh initial states for the envs in ``mask``. Returns ``(physics, elapsed)``,
+        the inputs themselves when nothing was reset.
+
+        With ``reset_subset`` (the default) uniforms are drawn for those envs only (one
+        host synchronisation), as Gymnasium's vector CartPole does, and ``_initial_state``
+        sees only them; otherwise every env gets a draw and an initial state, merged with
+        ``torch.where`` (for hooks that need the whole batch, e.g. a simulator's forward
+        pass; no synchronisation, the generator advances on every call)."""
+        if not self.reset_subset:
+            fresh = self._initial_state(self._reset_draws(self.num_envs))
+            physics = {k: _where(mask, fresh[k], v) for k, v in physics.items()}
+            return physics, torch.where(mask, torch.zeros_like(elapsed), elapsed)
         idx = mask.nonzero().squeeze(1)
         if idx.numel() == 0:
             return physics, elapsed

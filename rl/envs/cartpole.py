@@ -55,7 +55,7 @@ class CartPoleEnv(ClassicControlEnv):
         return self._box([-h for h in high], high, dtype)
 
     def _initial_state(self, u):
-        return dict(zip(self.state_names, -0.05 + (0.05 - -0.05) * u))
+        return dict(zip(self.state_names, -0.05 + (0.05 - -0.05) * u.T))
 
     def _dynamics(self, physics, actions):
         x, x_dot, theta, theta_dot = (physics[k] for k in self.state_names)

@@ -50,7 +50,8 @@ class PendulumEnv(ClassicControlEnv):
         return self._box([-1.0, -1.0, -self.max_speed], [1.0, 1.0, self.max_speed], dtype)
 
     def _initial_state(self, u):
-        return {"th": -math.pi + (math.pi - -math.pi) * u[0], "thdot": -1.0 + (1.0 - -1.0) * u[1]}
+        th, thdot = u.T
+        return {"th": -math.pi + (math.pi - -math.pi) * th, "thdot": -1.0 + (1.0 - -1.0) * thdot}
 
     def _observe(self, physics):
         th = physics["th"]

@@ -127,10 +127,13 @@ def test_set_state_rejects_unknown_keys_and_wrong_tensors():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("env_id", CLASSIC_IDS)
-def test_resume_from_get_state_is_exact(env_id, device):
+@pytest.mark.parametrize(
+    "env_id, reset_subset", [(i, True) for i in CLASSIC_IDS] + [("CartPole-v1", False)]
+)
+def test_resume_from_get_state_is_exact(env_id, reset_subset, device):
     """Save after 30 steps, run 120 more (autoresets included), restore, run them again."""
     env = rl.envs.make(env_id, 16, device=device, seed=0, max_episode_steps=50)
+    env.reset_subset = reset_subset
     obs, _ = env.reset()
 
     def run(obs, steps, seed):
@@ -172,8 +175,10 @@ def test_same_step_autoreset_and_time_limit():
     assert not torch.equal(obs, info["final_obs"])
 
 
-def test_same_step_terminated_envs_only_are_reset():
+@pytest.mark.parametrize("reset_subset", [True, False])
+def test_same_step_terminated_envs_only_are_reset(reset_subset):
     env = rl.envs.make("CartPole-v1", 64, seed=0)
+    env.reset_subset = reset_subset
     env.reset()
     actions = torch.ones(64, dtype=torch.long)  # push right until the pole falls
     for _ in range(200):
@@ -187,8 +192,10 @@ def test_same_step_terminated_envs_only_are_reset():
     assert (info["final_obs"][done][:, [0, 2]].abs() > torch.tensor([2.4, 0.2094])).any(1).all()
 
 
-def test_disabled_mode_freezes_ended_envs_until_reset_mask():
+@pytest.mark.parametrize("reset_subset", [True, False])
+def test_disabled_mode_freezes_ended_envs_until_reset_mask(reset_subset):
     env = rl.envs.make("CartPole-v1", 8, seed=0, autoreset_mode="disabled")
+    env.reset_subset = reset_subset
     env.reset()
     actions = torch.tensor([1, 0] * 4)
     while True:
