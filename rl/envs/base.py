@@ -11,7 +11,8 @@ Randomness comes from one private ``torch.Generator`` on the env's device: each 
 draws ``num_reset_draws`` uniforms per resetting env, in env order, so the draws are a
 function of the seed and of the history of resets, and ``get_state``/``set_state`` carry
 the generator's state (exact resume). Finding the envs that ended costs one host
-synchronisation per step (free on a CPU; on a GPU a few microseconds).
+synchronisation per step (free on a CPU; on a GPU a few microseconds), unless
+``reset_subset = False`` (see :meth:`_reset_subset`).
 
 Autoreset modes (``metadata["autoreset_mode"]``):
 
