@@ -269,9 +269,9 @@ class TorchVectorEnv:
             if not isinstance(value, Tensor) or (value.shape, value.dtype, value.device) != (
                 ref.shape, ref.dtype, ref.device
             ):
-                got = (value.shape, value.dtype, value.device) if isinstance(value, Tensor) else (
-                    type(value).__name__
-                )
+                got = type(value).__name__
+                if isinstance(value, Tensor):
+                    got = f"shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
                 raise ValueError(
                     f"Invalid state[{key!r}]: {got} (expected a tensor of shape "
                     f"{tuple(ref.shape)}, dtype {ref.dtype}, device {ref.device})"

@@ -122,8 +122,12 @@ def test_set_state_rejects_unknown_keys_and_wrong_tensors():
     with pytest.raises(ValueError, match=r"Invalid state\['state'\].*shape \(4, 4\), dtype "
                        r"torch.float32"):
         env.set_state({"state": torch.zeros(4, 4, dtype=torch.float64)})
-    with pytest.raises(ValueError, match=r"Invalid state\['elapsed_steps'\]: \('list',\)|list"):
+    with pytest.raises(ValueError, match=r"Invalid state\['elapsed_steps'\]: list \(expected a "
+                       r"tensor of shape \(4,\), dtype torch.int64"):
         env.set_state({"elapsed_steps": [0, 0, 0, 0]})
+    with pytest.raises(ValueError, match=r"Invalid state keys: \['x'\]"):  # nothing is written
+        env.set_state({"state": torch.ones(4, 4), "x": torch.zeros(4)})
+    assert (env.get_state()["state"].abs() <= 0.05).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)
