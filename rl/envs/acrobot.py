@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from .base import TorchVectorEnv
+from ._classic import ClassicControlEnv, round32
 
 __all__ = ["AcrobotEnv"]
 
@@ -47,10 +47,11 @@ def wrap(x, m, M):
     return x
 
 
-class AcrobotEnv(TorchVectorEnv):
+class AcrobotEnv(ClassicControlEnv):
     spec_id = "Acrobot-v1"
     default_max_episode_steps = 500
     num_reset_draws = 4
+    state_names = ("theta1", "theta2", "dtheta1", "dtheta2")
     single_action_space = spaces.Discrete(3)
 
     dt = 0.2
@@ -68,10 +69,10 @@ class AcrobotEnv(TorchVectorEnv):
         return self._box(-high, high, dtype)
 
     def _initial_state(self, u):
-        return {"state": (-0.1 + (0.1 - -0.1) * u).to(torch.float32).to(u.dtype)}
+        return dict(zip(self.state_names, round32(-0.1 + (0.1 - -0.1) * u.T)))
 
     def _observe(self, physics):
-        t1, t2, dt1, dt2 = physics["state"].unbind(1)
+        t1, t2, dt1, dt2 = (physics[k] for k in self.state_names)
         trig = (torch.cos(t1), torch.sin(t1), torch.cos(t2), torch.sin(t2))
         return torch.stack((*trig, dt1, dt2), 1)
 
@@ -113,7 +114,7 @@ class AcrobotEnv(TorchVectorEnv):
         ]
 
     def _dynamics(self, physics, actions):
-        s = physics["state"].unbind(1)
+        s = [physics[k] for k in self.state_names]
         torque = actions.to(s[0].dtype) - 1  # AVAIL_TORQUE = [-1, 0, +1]
         t1, t2, dt1, dt2 = self._rk4(s, torque)
         t1, t2 = wrap(t1, -pi, pi), wrap(t2, -pi, pi)
@@ -121,4 +122,4 @@ class AcrobotEnv(TorchVectorEnv):
         dt2 = torch.clamp(dt2, -self.MAX_VEL_2, self.MAX_VEL_2)
         terminated = -torch.cos(t1) - torch.cos(t2 + t1) > 1.0
         reward = terminated.to(t1.dtype) - 1.0
-        return {"state": torch.stack((t1, t2, dt1, dt2), 1)}, reward, terminated
+        return dict(zip(self.state_names, (t1, t2, dt1, dt2))), reward, terminated

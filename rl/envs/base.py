@@ -2,13 +2,17 @@
 tensors on one device, following Gymnasium's ``gymnasium.vector.VectorEnv`` conventions
 with tensors in and out.
 
-A step is one pure function of tensors, :meth:`TorchVectorEnv._transition`: the family's
-dynamics, the time limit, and the autoreset, so that ``torch.compile`` can fuse the whole
-step into one kernel (``compile=True``) and the eager path (``compile=False``) runs the
-very same code. Randomness comes from one private ``torch.Generator`` on the env's device:
-every reset draws one row of ``num_reset_draws`` uniforms per env (rows of envs that do not
-reset are discarded), so env i's initial states are a function of ``(seed, i)`` and of the
-number of draws made so far, and ``get_state``/``set_state`` carry the generator's state.
+A step's dynamics are one pure function of tensors, :meth:`TorchVectorEnv._transition`,
+so that ``torch.compile`` can fuse them into one kernel (``compile=True``) while the eager
+path (``compile=False``) runs the very same code; the time limit and the autoreset run
+eagerly around it (integer and boolean outputs are slow in inductor's CPU code), the
+autoreset drawing fresh initial states for the envs that ended, and for those only.
+Randomness comes from one private ``torch.Generator`` on the env's device: each reset
+draws ``num_reset_draws`` uniforms per resetting env, in env order, so the draws are a
+function of the seed and of the history of resets, and ``get_state``/``set_state`` carry
+the generator's state (exact resume). Finding the envs that ended costs one host
+synchronisation per step (free on a CPU; on a GPU a few microseconds), unless
+``reset_subset = False`` (see :meth:`_reset_subset`).
 
 Autoreset modes (``metadata["autoreset_mode"]``):
 
@@ -27,11 +31,15 @@ Subclasses (one per env family) set ``spec_id``, ``default_max_episode_steps``,
 ``num_reset_draws``, ``single_action_space`` and :meth:`_observation_space`, and implement
 three pure hooks on a dict of state tensors (leading dimension ``num_envs``):
 ``_dynamics(physics, actions) -> (physics, reward, terminated)``,
-``_initial_state(u) -> physics`` from uniforms ``u`` in [0, 1) of shape
-``[num_envs, num_reset_draws]`` (override :meth:`_reset_draws` for other draws), and
+``_initial_state(u) -> physics`` for the ``n`` envs being reset, from uniforms ``u`` in
+[0, 1) of shape ``[n, num_reset_draws]`` (override :meth:`_reset_draws` for other draws;
+``n`` is ``num_envs`` unless ``reset_subset``, see :meth:`_reset_subset`), and
 ``_observe(physics) -> obs``. The hooks must return new tensors, never write into their
 inputs, and must not synchronise with the host (no ``.item()``, no data-dependent branch)
-so that the step stays one fusable graph.
+so that the step stays one fusable graph. ``_export_state``/``_import_state`` translate
+between the hooks' layout and the public one of ``get_state`` (the classic envs keep one
+contiguous ``[N]`` tensor per state variable: strided columns of an ``[N, d]`` tensor
+make every elementwise op several times slower).
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ class TorchVectorEnv:
     spec_id: str = ""
     default_max_episode_steps: int = 0
     num_reset_draws: int = 0
+    reset_subset: bool = True
     single_action_space: spaces.Space
 
     def __init__(
@@ -148,10 +157,19 @@ class TorchVectorEnv:
     def _observe(self, physics: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def _reset_draws(self) -> Tensor:
-        """Uniforms in [0, 1), ``[num_envs, num_reset_draws]``, in the env's dtype."""
-        shape = (self.num_envs, self.num_reset_draws)
-        return torch.rand(shape, generator=self._generator, device=self.device, dtype=self.dtype)
+    def _export_state(self, physics: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The public form of the state tensors (copies); ``_import_state`` inverts it."""
+        return {k: v.clone() for k, v in physics.items()}
+
+    def _import_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.clone() for k, v in state.items()}
+
+    def _reset_draws(self, n: int) -> Tensor:
+        """Uniforms in [0, 1) for ``n`` resetting envs, ``[n, num_reset_draws]``, in the
+        env's dtype (drawn as ``[num_reset_draws, n]``: ``u.T`` has contiguous rows)."""
+        shape = (self.num_reset_draws, n)
+        kw = dict(generator=self._generator, device=self.device, dtype=self.dtype)
+        return torch.rand(shape, **kw).T
 
     # ----------------------------------------------------------------- public API
     @property
@@ -160,23 +178,23 @@ class TorchVectorEnv:
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset every env, or with ``options={"reset_mask": mask}`` (bool ``[N]`` on the
-        env's device) only those in the mask (an all-False mask changes no env, where
-        Gymnasium raises). ``seed`` reseeds the generator; every call draws one row of
-        uniforms per env. Returns ``(obs [N, obs_dim], {})``."""
+        env's device) only those in the mask (an all-False mask changes nothing, where
+        Gymnasium raises). ``seed`` reseeds the generator. Returns
+        ``(obs [N, obs_dim], {})``."""
         if seed is not None:
             self._seed(seed)
         mask = self._reset_mask(options)
-        fresh = self._initial_state(self._reset_draws())
-        if mask is None or self._physics is None:
-            if mask is not None:
-                raise ValueError("reset with a reset_mask needs a first full reset()")
-            self._physics = fresh
-            mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        if mask is None:
+            self._physics = self._initial_state(self._reset_draws(self.num_envs))
+            self._elapsed = torch.zeros_like(self._elapsed)
+            self._terminated = torch.zeros_like(self._terminated)
+            self._truncated = torch.zeros_like(self._truncated)
+        elif self._physics is None:
+            raise ValueError("reset with a reset_mask needs a first full reset()")
         else:
-            self._physics = {k: _where(mask, fresh[k], v) for k, v in self._physics.items()}
-        self._elapsed = torch.where(mask, 0, self._elapsed)
-        self._terminated = self._terminated & ~mask
-        self._truncated = self._truncated & ~mask
+            self._physics, self._elapsed = self._reset_subset(mask, self._physics, self._elapsed)
+            self._terminated = self._terminated & ~mask
+            self._truncated = self._truncated & ~mask
         return self._observe(self._physics), {}
 
     def step(self, actions: Tensor):
@@ -185,15 +203,46 @@ class TorchVectorEnv:
         if self._physics is None:
             raise ValueError("step() before reset(): call reset() first")
         actions = self._check_actions(actions)
-        u = self._reset_draws() if self.autoreset_mode == "same_step" else None
-        out = self._transition_fn(
-            self._physics, self._elapsed, self._terminated, self._truncated, actions, u
-        )
-        self._physics, self._elapsed, obs, reward, self._terminated, self._truncated = out[:6]
+        disabled = self.autoreset_mode == "disabled"
+        ended = self._terminated | self._truncated if disabled else None
+        physics, obs, reward, terminated = self._transition_fn(self._physics, actions, ended)
+        terminated = terminated.bool()
+        elapsed = self._elapsed + 1
+        truncated = elapsed >= self.max_episode_steps
+        if disabled:  # envs that had ended stay as they were
+            elapsed = torch.where(ended, self._elapsed, elapsed)
+            terminated = torch.where(ended, self._terminated, terminated)
+            truncated = torch.where(ended, self._truncated, truncated)
+        self._terminated, self._truncated = terminated, truncated
         info = {}
         if self.autoreset_mode == "same_step":
-            info = {"final_obs": out[6], "_final_obs": self._terminated | self._truncated}
+            done = self._terminated | self._truncated
+            info = {"final_obs": obs, "_final_obs": done}
+            reset, elapsed = self._reset_subset(done, physics, elapsed)
+            if reset is not physics:
+                obs, physics = self._observe(reset), reset
+        self._physics, self._elapsed = physics, elapsed
         return obs, reward, self._terminated, self._truncated, info
+
+    def _reset_subset(self, mask, physics, elapsed):
+        """Fresh initial states for the envs in ``mask``. Returns ``(physics, elapsed)``,
+        the inputs themselves when nothing was reset.
+
+        With ``reset_subset`` (the default) uniforms are drawn for those envs only (one
+        host synchronisation), as Gymnasium's vector CartPole does, and ``_initial_state``
+        sees only them; otherwise every env gets a draw and an initial state, merged with
+        ``torch.where`` (for hooks that need the whole batch, e.g. a simulator's forward
+        pass; no synchronisation, the generator advances on every call)."""
+        if not self.reset_subset:
+            fresh = self._initial_state(self._reset_draws(self.num_envs))
+            physics = {k: _where(mask, fresh[k], v) for k, v in physics.items()}
+            return physics, torch.where(mask, torch.zeros_like(elapsed), elapsed)
+        idx = mask.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return physics, elapsed
+        fresh = self._initial_state(self._reset_draws(idx.numel()))
+        physics = {k: v.index_put((idx,), fresh[k]) for k, v in physics.items()}
+        return physics, elapsed.index_fill(0, idx, 0)
 
     def get_state(self) -> dict[str, Tensor]:
         """The full simulator state: the family's state tensors, ``elapsed_steps`` (int64
@@ -201,7 +250,7 @@ class TorchVectorEnv:
         ``rng_state`` (the generator's state, a CPU uint8 tensor). Copies."""
         if self._physics is None:
             raise ValueError("get_state() before reset(): call reset() first")
-        state = {k: v.clone() for k, v in self._physics.items()}
+        state = self._export_state(self._physics)
         state.update(elapsed_steps=self._elapsed.clone(), terminated=self._terminated.clone())
         state.update(truncated=self._truncated.clone(), rng_state=self._generator.get_state())
         return state
@@ -220,9 +269,9 @@ class TorchVectorEnv:
             if not isinstance(value, Tensor) or (value.shape, value.dtype, value.device) != (
                 ref.shape, ref.dtype, ref.device
             ):
-                got = (value.shape, value.dtype, value.device) if isinstance(value, Tensor) else (
-                    type(value).__name__
-                )
+                got = type(value).__name__
+                if isinstance(value, Tensor):
+                    got = f"shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
                 raise ValueError(
                     f"Invalid state[{key!r}]: {got} (expected a tensor of shape "
                     f"{tuple(ref.shape)}, dtype {ref.dtype}, device {ref.device})"
@@ -234,8 +283,9 @@ class TorchVectorEnv:
                 self._elapsed = value.clone()
             elif key in ("terminated", "truncated"):
                 setattr(self, f"_{key}", value.clone())
-            else:
-                self._physics = {**self._physics, key: value.clone()}
+        physics = {k: v for k, v in current.items() if k not in (*_BOOKKEEPING, "rng_state")}
+        physics.update((k, v) for k, v in state.items() if k in physics)
+        self._physics = self._import_state(physics)
 
     def close(self) -> None:
         self._physics = None
@@ -244,27 +294,16 @@ class TorchVectorEnv:
         return f"{type(self).__name__}({self.spec_id}, num_envs={self.num_envs}, {self.device})"
 
     # ----------------------------------------------------------------- the step
-    def _transition(self, physics, elapsed, terminated, truncated, actions, u):
-        """One step as a pure function: dynamics, time limit, autoreset or freezing.
-        Returns ``(physics, elapsed, obs, reward, terminated, truncated[, final_obs])``."""
-        ended = terminated | truncated
-        new, reward, term = self._dynamics(physics, actions)
-        elapsed = elapsed + 1
-        trunc = elapsed >= self.max_episode_steps
-        if self.autoreset_mode == "disabled":
+    def _transition(self, physics, actions, ended):
+        """The dynamics as one pure function (fused by ``compile``); with ``ended`` (the
+        disabled autoreset) those envs stay frozen with reward 0. Returns ``(physics, obs,
+        reward, terminated)``, terminated as 0/1 in the env's dtype: a bool output costs
+        inductor's CPU code about as much as the whole step (measured)."""
+        new, reward, terminated = self._dynamics(physics, actions)
+        if ended is not None:
             new = {k: _where(ended, physics[k], v) for k, v in new.items()}
-            elapsed = torch.where(ended, elapsed - 1, elapsed)
             reward = torch.where(ended, torch.zeros_like(reward), reward)
-            term = torch.where(ended, terminated, term)
-            trunc = torch.where(ended, truncated, trunc)
-            return new, elapsed, self._observe(new), reward, term, trunc
-        final_obs = self._observe(new)
-        done = term | trunc
-        fresh = self._initial_state(u)
-        new = {k: _where(done, fresh[k], v) for k, v in new.items()}
-        elapsed = torch.where(done, torch.zeros_like(elapsed), elapsed)
-        obs = _where(done, self._observe(fresh), final_obs)
-        return new, elapsed, obs, reward, term, trunc, final_obs
+        return new, self._observe(new), reward, terminated.to(reward.dtype)
 
     def _make_transition(self, compile):
         if compile not in (True, False, "auto"):

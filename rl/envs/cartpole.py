@@ -23,15 +23,16 @@ import math
 import torch
 from gymnasium import spaces
 
-from .base import TorchVectorEnv
+from ._classic import ClassicControlEnv
 
 __all__ = ["CartPoleEnv"]
 
 
-class CartPoleEnv(TorchVectorEnv):
+class CartPoleEnv(ClassicControlEnv):
     spec_id = "CartPole-v1"
     default_max_episode_steps = 500
     num_reset_draws = 4
+    state_names = ("x", "x_dot", "theta", "theta_dot")
     single_action_space = spaces.Discrete(2)
 
     gravity = 9.8
@@ -54,13 +55,10 @@ class CartPoleEnv(TorchVectorEnv):
         return self._box([-h for h in high], high, dtype)
 
     def _initial_state(self, u):
-        return {"state": -0.05 + (0.05 - -0.05) * u}
-
-    def _observe(self, physics):
-        return physics["state"]
+        return dict(zip(self.state_names, -0.05 + (0.05 - -0.05) * u.T))
 
     def _dynamics(self, physics, actions):
-        x, x_dot, theta, theta_dot = physics["state"].unbind(1)
+        x, x_dot, theta, theta_dot = (physics[k] for k in self.state_names)
         force = self.force_mag * (2 * actions.to(x.dtype) - 1)
         costheta = torch.cos(theta)
         sintheta = torch.sin(theta)
@@ -83,4 +81,4 @@ class CartPoleEnv(TorchVectorEnv):
             reward = -terminated.to(x.dtype)
         else:
             reward = torch.ones_like(x)
-        return {"state": torch.stack((x, x_dot, theta, theta_dot), 1)}, reward, terminated
+        return dict(zip(self.state_names, (x, x_dot, theta, theta_dot))), reward, terminated

@@ -24,20 +24,17 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from .base import TorchVectorEnv
+from ._classic import ClassicControlEnv, round32
 
 __all__ = ["MountainCarEnv", "MountainCarContinuousEnv"]
 
 
-def _round32(x):
-    return x.to(torch.float32).to(x.dtype)
-
-
-class _MountainCar(TorchVectorEnv):
+class _MountainCar(ClassicControlEnv):
     min_position = -1.2
     max_position = 0.6
     max_speed = 0.07
     num_reset_draws = 1
+    state_names = ("position", "velocity")
 
     def __init__(self, num_envs: int, *, goal_velocity: float = 0.0, **kwargs):
         self.goal_velocity = float(goal_velocity)
@@ -46,9 +43,6 @@ class _MountainCar(TorchVectorEnv):
     def _observation_space(self, dtype):
         low, high = [self.min_position, -self.max_speed], [self.max_position, self.max_speed]
         return self._box(low, high, dtype)
-
-    def _observe(self, physics):
-        return physics["state"]
 
     def _position_update(self, position, velocity):
         """Clip the speed, move, clip the position, stop at the left wall; returns the new
@@ -71,15 +65,15 @@ class MountainCarEnv(_MountainCar):
 
     def _initial_state(self, u):
         position = -0.6 + (-0.4 - -0.6) * u[:, 0]
-        return {"state": torch.stack((position, torch.zeros_like(position)), 1)}
+        return {"position": position, "velocity": torch.zeros_like(position)}
 
     def _dynamics(self, physics, actions):
-        position, velocity = physics["state"].unbind(1)
+        position, velocity = physics["position"], physics["velocity"]
         push = (actions - 1).to(position.dtype) * self.force
         velocity = velocity + (push + torch.cos(3 * position) * (-self.gravity))
         position, velocity, terminated = self._position_update(position, velocity)
         reward = torch.full_like(position, -1.0)
-        return {"state": torch.stack((position, velocity), 1)}, reward, terminated
+        return {"position": position, "velocity": velocity}, reward, terminated
 
 
 class MountainCarContinuousEnv(_MountainCar):
@@ -90,15 +84,15 @@ class MountainCarContinuousEnv(_MountainCar):
     single_action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
 
     def _initial_state(self, u):
-        position = _round32(-0.6 + (-0.4 - -0.6) * u[:, 0])
-        return {"state": torch.stack((position, torch.zeros_like(position)), 1)}
+        position = round32(-0.6 + (-0.4 - -0.6) * u[:, 0])
+        return {"position": position, "velocity": torch.zeros_like(position)}
 
     def _dynamics(self, physics, actions):
-        position, velocity = physics["state"].unbind(1)
+        position, velocity = physics["position"], physics["velocity"]
         action = actions[:, 0]
         force = torch.clamp(action, -1.0, 1.0)
-        velocity = velocity + (force * self.power - 0.0025 * torch.cos(_round32(3 * position)))
+        velocity = velocity + (force * self.power - 0.0025 * torch.cos(round32(3 * position)))
         position, velocity, terminated = self._position_update(position, velocity)
         reward = 100.0 * terminated.to(position.dtype) - action.square() * 0.1
-        state = _round32(torch.stack((position, velocity), 1))
-        return {"state": state}, reward, terminated
+        state = {"position": round32(position), "velocity": round32(velocity)}
+        return state, reward, terminated

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from .base import TorchVectorEnv
+from ._classic import ClassicControlEnv
 
 __all__ = ["PendulumEnv"]
 
@@ -30,10 +30,11 @@ def angle_normalize(x):
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
-class PendulumEnv(TorchVectorEnv):
+class PendulumEnv(ClassicControlEnv):
     spec_id = "Pendulum-v1"
     default_max_episode_steps = 200
     num_reset_draws = 2
+    state_names = ("th", "thdot")
     max_speed = 8
     max_torque = 2.0
     dt = 0.05
@@ -49,15 +50,15 @@ class PendulumEnv(TorchVectorEnv):
         return self._box([-1.0, -1.0, -self.max_speed], [1.0, 1.0, self.max_speed], dtype)
 
     def _initial_state(self, u):
-        high = torch.tensor([math.pi, 1.0], dtype=u.dtype, device=u.device)
-        return {"state": -high + (high - -high) * u}
+        th, thdot = u.T
+        return {"th": -math.pi + (math.pi - -math.pi) * th, "thdot": -1.0 + (1.0 - -1.0) * thdot}
 
     def _observe(self, physics):
-        th, thdot = physics["state"].unbind(1)
-        return torch.stack((torch.cos(th), torch.sin(th), thdot), 1)
+        th = physics["th"]
+        return torch.stack((torch.cos(th), torch.sin(th), physics["thdot"]), 1)
 
     def _dynamics(self, physics, actions):
-        th, thdot = physics["state"].unbind(1)
+        th, thdot = physics["th"], physics["thdot"]
         g, m, l, dt = self.g, self.m, self.l, self.dt
         u = torch.clamp(actions[:, 0], -self.max_torque, self.max_torque)
         costs = angle_normalize(th) ** 2 + 0.1 * thdot**2 + 0.001 * (u**2)
@@ -65,4 +66,4 @@ class PendulumEnv(TorchVectorEnv):
         newthdot = torch.clamp(newthdot, -self.max_speed, self.max_speed)
         newth = th + newthdot * dt
         terminated = torch.zeros_like(th, dtype=torch.bool)
-        return {"state": torch.stack((newth, newthdot), 1)}, -costs, terminated
+        return {"th": newth, "thdot": newthdot}, -costs, terminated

@@ -122,15 +122,22 @@ def test_set_state_rejects_unknown_keys_and_wrong_tensors():
     with pytest.raises(ValueError, match=r"Invalid state\['state'\].*shape \(4, 4\), dtype "
                        r"torch.float32"):
         env.set_state({"state": torch.zeros(4, 4, dtype=torch.float64)})
-    with pytest.raises(ValueError, match=r"Invalid state\['elapsed_steps'\]: \('list',\)|list"):
+    with pytest.raises(ValueError, match=r"Invalid state\['elapsed_steps'\]: list \(expected a "
+                       r"tensor of shape \(4,\), dtype torch.int64"):
         env.set_state({"elapsed_steps": [0, 0, 0, 0]})
+    with pytest.raises(ValueError, match=r"Invalid state keys: \['x'\]"):  # nothing is written
+        env.set_state({"state": torch.ones(4, 4), "x": torch.zeros(4)})
+    assert (env.get_state()["state"].abs() <= 0.05).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("env_id", CLASSIC_IDS)
-def test_resume_from_get_state_is_exact(env_id, device):
+@pytest.mark.parametrize(
+    "env_id, reset_subset", [(i, True) for i in CLASSIC_IDS] + [("CartPole-v1", False)]
+)
+def test_resume_from_get_state_is_exact(env_id, reset_subset, device):
     """Save after 30 steps, run 120 more (autoresets included), restore, run them again."""
     env = rl.envs.make(env_id, 16, device=device, seed=0, max_episode_steps=50)
+    env.reset_subset = reset_subset
     obs, _ = env.reset()
 
     def run(obs, steps, seed):
@@ -146,7 +153,7 @@ def test_resume_from_get_state_is_exact(env_id, device):
     saved = env.get_state()
     _, first = run(obs, 120, seed=2)
     env.set_state(saved)
-    _, second = run(env._observe(env._physics), 120, seed=2)
+    _, second = run(obs, 120, seed=2)
     assert torch.equal(first, second)
 
 
@@ -162,17 +169,20 @@ def test_same_step_autoreset_and_time_limit():
     obs, reward, terminated, truncated, info = env.step(actions)
     assert truncated.all() and not terminated.any() and info["_final_obs"].all()
     # final_obs is the observation of the state reached by the third step...
-    expected, *_ = env._dynamics({"state": last}, actions)
+    expected, *_ = env._dynamics(env._import_state({"state": last}), actions)
     assert torch.equal(info["final_obs"], env._observe(expected))
     # ...and obs the first of the next episode, elapsed steps back to 0
     state = env.get_state()
-    assert (state["elapsed_steps"] == 0).all() and torch.equal(obs, env._observe(state))
+    assert (state["elapsed_steps"] == 0).all()
+    assert torch.equal(obs, env._observe(env._import_state(state)))
     assert (state["state"].abs() <= torch.tensor([torch.pi, 1.0])).all()
     assert not torch.equal(obs, info["final_obs"])
 
 
-def test_same_step_terminated_envs_only_are_reset():
+@pytest.mark.parametrize("reset_subset", [True, False])
+def test_same_step_terminated_envs_only_are_reset(reset_subset):
     env = rl.envs.make("CartPole-v1", 64, seed=0)
+    env.reset_subset = reset_subset
     env.reset()
     actions = torch.ones(64, dtype=torch.long)  # push right until the pole falls
     for _ in range(200):
@@ -186,8 +196,10 @@ def test_same_step_terminated_envs_only_are_reset():
     assert (info["final_obs"][done][:, [0, 2]].abs() > torch.tensor([2.4, 0.2094])).any(1).all()
 
 
-def test_disabled_mode_freezes_ended_envs_until_reset_mask():
+@pytest.mark.parametrize("reset_subset", [True, False])
+def test_disabled_mode_freezes_ended_envs_until_reset_mask(reset_subset):
     env = rl.envs.make("CartPole-v1", 8, seed=0, autoreset_mode="disabled")
+    env.reset_subset = reset_subset
     env.reset()
     actions = torch.tensor([1, 0] * 4)
     while True:
@@ -274,3 +286,28 @@ def test_compile_matches_eager():
         *out_c, _ = fused.step(actions)
         for e, c in zip(out_e, out_c):
             torch.testing.assert_close(e, c, rtol=1e-6, atol=1e-6)
+
+
+def test_compile_auto_falls_back_to_eager(monkeypatch):
+    import rl.envs.base as base
+
+    monkeypatch.setattr(base, "_compiler_available", lambda: False)
+    env = rl.envs.make("CartPole-v1", 4, compile="auto")
+    assert env._transition_fn == env._transition  # no compiler: eager from the start
+
+    def broken(fn, **kwargs):
+        def fails(*args):
+            raise RuntimeError("no backend")
+
+        return fails
+
+    monkeypatch.setattr(base, "_compiler_available", lambda: True)
+    monkeypatch.setattr(torch, "compile", broken)
+    env, eager = (rl.envs.make("CartPole-v1", 4, seed=0, compile=c) for c in ("auto", False))
+    env.reset(), eager.reset()
+    actions = torch.tensor([0, 1, 1, 0])
+    with pytest.warns(UserWarning, match="torch.compile failed, stepping eagerly: no backend"):
+        out = env.step(actions)
+    assert env._transition_fn == env._transition
+    for a, b in zip(out[:4], eager.step(actions)[:4]):
+        assert torch.equal(a, b)

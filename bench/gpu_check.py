@@ -1,0 +1,165 @@
+"""Run this first whenever a CUDA device is lent: every ``cuda``-marked test, then the GPU
+figures as one table. At most about 8 minutes; torch is the only requirement.
+
+1. ``pytest -m cuda`` over ``tests/`` (``--continue-on-collection-errors``: a test module
+   whose imports are missing on the device machine is reported, the others still run);
+   skipped when pytest is not installed.
+2. One row per figure (``ROWS``). A row is a function of the device that returns its
+   figure as text, or raises ``Skip`` with the reason ("skipped (not installed: ...)"
+   when an import fails); a row that fails prints its error and the others still run.
+   To add a row, write one such function and append ``Row(name, target, fn)`` to ``ROWS``.
+
+The device machine has no gymnasium, cma or mujoco unless staged; ``rl.envs`` needs
+gymnasium (its spaces) and numpy. To stage pure-Python packages, install them into a
+folder of the checkout here (``pip install --no-deps --target .gpu_site gymnasium
+farama-notifications cloudpickle``), carry that folder, and run with
+``PYTHONPATH=.:.gpu_site``.
+
+Without a CUDA device the script says so and exits with status 0 (``--device cpu``
+dry-runs the table on the CPU).
+
+    PYTHONPATH=. python bench/gpu_check.py [--skip-tests] [--envs 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_TIMEOUT_S = 300
+
+
+class Skip(Exception):
+    """A row that cannot run here; the message says why."""
+
+
+def require(module: str):
+    """Import ``module`` or skip the row with "skipped (not installed: module)"."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise Skip(f"skipped (not installed: {err.name or module})") from None
+
+
+@dataclass
+class Row:
+    name: str
+    target: str
+    fn: Callable[[torch.device, argparse.Namespace], str]
+
+
+def _wall(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _env_rate(device, args, compile):
+    require("gymnasium")
+    envs = require("rl.envs")
+    n = args.envs
+    env = envs.make("CartPole-v1", n, device=device, seed=0, compile=compile,
+                    check_actions=False)
+    env.reset()
+    gen = torch.Generator(device=device).manual_seed(0)
+    actions = [torch.randint(0, 2, (n,), generator=gen, device=device) for _ in range(8)]
+    for k in range(5):  # warm-up (and compilation)
+        env.step(actions[k % 8])
+    best = 0.0
+    for _ in range(3):
+        t0 = _wall(device)
+        for k in range(args.steps):
+            env.step(actions[k % 8])
+        best = max(best, n * args.steps / (_wall(device) - t0))
+    return f"{best:.3g} steps/s"
+
+
+def cartpole_eager(device, args):
+    return _env_rate(device, args, compile=False)
+
+
+def cartpole_compiled(device, args):
+    return _env_rate(device, args, compile=True)
+
+
+def todo(reason: str):
+    def row(device, args):
+        raise Skip(f"TODO: {reason}")
+
+    return row
+
+
+ROWS = [
+    Row("rl.envs CartPole-v1 env steps/s, eager", ">= 1e8", cartpole_eager),
+    Row("rl.envs CartPole-v1 env steps/s, compile=True", ">= 1e8", cartpole_compiled),
+    Row("population forward (bench/bench_population_forward.py)", "", todo(
+        "the bench has no --device flag; add one and call it here")),
+    Row("ES step (bench/bench_es_overhead.py)", "", todo(
+        "the bench has no --device flag; add one and call it here")),
+]
+
+
+def run_cuda_tests() -> str:
+    try:
+        importlib.import_module("pytest")
+    except ImportError:
+        return "skipped (not installed: pytest)"
+    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+           "--continue-on-collection-errors", str(ROOT / "tests")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=TEST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {TEST_TIMEOUT_S} s"
+    print(done.stdout[-6000:], done.stderr[-2000:], sep="\n")
+    lines = done.stdout.strip().splitlines()
+    return f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip-tests", action="store_true", help="only the table")
+    ap.add_argument("--envs", type=int, default=1_000_000, help="envs of the env rows")
+    ap.add_argument("--steps", type=int, default=50, help="timed steps per round")
+    ap.add_argument("--device", default="cuda",
+                    help="'cpu' dry-runs the table (try it with --envs 4096 --skip-tests)")
+    args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpu_check needs a CUDA device (torch.cuda.is_available() is False): "
+              "nothing to do here")
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    if device.type == "cuda":
+        device = torch.device("cuda", device.index or torch.cuda.current_device())
+        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    tests = "skipped (--skip-tests)" if args.skip_tests else run_cuda_tests()
+    print(f"\npytest -m cuda: {tests}\n")
+    width = max(len(row.name) for row in ROWS)
+    print(f"{'figure':<{width}}  {'target':<8}  value")
+    for row in ROWS:
+        try:
+            value = row.fn(device, args)
+        except Skip as skip:
+            value = str(skip)
+        except Exception as err:  # noqa: BLE001 (one failing row must not hide the others)
+            value = f"FAILED: {type(err).__name__}: {err}"
+        print(f"{row.name:<{width}}  {row.target:<8}  {value}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
