@@ -29,8 +29,11 @@ def import_warp():
     """``(mujoco, warp, mujoco_warp)``, or an ``ImportError`` that names the fix."""
     try:
         import mujoco
-        import mujoco_warp
         import warp
+
+        # before mujoco_warp initialises Warp: no banner, no per-kernel load lines
+        warp.config.log_level = max(warp.config.log_level, warp.LOG_WARNING)
+        import mujoco_warp
     except ImportError as err:
         raise ImportError(
             f"MuJoCo envs on a torch device need mujoco-warp and warp-lang ({err}); "
@@ -62,19 +65,20 @@ class WarpSimulator:
         num_worlds: number of worlds, one per env.
         device: torch device; Warp runs on the matching device (``cpu`` or ``cuda:i``).
         fields: extra ``mujoco_warp.Data`` fields to expose as views (``xpos``, ``cfrc_ext``...).
+        njmax: constraint rows allocated per world (MuJoCo Warp's guess by default; a world
+            that needs more drops rows and MuJoCo Warp prints an overflow warning).
     """
 
-    def __init__(self, mj_model, num_worlds: int, device: torch.device, fields=()):
+    def __init__(self, mj_model, num_worlds: int, device: torch.device, fields=(), njmax=None):
         _, wp, mjw = import_warp()
         self._wp, self._mjw = wp, mjw
-        wp.config.quiet = True  # no per-kernel "Module ... load" lines on stdout
         wp.init()
         self.mj_model = mj_model
         self.device = device
         self.wp_device = _warp_device(wp, device)
         with wp.ScopedDevice(self.wp_device):
             self.model = mjw.put_model(self.mj_model)
-            self.data = mjw.make_data(self.mj_model, nworld=num_worlds)
+            self.data = mjw.make_data(self.mj_model, nworld=num_worlds, njmax=njmax)
         names = (*STATE, "ctrl", *fields)
         self.views = {name: wp.to_torch(getattr(self.data, name)) for name in names}
 

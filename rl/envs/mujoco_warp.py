@@ -121,6 +121,7 @@ class MujocoWarpEnv(TorchVectorEnv):
     obs_qvel_clip: float | None = None
     fields: tuple[str, ...] = ()  # extra Data fields read after a step
     post_constraint = False  # run mj_rnePostConstraint (cfrc_ext) after a step
+    njmax: int | None = None  # constraint rows per world (None: MuJoCo Warp's guess, 64 here)
 
     def __init__(self, num_envs: int, *, device="cpu", compile=False, **kwargs):
         if compile not in (False, "auto"):
@@ -139,7 +140,9 @@ class MujocoWarpEnv(TorchVectorEnv):
         self.single_action_space = spaces.Box(low=low, high=high, dtype=np.float32)
         super().__init__(num_envs, device=device, compile=False, **base_kwargs)
         self.num_reset_draws = self.nq + self.nv
-        self._sim = WarpSimulator(self.mj_model, self.num_envs, self.device, self.fields)
+        self._sim = WarpSimulator(
+            self.mj_model, self.num_envs, self.device, self.fields, njmax=self.njmax
+        )
         self._init_qpos = torch.as_tensor(self.mj_model.qpos0, dtype=torch.float32).to(
             self.device
         )
@@ -319,7 +322,7 @@ class AntEnv(MujocoWarpEnv):
     spec_id = "Ant-v5"
     xml_file, frame_skip, qvel_noise, num_skipped_qpos = "ant.xml", 5, "normal", 2
     fields, post_constraint = ("xpos", "cfrc_ext"), True
-    main_body = 1
+    main_body, njmax = 1, 128  # 12 capsules, a sphere: <= 25 contacts x 4 rows + 8 limits
     defaults = dict(
         forward_reward_weight=1.0,
         ctrl_cost_weight=0.5,
@@ -383,7 +386,7 @@ class HumanoidEnv(MujocoWarpEnv):
     spec_id = "Humanoid-v5"
     xml_file, frame_skip, num_skipped_qpos = "humanoid.xml", 5, 2
     fields = ("xipos", "cinert", "cvel", "qfrc_actuator", "cfrc_ext")
-    post_constraint = True
+    post_constraint, njmax = True, 256  # a fallen humanoid: many contacts, 17 joint limits
     defaults = dict(
         forward_reward_weight=1.25,
         ctrl_cost_weight=0.1,
