@@ -10,9 +10,15 @@ machine: both backends step on one thread here).
     python bench/bench_warp.py --num-envs 64 --steps 20 --rounds 5
     python bench/bench_warp.py --device cuda         # Warp on the GPU; Gymnasium on the CPU
 
-Measured on this 2-core machine (6 other jobs running, load average 8-10: compare the
-ratios, not the absolute figures), HalfCheetah-v5, 512 envs, 3 rounds of 10 steps:
-see the figures printed by the run quoted in the issue notes.
+Measured on this 2-core machine (other jobs running, load average 9-14: compare the
+ratios, not the absolute figures), HalfCheetah-v5, env steps/s, median of 3 rounds:
+
+    envs  steps/round  gymnasium wall / CPU   MuJoCo Warp wall / CPU   ratio wall / CPU
+     512       10          1,445 / 5,728           767 / 3,314            0.53 / 0.58
+      64       20          2,429 / 8,532           269 /   924            0.11 / 0.11
+
+On a CPU MuJoCo Warp pays a Python launch per kernel (about 1,500 per step), which small
+batches cannot amortise; 512 envs brings it to about half of C MuJoCo on one thread.
 """
 
 from __future__ import annotations

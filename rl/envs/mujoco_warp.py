@@ -31,13 +31,30 @@ Reset noise (v5): ``qpos = qpos0 + U(-s, s)``; ``qvel = s N(0, 1)`` for HalfChee
 ``[nq uniforms | nv uniforms or normals]`` per env and reset.
 
 Departures from Gymnasium's envs, all measured in ``tests/rl/envs/test_mujoco_warp.py``:
-MuJoCo Warp computes in float32 where C MuJoCo uses float64 (observations and rewards are
-returned in ``dtype``, but float64 only widens float32 physics), so one step from the same
-state agrees to about 1e-5 relative and trajectories agree for as long as the dynamics do
-not amplify rounding: under full-range random actions even C MuJoCo against itself with
-a 1e-6 change in ``qpos`` departs by O(1) within 30-50 steps (HalfCheetah), so long runs
-are compared under moderate actions. ``info`` holds no reward terms (only
-``final_obs``/``_final_obs``). The step calls Warp kernels, so ``compile=True`` is refused.
+
+- float32: MuJoCo Warp computes in float32 where C MuJoCo uses float64 (observations and
+  rewards come in ``dtype``; float64 only widens them). One step from the same 128 states
+  agrees within 2.1e-3 (HalfCheetah), 3e-6 (Swimmer), 5e-6 (Hopper), 1.1e-4 (Walker2d);
+  100-step trajectories under moderate actions stay within 2e-4, with the same
+  terminations. Under full-range random actions the dynamics amplify any rounding: C
+  MuJoCo against itself, ``qpos`` moved by 1e-6, departs by O(1) within 30-50 steps
+  (HalfCheetah), so no float32 simulator tracks such runs for long.
+- Ant-v5: MuJoCo Warp 4.0 departs from C MuJoCo on the ground contacts (up to 1.3 in qvel
+  over one env step in half of the sampled states; C MuJoCo from the same float32-rounded
+  states agrees to 1e-5, and neither the solver tolerance, the 0.01 margin nor RK4 alone
+  explains it). The rules (observation, reward, health) equal Gymnasium's on the Warp
+  state; the physics is MuJoCo Warp's.
+- Humanoid-v5: MuJoCo Warp has no PGS solver, so Newton stands in (see
+  :class:`HumanoidEnv`); gaps of 7e-5 until a foot strikes the ground, up to 5e-2 (qvel)
+  after such an impact; the split of contact forces between bodies may differ.
+- ``info`` holds no reward terms (only ``final_obs``/``_final_obs``); the step calls Warp
+  kernels, so ``compile=True`` is refused; with ``"disabled"`` autoreset, ended envs keep
+  stepping in Warp (their results are discarded by the base class).
+
+Speed: on a CPU MuJoCo Warp launches each of its kernels from Python (about 1,500 launches
+per Hopper step), which dominates small batches: HalfCheetah runs at 0.11 times Gymnasium's
+C MuJoCo sync vector env at 64 envs and 0.55 times at 512 (``bench/bench_warp.py``, 2
+loaded cores). Its speed is on a GPU.
 
 State (``get_state``): ``qpos``, ``qvel``, ``qacc_warmstart`` (the solver's warm start,
 which Gymnasium zeroes on reset) and the task's carried quantities, all float32: a state

@@ -366,3 +366,18 @@ def test_resume_from_get_state_is_exact_across_autoresets():
     state = env.get_state()
     assert torch.equal(state["qacc_warmstart"], torch.zeros(4, 6))
     assert torch.equal(state["elapsed_steps"], torch.zeros(4, dtype=torch.int64))
+
+
+@needs_warp
+def test_registry_make_builds_a_warp_env_in_float64():
+    """``rl.envs.make`` routes the MuJoCo ids here; ``dtype=torch.float64`` widens the
+    float32 physics: observations, rewards and the observation space in float64."""
+    import rl.envs
+
+    env = rl.envs.make("HalfCheetah-v5", 2, seed=0, dtype=torch.float64, max_episode_steps=5)
+    obs, _ = env.reset()
+    assert obs.dtype == torch.float64 and env.single_observation_space.dtype == np.float64
+    assert torch.equal(obs, obs.float().double())
+    _, reward, _, truncated, _ = env.step(torch.zeros(2, 6, dtype=torch.float64))
+    assert reward.dtype == torch.float64 and env.max_episode_steps == 5
+    assert not truncated.any()
