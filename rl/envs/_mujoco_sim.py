@@ -89,14 +89,17 @@ class WarpSimulator:
         return wp.ScopedDevice(self.wp_device)
 
     def load(self, state: dict[str, Tensor]) -> None:
-        """Copy ``qpos``, ``qvel`` and ``qacc_warmstart`` [N, ...] into the worlds."""
+        """Copy ``qpos``, ``qvel`` and ``qacc_warmstart`` ``[n, ...]`` into the first ``n``
+        worlds (the others keep whatever they hold)."""
         for name in STATE:
-            self.views[name].copy_(state[name])
+            self.views[name][: len(state[name])].copy_(state[name])
 
     def step(self, state: dict[str, Tensor], ctrl: Tensor, num_steps: int, post_constraint=False):
         """Load ``state``, set ``ctrl`` (MuJoCo clamps it to ``ctrlrange`` where the model
         says so) and run ``num_steps`` MuJoCo steps, then ``mj_rnePostConstraint`` (for
         ``cfrc_ext``) if asked, as Gymnasium does after every step. Returns the views."""
+        if len(state["qpos"]) != len(self.views["qpos"]):
+            raise ValueError(f"step needs all {len(self.views['qpos'])} worlds' states")
         self.load(state)
         self.views["ctrl"].copy_(ctrl)
         with self._scope():
@@ -107,8 +110,9 @@ class WarpSimulator:
         return self.views
 
     def forward(self, state: dict[str, Tensor]):
-        """Load ``state`` with ``ctrl = 0`` and run ``mj_forward`` (positions, velocities and
-        forces of that state, as after Gymnasium's ``set_state``). Returns the views."""
+        """Load ``state`` (``n`` rows) with ``ctrl = 0`` and run ``mj_forward`` (positions,
+        velocities and forces of that state, as after Gymnasium's ``set_state``). Returns
+        the views, whose first ``n`` rows are the results."""
         self.load(state)
         self.views["ctrl"].zero_()
         with self._scope():

@@ -190,10 +190,10 @@ class MujocoWarpEnv(TorchVectorEnv):
         return spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np_dtype)
 
     # ----------------------------------------------------------------- the hooks
-    def _reset_draws(self) -> Tensor:
-        """``[N, nq + nv]``: uniforms in [0, 1) for qpos, then uniforms or standard
-        normals (``qvel_noise``) for qvel."""
-        g, shape = self._generator, (self.num_envs,)
+    def _reset_draws(self, n: int) -> Tensor:
+        """``[n, nq + nv]`` for ``n`` resetting envs: uniforms in [0, 1) for qpos, then
+        uniforms or standard normals (``qvel_noise``) for qvel."""
+        g, shape = self._generator, (n,)
         kw = dict(generator=g, device=self.device, dtype=torch.float32)
         u_qpos = torch.rand(shape + (self.nq,), **kw)
         draw = torch.randn if self.qvel_noise == "normal" else torch.rand
@@ -209,7 +209,7 @@ class MujocoWarpEnv(TorchVectorEnv):
 
     def _initial_extras(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """The carried quantities after Gymnasium's reset (``mj_resetData`` +
-        ``set_state``, which runs ``mj_forward``)."""
+        ``set_state``, which runs ``mj_forward``) of the ``n`` envs in ``state``."""
         return {}
 
     def _read_extras(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -358,7 +358,7 @@ class AntEnv(MujocoWarpEnv):
 
     def _initial_extras(self, state):
         # the torso hangs on a free joint: after mj_forward its xpos is qpos[0:3] exactly
-        cfrc_ext = state["qpos"].new_zeros(self.num_envs, self.mj_model.nbody, 6)
+        cfrc_ext = state["qpos"].new_zeros(len(state["qpos"]), self.mj_model.nbody, 6)
         return {"main_body_xy": state["qpos"][:, :2], "cfrc_ext": cfrc_ext}
 
     def _read_extras(self, views):
@@ -391,8 +391,8 @@ class HumanoidEnv(MujocoWarpEnv):
     centre of mass (``xipos`` weighted by ``body_mass``); healthy while ``z`` is in
     ``healthy_z_range`` (open); observation adds ``cinert``, ``cvel`` and ``cfrc_ext`` of
     bodies 1: and ``qfrc_actuator[6:]``. A reset runs ``mj_forward`` on the drawn states
-    (for ``cinert``, ``cvel`` and the centre of mass), so with ``"same_step"`` every step
-    pays one extra forward pass.
+    (for ``cinert``, ``cvel`` and the centre of mass): one extra forward pass of all worlds
+    on each step where some env resets.
 
     The model asks for MuJoCo's PGS solver, which MuJoCo Warp does not have
     (``NotImplementedError: mjSOL_PGS is unsupported``): the Newton solver stands in. In C
@@ -437,18 +437,19 @@ class HumanoidEnv(MujocoWarpEnv):
         sizes["cfrc_ext"] = nbody * 6
         return sum(n for k, n in sizes.items() if o[f"include_{k}_in_observation"])
 
-    def _carried(self, views) -> dict[str, Tensor]:
-        xy = (self._mass[:, None] * views["xipos"]).sum(1)[:, :2]
-        carried = {k: views[k].clone() for k in self._OBS_FIELDS}
+    def _carried(self, views, n: int) -> dict[str, Tensor]:
+        """Centre of mass and observed quantities of the first ``n`` worlds (copies)."""
+        xy = (self._mass[:, None] * views["xipos"][:n]).sum(1)[:, :2]
+        carried = {k: views[k][:n].clone() for k in self._OBS_FIELDS}
         return {"mass_center": xy, **carried}
 
     def _initial_extras(self, state):
-        carried = self._carried(self._sim.forward(state))
+        carried = self._carried(self._sim.forward(state), len(state["qpos"]))
         carried["cfrc_ext"].zero_()  # mj_forward leaves cfrc_ext as mj_resetData set it
         return carried
 
     def _read_extras(self, views):
-        return self._carried(views)
+        return self._carried(views, self.num_envs)
 
     def _reward(self, before, after, actions):
         x0, x1 = before["mass_center"][:, 0], after["mass_center"][:, 0]
