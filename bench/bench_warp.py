@@ -1,62 +1,78 @@
 """Env steps per second: MuJoCo Warp (``rl.envs.mujoco_warp``) against Gymnasium's C MuJoCo
 envs (``gymnasium.make_vec(..., vectorization_mode="sync")``, the gymnasium backend's
-in-process stepping), the same task, number of envs and uniform random actions, measured
-in one run. The Warp env's first steps (kernel compile or cache load) are not timed.
+in-process stepping), on the same task, number of envs and uniform random actions, in one
+run. The two are timed in alternating rounds (a loaded machine drifts); the Warp env's
+first steps (kernel compile or cache load) are not timed. Rates are given per second of
+wall time and per second of this process's CPU time (the fairer figure on a shared
+machine: both backends step on one thread here).
 
     python bench/bench_warp.py                       # HalfCheetah-v5, 512 envs, CPU
-    python bench/bench_warp.py --num-envs 64 --steps 50
+    python bench/bench_warp.py --num-envs 64 --steps 20 --rounds 5
     python bench/bench_warp.py --device cuda         # Warp on the GPU; Gymnasium on the CPU
 
-Measured on this 2-core CPU machine (torch and Warp on the CPU, 1 torch thread, other
-jobs running: compare the ratio, not the absolute figures): see the issue notes.
+Measured on this 2-core machine (other jobs running, load average 9-14: compare the
+ratios, not the absolute figures), HalfCheetah-v5, env steps/s, median of 3 rounds:
+
+    envs  steps/round  gymnasium wall / CPU   MuJoCo Warp wall / CPU   ratio wall / CPU
+     512       10          1,445 / 5,728           767 / 3,314            0.53 / 0.58
+      64       20          2,429 / 8,532           269 /   924            0.11 / 0.11
+
+On a CPU MuJoCo Warp pays a Python launch per kernel (about 1,500 per step), which small
+batches cannot amortise; 512 envs brings it to about half of C MuJoCo on one thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import gymnasium
 import torch
 
 
-def gymnasium_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int) -> float:
-    envs = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
-    envs.action_space.seed(seed)
-    envs.reset(seed=seed)
-    actions = [envs.action_space.sample() for _ in range(steps)]
-    start = time.perf_counter()
+def _timed(step, actions) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``step(a)`` over ``actions``."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for a in actions:
-        envs.step(a)
-    elapsed = time.perf_counter() - start
-    envs.close()
-    return num_envs * steps / elapsed
+        step(a)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def warp_steps_per_s(env_id: str, num_envs: int, steps: int, seed: int, device: str) -> float:
-    from rl.envs.mujoco_warp import make_warp_env
+class GymnasiumBackend:
+    def __init__(self, env_id: str, num_envs: int, seed: int):
+        self.envs = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        self.envs.action_space.seed(seed)
+        self.envs.reset(seed=seed)
 
-    env = make_warp_env(env_id, num_envs, device=device, seed=seed)
-    env.reset()
-    space = env.single_action_space
-    low = torch.as_tensor(space.low, device=env.device)
-    high = torch.as_tensor(space.high, device=env.device)
-    gen = torch.Generator(device=env.device).manual_seed(seed)
-    shape = (num_envs, *space.shape)
-    actions = [
-        low + (high - low) * torch.rand(shape, generator=gen, device=env.device)
-        for _ in range(steps + 2)
-    ]
-    for a in actions[:2]:  # compile / load the kernels
-        env.step(a)
-    _sync(env.device)
-    start = time.perf_counter()
-    for a in actions[2:]:
-        env.step(a)
-    _sync(env.device)
-    elapsed = time.perf_counter() - start
-    env.close()
-    return num_envs * steps / elapsed
+    def round(self, steps: int) -> tuple[float, float]:
+        actions = [self.envs.action_space.sample() for _ in range(steps)]
+        return _timed(self.envs.step, actions)
+
+
+class WarpBackend:
+    def __init__(self, env_id: str, num_envs: int, seed: int, device: str):
+        from rl.envs.mujoco_warp import make_warp_env
+
+        self.env = make_warp_env(env_id, num_envs, device=device, seed=seed)
+        self.env.reset()
+        space = self.env.single_action_space
+        self.low = torch.as_tensor(space.low, device=self.env.device)
+        self.high = torch.as_tensor(space.high, device=self.env.device)
+        self.gen = torch.Generator(device=self.env.device).manual_seed(seed)
+        self.round(2)  # compile or load the kernels
+
+    def round(self, steps: int) -> tuple[float, float]:
+        env = self.env
+        shape = (env.num_envs, *env.single_action_space.shape)
+        draw = dict(generator=self.gen, device=env.device)
+        actions = [
+            self.low + (self.high - self.low) * torch.rand(shape, **draw) for _ in range(steps)
+        ]
+        _sync(env.device)
+        wall, cpu = _timed(env.step, actions)
+        _sync(env.device)
+        return wall, cpu
 
 
 def _sync(device: torch.device) -> None:
@@ -68,17 +84,31 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--num-envs", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per backend")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="the Warp env's device")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    gym_rate = gymnasium_steps_per_s(args.env, args.num_envs, args.steps, args.seed)
-    warp_rate = warp_steps_per_s(args.env, args.num_envs, args.steps, args.seed, args.device)
-    print(f"{args.env}, {args.num_envs} envs, {args.steps} steps")
-    print(f"  gymnasium (C MuJoCo, sync, CPU)  {gym_rate:12,.0f} env steps/s")
-    print(f"  MuJoCo Warp ({args.device})            {warp_rate:12,.0f} env steps/s")
-    print(f"  ratio warp / gymnasium           {warp_rate / gym_rate:12.2f}")
+    backends = {
+        "gymnasium (C MuJoCo, sync, CPU)": GymnasiumBackend(args.env, args.num_envs, args.seed),
+        f"MuJoCo Warp ({args.device})": WarpBackend(
+            args.env, args.num_envs, args.seed, args.device
+        ),
+    }
+    rates = {name: ([], []) for name in backends}
+    for _ in range(args.rounds):
+        for name, backend in backends.items():
+            wall, cpu = backend.round(args.steps)
+            rates[name][0].append(args.num_envs * args.steps / wall)
+            rates[name][1].append(args.num_envs * args.steps / cpu)
+    print(f"{args.env}, {args.num_envs} envs, {args.rounds} rounds of {args.steps} steps")
+    print(f"  {'env steps/s (median)':34s} {'wall':>10s} {'CPU':>10s}")
+    medians = {n: [statistics.median(r) for r in rs] for n, rs in rates.items()}
+    for name, (wall, cpu) in medians.items():
+        print(f"  {name:34s} {wall:10,.0f} {cpu:10,.0f}")
+    (g_wall, g_cpu), (w_wall, w_cpu) = medians.values()
+    print(f"  {'ratio warp / gymnasium':34s} {w_wall / g_wall:10.2f} {w_cpu / g_cpu:10.2f}")
 
 
 if __name__ == "__main__":

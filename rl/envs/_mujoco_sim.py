@@ -29,8 +29,11 @@ def import_warp():
     """``(mujoco, warp, mujoco_warp)``, or an ``ImportError`` that names the fix."""
     try:
         import mujoco
-        import mujoco_warp
         import warp
+
+        # before mujoco_warp initialises Warp: no banner, no per-kernel load lines
+        warp.config.log_level = max(warp.config.log_level, warp.LOG_WARNING)
+        import mujoco_warp
     except ImportError as err:
         raise ImportError(
             f"MuJoCo envs on a torch device need mujoco-warp and warp-lang ({err}); "
@@ -62,19 +65,20 @@ class WarpSimulator:
         num_worlds: number of worlds, one per env.
         device: torch device; Warp runs on the matching device (``cpu`` or ``cuda:i``).
         fields: extra ``mujoco_warp.Data`` fields to expose as views (``xpos``, ``cfrc_ext``...).
+        njmax: constraint rows allocated per world (MuJoCo Warp's guess by default; a world
+            that needs more drops rows and MuJoCo Warp prints an overflow warning).
     """
 
-    def __init__(self, mj_model, num_worlds: int, device: torch.device, fields=()):
+    def __init__(self, mj_model, num_worlds: int, device: torch.device, fields=(), njmax=None):
         _, wp, mjw = import_warp()
         self._wp, self._mjw = wp, mjw
-        wp.config.quiet = True  # no per-kernel "Module ... load" lines on stdout
         wp.init()
         self.mj_model = mj_model
         self.device = device
         self.wp_device = _warp_device(wp, device)
         with wp.ScopedDevice(self.wp_device):
             self.model = mjw.put_model(self.mj_model)
-            self.data = mjw.make_data(self.mj_model, nworld=num_worlds)
+            self.data = mjw.make_data(self.mj_model, nworld=num_worlds, njmax=njmax)
         names = (*STATE, "ctrl", *fields)
         self.views = {name: wp.to_torch(getattr(self.data, name)) for name in names}
 
@@ -85,14 +89,17 @@ class WarpSimulator:
         return wp.ScopedDevice(self.wp_device)
 
     def load(self, state: dict[str, Tensor]) -> None:
-        """Copy ``qpos``, ``qvel`` and ``qacc_warmstart`` [N, ...] into the worlds."""
+        """Copy ``qpos``, ``qvel`` and ``qacc_warmstart`` ``[n, ...]`` into the first ``n``
+        worlds (the others keep whatever they hold)."""
         for name in STATE:
-            self.views[name].copy_(state[name])
+            self.views[name][: len(state[name])].copy_(state[name])
 
     def step(self, state: dict[str, Tensor], ctrl: Tensor, num_steps: int, post_constraint=False):
         """Load ``state``, set ``ctrl`` (MuJoCo clamps it to ``ctrlrange`` where the model
         says so) and run ``num_steps`` MuJoCo steps, then ``mj_rnePostConstraint`` (for
         ``cfrc_ext``) if asked, as Gymnasium does after every step. Returns the views."""
+        if len(state["qpos"]) != len(self.views["qpos"]):
+            raise ValueError(f"step needs all {len(self.views['qpos'])} worlds' states")
         self.load(state)
         self.views["ctrl"].copy_(ctrl)
         with self._scope():
@@ -103,8 +110,9 @@ class WarpSimulator:
         return self.views
 
     def forward(self, state: dict[str, Tensor]):
-        """Load ``state`` with ``ctrl = 0`` and run ``mj_forward`` (positions, velocities and
-        forces of that state, as after Gymnasium's ``set_state``). Returns the views."""
+        """Load ``state`` (``n`` rows) with ``ctrl = 0`` and run ``mj_forward`` (positions,
+        velocities and forces of that state, as after Gymnasium's ``set_state``). Returns
+        the views, whose first ``n`` rows are the results."""
         self.load(state)
         self.views["ctrl"].zero_()
         with self._scope():

@@ -31,13 +31,30 @@ Reset noise (v5): ``qpos = qpos0 + U(-s, s)``; ``qvel = s N(0, 1)`` for HalfChee
 ``[nq uniforms | nv uniforms or normals]`` per env and reset.
 
 Departures from Gymnasium's envs, all measured in ``tests/rl/envs/test_mujoco_warp.py``:
-MuJoCo Warp computes in float32 where C MuJoCo uses float64 (observations and rewards are
-returned in ``dtype``, but float64 only widens float32 physics), so one step from the same
-state agrees to about 1e-5 relative and trajectories agree for as long as the dynamics do
-not amplify rounding: under full-range random actions even C MuJoCo against itself with
-a 1e-6 change in ``qpos`` departs by O(1) within 30-50 steps (HalfCheetah), so long runs
-are compared under moderate actions. ``info`` holds no reward terms (only
-``final_obs``/``_final_obs``). The step calls Warp kernels, so ``compile=True`` is refused.
+
+- float32: MuJoCo Warp computes in float32 where C MuJoCo uses float64 (observations and
+  rewards come in ``dtype``; float64 only widens them). One step from the same 128 states
+  agrees within 2.1e-3 (HalfCheetah), 3e-6 (Swimmer), 5e-6 (Hopper), 1.1e-4 (Walker2d);
+  100-step trajectories under moderate actions stay within 2e-4, with the same
+  terminations. Under full-range random actions the dynamics amplify any rounding: C
+  MuJoCo against itself, ``qpos`` moved by 1e-6, departs by O(1) within 30-50 steps
+  (HalfCheetah), so no float32 simulator tracks such runs for long.
+- Ant-v5: MuJoCo Warp 4.0 departs from C MuJoCo on the ground contacts (up to 1.3 in qvel
+  over one env step in half of the sampled states; C MuJoCo from the same float32-rounded
+  states agrees to 1e-5, and neither the solver tolerance, the 0.01 margin nor RK4 alone
+  explains it). The rules (observation, reward, health) equal Gymnasium's on the Warp
+  state; the physics is MuJoCo Warp's.
+- Humanoid-v5: MuJoCo Warp has no PGS solver, so Newton stands in (see
+  :class:`HumanoidEnv`); gaps of 7e-5 until a foot strikes the ground, up to 5e-2 (qvel)
+  after such an impact; the split of contact forces between bodies may differ.
+- ``info`` holds no reward terms (only ``final_obs``/``_final_obs``); the step calls Warp
+  kernels, so ``compile=True`` is refused; with ``"disabled"`` autoreset, ended envs keep
+  stepping in Warp (their results are discarded by the base class).
+
+Speed: on a CPU MuJoCo Warp launches each of its kernels from Python (about 1,500 launches
+per Hopper step), which dominates small batches: HalfCheetah runs at 0.11 times Gymnasium's
+C MuJoCo sync vector env at 64 envs and 0.55 times at 512 (``bench/bench_warp.py``, 2
+loaded cores). Its speed is on a GPU.
 
 State (``get_state``): ``qpos``, ``qvel``, ``qacc_warmstart`` (the solver's warm start,
 which Gymnasium zeroes on reset) and the task's carried quantities, all float32: a state
@@ -121,6 +138,7 @@ class MujocoWarpEnv(TorchVectorEnv):
     obs_qvel_clip: float | None = None
     fields: tuple[str, ...] = ()  # extra Data fields read after a step
     post_constraint = False  # run mj_rnePostConstraint (cfrc_ext) after a step
+    njmax: int | None = None  # constraint rows per world (None: MuJoCo Warp's guess, 64 here)
 
     def __init__(self, num_envs: int, *, device="cpu", compile=False, **kwargs):
         if compile not in (False, "auto"):
@@ -139,7 +157,9 @@ class MujocoWarpEnv(TorchVectorEnv):
         self.single_action_space = spaces.Box(low=low, high=high, dtype=np.float32)
         super().__init__(num_envs, device=device, compile=False, **base_kwargs)
         self.num_reset_draws = self.nq + self.nv
-        self._sim = WarpSimulator(self.mj_model, self.num_envs, self.device, self.fields)
+        self._sim = WarpSimulator(
+            self.mj_model, self.num_envs, self.device, self.fields, njmax=self.njmax
+        )
         self._init_qpos = torch.as_tensor(self.mj_model.qpos0, dtype=torch.float32).to(
             self.device
         )
@@ -170,10 +190,10 @@ class MujocoWarpEnv(TorchVectorEnv):
         return spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np_dtype)
 
     # ----------------------------------------------------------------- the hooks
-    def _reset_draws(self) -> Tensor:
-        """``[N, nq + nv]``: uniforms in [0, 1) for qpos, then uniforms or standard
-        normals (``qvel_noise``) for qvel."""
-        g, shape = self._generator, (self.num_envs,)
+    def _reset_draws(self, n: int) -> Tensor:
+        """``[n, nq + nv]`` for ``n`` resetting envs: uniforms in [0, 1) for qpos, then
+        uniforms or standard normals (``qvel_noise``) for qvel."""
+        g, shape = self._generator, (n,)
         kw = dict(generator=g, device=self.device, dtype=torch.float32)
         u_qpos = torch.rand(shape + (self.nq,), **kw)
         draw = torch.randn if self.qvel_noise == "normal" else torch.rand
@@ -189,7 +209,7 @@ class MujocoWarpEnv(TorchVectorEnv):
 
     def _initial_extras(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """The carried quantities after Gymnasium's reset (``mj_resetData`` +
-        ``set_state``, which runs ``mj_forward``)."""
+        ``set_state``, which runs ``mj_forward``) of the ``n`` envs in ``state``."""
         return {}
 
     def _read_extras(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -319,7 +339,7 @@ class AntEnv(MujocoWarpEnv):
     spec_id = "Ant-v5"
     xml_file, frame_skip, qvel_noise, num_skipped_qpos = "ant.xml", 5, "normal", 2
     fields, post_constraint = ("xpos", "cfrc_ext"), True
-    main_body = 1
+    main_body, njmax = 1, 128  # 12 capsules, a sphere: <= 25 contacts x 4 rows + 8 limits
     defaults = dict(
         forward_reward_weight=1.0,
         ctrl_cost_weight=0.5,
@@ -338,7 +358,7 @@ class AntEnv(MujocoWarpEnv):
 
     def _initial_extras(self, state):
         # the torso hangs on a free joint: after mj_forward its xpos is qpos[0:3] exactly
-        cfrc_ext = state["qpos"].new_zeros(self.num_envs, self.mj_model.nbody, 6)
+        cfrc_ext = state["qpos"].new_zeros(len(state["qpos"]), self.mj_model.nbody, 6)
         return {"main_body_xy": state["qpos"][:, :2], "cfrc_ext": cfrc_ext}
 
     def _read_extras(self, views):
@@ -371,8 +391,8 @@ class HumanoidEnv(MujocoWarpEnv):
     centre of mass (``xipos`` weighted by ``body_mass``); healthy while ``z`` is in
     ``healthy_z_range`` (open); observation adds ``cinert``, ``cvel`` and ``cfrc_ext`` of
     bodies 1: and ``qfrc_actuator[6:]``. A reset runs ``mj_forward`` on the drawn states
-    (for ``cinert``, ``cvel`` and the centre of mass), so with ``"same_step"`` every step
-    pays one extra forward pass.
+    (for ``cinert``, ``cvel`` and the centre of mass): one extra forward pass of all worlds
+    on each step where some env resets.
 
     The model asks for MuJoCo's PGS solver, which MuJoCo Warp does not have
     (``NotImplementedError: mjSOL_PGS is unsupported``): the Newton solver stands in. In C
@@ -383,7 +403,7 @@ class HumanoidEnv(MujocoWarpEnv):
     spec_id = "Humanoid-v5"
     xml_file, frame_skip, num_skipped_qpos = "humanoid.xml", 5, 2
     fields = ("xipos", "cinert", "cvel", "qfrc_actuator", "cfrc_ext")
-    post_constraint = True
+    post_constraint, njmax = True, 256  # a fallen humanoid: many contacts, 17 joint limits
     defaults = dict(
         forward_reward_weight=1.25,
         ctrl_cost_weight=0.1,
@@ -417,18 +437,19 @@ class HumanoidEnv(MujocoWarpEnv):
         sizes["cfrc_ext"] = nbody * 6
         return sum(n for k, n in sizes.items() if o[f"include_{k}_in_observation"])
 
-    def _carried(self, views) -> dict[str, Tensor]:
-        xy = (self._mass[:, None] * views["xipos"]).sum(1)[:, :2]
-        carried = {k: views[k].clone() for k in self._OBS_FIELDS}
+    def _carried(self, views, n: int) -> dict[str, Tensor]:
+        """Centre of mass and observed quantities of the first ``n`` worlds (copies)."""
+        xy = (self._mass[:, None] * views["xipos"][:n]).sum(1)[:, :2]
+        carried = {k: views[k][:n].clone() for k in self._OBS_FIELDS}
         return {"mass_center": xy, **carried}
 
     def _initial_extras(self, state):
-        carried = self._carried(self._sim.forward(state))
+        carried = self._carried(self._sim.forward(state), len(state["qpos"]))
         carried["cfrc_ext"].zero_()  # mj_forward leaves cfrc_ext as mj_resetData set it
         return carried
 
     def _read_extras(self, views):
-        return self._carried(views)
+        return self._carried(views, self.num_envs)
 
     def _reward(self, before, after, actions):
         x0, x1 = before["mass_center"][:, 0], after["mass_center"][:, 0]

@@ -14,6 +14,7 @@ uses moderate actions (``TRACK``), where the dynamics do not amplify rounding.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 
@@ -28,10 +29,40 @@ HAS_WARP = all(importlib.util.find_spec(m) for m in ("warp", "mujoco_warp"))
 needs_warp = pytest.mark.skipif(not HAS_WARP, reason='needs the [warp] extra (mujoco-warp)')
 
 ENV_IDS = ["HalfCheetah-v5", "Swimmer-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"]
-# one step from the same state: (rtol, atol) on observations and rewards
-ONE_STEP_TOL = {env_id: (1e-4, 1e-4) for env_id in ENV_IDS}
-# free-running: (action amplitude as a fraction of the range, steps, rtol, atol)
+# one step from the same state: (rtol, atol) on observations and rewards, about 2.5 times
+# the largest gap measured over 128 states (2.1e-3 HalfCheetah, 3.2e-6 Swimmer, 4.6e-6
+# Hopper, 1.1e-4 Walker2d, 2.6e-2 on Humanoid's observations, which reach 2,400)
+ONE_STEP_TOL = {
+    "HalfCheetah-v5": (1e-4, 5e-3),
+    "Swimmer-v5": (1e-5, 1e-5),
+    "Hopper-v5": (1e-5, 1e-5),
+    "Walker2d-v5": (1e-4, 3e-4),
+    "Ant-v5": (1e-4, 1e-3),
+    "Humanoid-v5": (1e-2, 5e-2),
+}
+ANT_GAP = (
+    "MuJoCo Warp 4.0 departs from C MuJoCo on Ant's ground contacts: up to 1.3 in qvel over "
+    "one env step in half of the sampled states, not float32 (C MuJoCo from the float32-"
+    "rounded state agrees to 1e-5), nor the solver tolerance, margin or RK4 alone"
+)
+ANT_XFAIL = [
+    pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=ANT_GAP)) if e == "Ant-v5" else e
+    for e in ENV_IDS
+]
+# free-running: (action amplitude as a fraction of the range, steps, rtol, atol); measured
+# largest gaps over 150 steps: 1.0e-4 HalfCheetah, 1.1e-4 Swimmer, 8e-6 Hopper, 2e-4 Walker2d;
+# Humanoid 7e-5 on qpos, qvel, cinert, cvel and qfrc_actuator until a foot strikes the
+# ground, then up to 4.9e-2 (qvel) and 1.8e-3 (reward) for the rest of that episode
 TRACK = {env_id: (0.3, 100, 1e-3, 1e-3) for env_id in ENV_IDS}
+TRACK["Humanoid-v5"] = (0.3, 100, 2e-2, 1e-1)
+# Humanoid's contact forces (the last 78 observations): Newton stands in for PGS, and how the
+# ground's push splits between bodies is not unique, so the two solvers may split it
+# differently at an impact (41% on one body once in 100 steps) with the same motion; the
+# rules test checks where cfrc_ext goes in the observation and the contact cost.
+TRACK_OBS = {"Humanoid-v5": slice(0, 348 - 78)}
+# episodes that end within the tracked steps (so that terminations are compared)
+TRACK_ENDS = {"Hopper-v5": 4, "Walker2d-v5": 4, "Humanoid-v5": 4}
+TRACK_ENDS = {env_id: TRACK_ENDS.get(env_id, 0) for env_id in ENV_IDS}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -126,50 +157,99 @@ def test_spaces_and_reset_observation_equal_gymnasium(env_id):
         _assert_close(obs[i], genv._get_obs(), rtol=1e-5, atol=1e-5)
 
 
-@needs_warp
-@pytest.mark.parametrize("env_id", ENV_IDS)
-def test_one_step_from_gymnasium_states_matches(env_id):
+@functools.lru_cache(maxsize=1)
+def _replay(env_id: str):
     """128 transitions of Gymnasium's env (resets included) replayed as 128 worlds of one
-    Warp step: observations and rewards within ONE_STEP_TOL, terminations equal."""
+    Warp step: Gymnasium's transitions, the Warp env's outputs and its state after."""
     states, actions, obs, rewards, terminated = _gym_transitions(env_id, 128)
     env = make_warp_env(env_id, 128, seed=0, autoreset_mode="disabled")
     env.reset()
     env.set_state(_tensors(states))
     w_obs, w_rewards, w_terminated, _, _ = env.step(torch.as_tensor(actions))
+    gym_out = (states, actions, obs, rewards, terminated)
+    return env, gym_out, (w_obs, w_rewards, w_terminated), env.get_state()
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", ANT_XFAIL)
+def test_one_step_from_gymnasium_states_matches(env_id):
+    """Physics and rules: one Warp step from each of Gymnasium's 128 states gives its
+    observation and reward within ONE_STEP_TOL, and the same termination."""
+    _, (_, _, obs, rewards, terminated), (w_obs, w_rewards, w_terminated), _ = _replay(env_id)
     rtol, atol = ONE_STEP_TOL[env_id]
     _assert_close(w_obs, obs, rtol, atol)
     _assert_close(w_rewards, rewards, rtol, atol)
     assert w_terminated.tolist() == terminated.tolist()
 
 
+X_KEY = {"Ant-v5": "main_body_xy", "Humanoid-v5": "mass_center"}
+
+
+def _x(env_id: str, state: dict, i: int) -> float:
+    """Env i's x position (root, torso or centre of mass) in float32, as the Warp env has it."""
+    return float(np.float32(float(state[X_KEY.get(env_id, "qpos")][i][0])))
+
+
 @needs_warp
 @pytest.mark.parametrize("env_id", ENV_IDS)
+def test_rules_equal_gymnasium_on_the_warp_state(env_id):
+    """Rules alone: Gymnasium's own ``_get_obs``, ``_get_rew`` and ``is_healthy``, run on
+    the Warp env's state after its step (float32 values in float64 arithmetic), give the
+    Warp env's observations, rewards and terminations."""
+    env, (states, actions, *_), (w_obs, w_rewards, w_terminated), after = _replay(env_id)
+    genv = gymnasium.make(env_id).unwrapped
+    genv.reset(seed=0)
+    data = genv.data
+    for i in range(len(actions)):
+        data.qpos[:] = after["qpos"][i].double().numpy()
+        data.qvel[:] = after["qvel"][i].double().numpy()
+        data.ctrl[:] = actions[i]
+        for key in ("cfrc_ext", "cinert", "cvel", "qfrc_actuator"):
+            if key in after:
+                getattr(data, key)[:] = after[key][i].double().numpy()
+        x_velocity = (_x(env_id, after, i) - _x(env_id, states, i)) / genv.dt
+        reward, _ = genv._get_rew(x_velocity, actions[i])
+        _assert_close(w_obs[i], genv._get_obs(), rtol=1e-6, atol=1e-6)
+        _assert_close(w_rewards[i], reward, rtol=1e-5, atol=1e-5)
+        healthy = getattr(genv, "is_healthy", True)
+        assert bool(w_terminated[i]) == (not healthy), i
+
+
+def _set_gym_state(genvs, state, rows) -> None:
+    for i in rows:
+        genvs[i].set_state(state["qpos"][i].double().numpy(), state["qvel"][i].double().numpy())
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", ANT_XFAIL)
 def test_trajectory_tracks_gymnasium(env_id):
-    """From the same reset states and actions, 4 Warp worlds track 4 Gymnasium envs for
-    TRACK's number of steps: observations and rewards within its tolerance, terminations
-    on the same step."""
+    """From the same states and actions, 4 Warp worlds track 4 Gymnasium envs for TRACK's
+    number of steps: observations (the ended episode's last one where an env ends) and
+    rewards within its tolerance, terminations on the same step. When an episode ends, the
+    Gymnasium env restarts from the Warp env's same-step reset state."""
     amplitude, num_steps, rtol, atol = TRACK[env_id]
-    env = make_warp_env(env_id, 4, seed=1, autoreset_mode="disabled")
-    obs, _ = env.reset()
-    state = env.get_state()
+    env = make_warp_env(env_id, 4, seed=1)
+    env.reset()
     genvs = [gymnasium.make(env_id).unwrapped for _ in range(4)]
     for i, genv in enumerate(genvs):
         genv.reset(seed=i)
-        genv.set_state(state["qpos"][i].double().numpy(), state["qvel"][i].double().numpy())
+    _set_gym_state(genvs, env.get_state(), range(4))
     high = env.single_action_space.high
     rng = np.random.default_rng(0)
-    ended = [False] * 4
+    num_ended = 0
     for _ in range(num_steps):
         actions = (rng.uniform(-amplitude, amplitude, (4, *high.shape)) * high).astype(np.float32)
-        obs, rewards, terminated, _, _ = env.step(torch.as_tensor(actions))
-        for i, genv in enumerate(genvs):
-            if ended[i]:
-                continue
-            g_obs, g_reward, g_terminated, _, _ = genv.step(actions[i])
-            _assert_close(obs[i], g_obs, rtol, atol)
-            _assert_close(rewards[i], g_reward, rtol, atol)
-            assert bool(terminated[i]) == g_terminated
-            ended[i] = g_terminated
+        _, rewards, terminated, _, info = env.step(torch.as_tensor(actions))
+        steps = [genv.step(a) for genv, a in zip(genvs, actions)]
+        columns = TRACK_OBS.get(env_id, slice(None))
+        g_obs = np.stack([s[0] for s in steps])
+        _assert_close(info["final_obs"][:, columns], g_obs[:, columns], rtol, atol)
+        _assert_close(rewards, [s[1] for s in steps], rtol, atol)
+        assert terminated.tolist() == [s[2] for s in steps]
+        ended = terminated.nonzero().flatten().tolist()
+        _set_gym_state(genvs, env.get_state(), ended)
+        num_ended += len(ended)
+    assert num_ended >= TRACK_ENDS[env_id]
 
 
 # ----------------------------------------------------------------------------- rules
@@ -251,19 +331,19 @@ def test_reset_noise_follows_gymnasium(env_id):
 # ----------------------------------------------------------------------------- state
 @needs_warp
 def test_resume_from_get_state_is_exact_across_autoresets():
-    """Hopper under strong random actions (same-step autoresets inside the window): a state
-    saved and set back replays the same 30 steps bit for bit; the reset envs' warm start
-    is zeroed and their observation is a fresh reset's."""
-    env = make_warp_env("Hopper-v5", 4, seed=3)
+    """Hopper with a 12-step time limit (so same-step autoresets fall inside the window): a
+    state saved after 8 steps and set back replays the next 10 steps bit for bit; the
+    envs reset by the time limit start from a fresh reset state with a zero warm start."""
+    env = make_warp_env("Hopper-v5", 4, seed=3, max_episode_steps=12)
     env.reset()
     gen = torch.Generator().manual_seed(0)
-    actions = [torch.rand(4, 3, generator=gen) * 2 - 1 for _ in range(40)]
-    for a in actions[:10]:
+    actions = [torch.rand(4, 3, generator=gen) * 2 - 1 for _ in range(18)]
+    for a in actions[:8]:
         env.step(a)
     saved = env.get_state()
 
     def run():
-        out = [env.step(a) for a in actions[10:]]
+        out = [env.step(a) for a in actions[8:]]
         return out, env.get_state()
 
     first, end_first = run()
@@ -271,12 +351,33 @@ def test_resume_from_get_state_is_exact_across_autoresets():
     second, end_second = run()
     for (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) in zip(first, second):
         assert torch.equal(o1, o2) and torch.equal(r1, r2) and torch.equal(te1, te2)
-        assert torch.equal(i1["final_obs"], i2["final_obs"])
+        assert torch.equal(tr1, tr2) and torch.equal(i1["final_obs"], i2["final_obs"])
     for key in end_first:
         assert torch.equal(end_first[key], end_second[key]), key
-    resets = torch.stack([info["_final_obs"] for *_, info in first])
-    assert resets.any()
-    last = max(k for k in range(len(first)) if resets[k].any())
-    i = int(resets[last].nonzero()[0])
-    obs_after_reset = first[last][0][i]
-    assert obs_after_reset[:5].sub(torch.tensor([1.25, 0, 0, 0, 0])).abs().max() <= 5e-3 + 1e-6
+    obs, _, _, truncated, info = first[3]  # the 12th step
+    assert truncated.all() and info["_final_obs"].all()
+    assert not torch.equal(info["final_obs"], obs)
+    # a reset observation: z = 1.25 and the other positions 0, within the noise 5e-3
+    expected = torch.tensor([1.25, 0.0, 0.0, 0.0, 0.0])
+    assert (obs[:, :5] - expected).abs().max() <= 5e-3 + 1e-6
+    env.set_state(saved)
+    for a in actions[8:12]:
+        env.step(a)
+    state = env.get_state()
+    assert torch.equal(state["qacc_warmstart"], torch.zeros(4, 6))
+    assert torch.equal(state["elapsed_steps"], torch.zeros(4, dtype=torch.int64))
+
+
+@needs_warp
+def test_registry_make_builds_a_warp_env_in_float64():
+    """``rl.envs.make`` routes the MuJoCo ids here; ``dtype=torch.float64`` widens the
+    float32 physics: observations, rewards and the observation space in float64."""
+    import rl.envs
+
+    env = rl.envs.make("HalfCheetah-v5", 2, seed=0, dtype=torch.float64, max_episode_steps=5)
+    obs, _ = env.reset()
+    assert obs.dtype == torch.float64 and env.single_observation_space.dtype == np.float64
+    assert torch.equal(obs, obs.float().double())
+    _, reward, _, truncated, _ = env.step(torch.zeros(2, 6, dtype=torch.float64))
+    assert reward.dtype == torch.float64 and env.max_episode_steps == 5
+    assert not truncated.any()
