@@ -26,12 +26,15 @@ value, tie the same way.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "all_tied",
     "by_rank",
     "ranks",
     "centered_rank",
@@ -42,9 +45,40 @@ __all__ = [
 ]
 
 
+def _numpy_ok(*ts: Tensor) -> bool:
+    """CPU float tensors: numpy does the few small ops of ranking without torch's per-op
+    dispatch (several microseconds each, for P of a few dozen)."""
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+               and not t.requires_grad for t in ts)
+
+
+def all_tied(u: Tensor) -> bool:
+    """True when every loss of ``u`` is the same (an exact plateau)."""
+    if _numpy_ok(u):
+        un = u.numpy()
+        return bool(un.min() == un.max())
+    return bool(u.min() == u.max())
+
+
+def _by_rank_numpy(un: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    order = np.argsort(un, kind="stable")
+    s = un[order]
+    start = np.empty(len(s), dtype=bool)
+    start[0], start[1:] = True, s[1:] != s[:-1]
+    if not start.all():
+        gid = np.cumsum(start) - 1  # tie group of each sorted position
+        sums = np.bincount(gid, weights=vals)
+        vals = (sums / np.bincount(gid))[gid].astype(vals.dtype)
+    out = np.empty_like(vals)
+    out[order] = vals
+    return out
+
+
 def by_rank(u: Tensor, values: Tensor) -> Tensor:
     """``values[k]`` is what the k-th smallest loss gets (k = 0..P-1); returns it per
     member, tied members getting the mean of the values of the positions they share."""
+    if u.numel() > 0 and _numpy_ok(u, values):
+        return torch.from_numpy(_by_rank_numpy(u.numpy(), values.numpy()))
     order = torch.argsort(u, stable=True)
     s = u[order]
     if s.numel() > 1:
@@ -75,6 +109,10 @@ def centered_rank(u: Tensor) -> Tensor:
     n = u.numel()
     if n == 1:
         return torch.zeros_like(u)
+    if _numpy_ok(u):  # the same IEEE operations, without torch's per-op dispatch
+        un = u.numpy()
+        r = _by_rank_numpy(un, np.arange(n, dtype=un.dtype))
+        return torch.from_numpy((r / (n - 1) - 0.5).astype(un.dtype, copy=False))
     return ranks(u) / (n - 1) - 0.5
 
 
@@ -94,13 +132,17 @@ def nes_utilities(u: Tensor) -> Tensor:
     Tied members share the mean of their positions' utilities (all tied: all zero, since
     the utilities sum to zero).
     """
-    n = u.numel()
-    if bool(u.min() == u.max()):  # all tied: exactly zero (their mean, up to rounding)
+    if all_tied(u):  # exactly zero (their mean, up to rounding)
         return torch.zeros_like(u)
-    k = torch.arange(1, n + 1, dtype=u.dtype, device=u.device)
+    return -by_rank(u, _nes_positions(u.numel(), u.dtype, u.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _nes_positions(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The utilities by position (best first); they depend on P alone: computed once."""
+    k = torch.arange(1, n + 1, dtype=dtype, device=device)
     w = (math.log(n / 2 + 1) - torch.log(k)).clamp(min=0)
-    w = w / w.sum() - 1.0 / n
-    return -by_rank(u, w)
+    return w / w.sum() - 1.0 / n
 
 
 def elite_weights(u: Tensor, mu: int, kind: str = "log") -> Tensor:
@@ -114,15 +156,17 @@ def elite_weights(u: Tensor, mu: int, kind: str = "log") -> Tensor:
     n = u.numel()
     if not 1 <= mu <= n:
         raise ValueError(f"Invalid mu: {mu!r} (expected an integer in [1, {n}])")
-    k = torch.arange(1, mu + 1, dtype=u.dtype, device=u.device)
-    if kind == "log":
-        w = math.log(mu + 0.5) - torch.log(k)
-    elif kind == "equal":
-        w = torch.ones_like(k)
-    else:
+    if kind not in ("log", "equal"):
         raise ValueError(f"Invalid kind: {kind!r} (expected 'log' or 'equal')")
-    w = w / w.sum()
-    return by_rank(u, torch.cat([w, torch.zeros(n - mu, dtype=u.dtype, device=u.device)]))
+    return by_rank(u, _elite_positions(n, mu, kind, u.dtype, u.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _elite_positions(n: int, mu: int, kind: str, dtype: torch.dtype, device) -> Tensor:
+    """The weights by position (best first, zero beyond ``mu``): computed once per shape."""
+    k = torch.arange(1, mu + 1, dtype=dtype, device=device)
+    w = math.log(mu + 0.5) - torch.log(k) if kind == "log" else torch.ones_like(k)
+    return torch.cat([w / w.sum(), torch.zeros(n - mu, dtype=dtype, device=device)])
 
 
 def _raw(u: Tensor) -> Tensor:

@@ -66,7 +66,7 @@ from torch import Tensor
 from .._validation import check_choice, check_int, check_positive, check_range
 from ..population import STATE_KEY, PopulationOptimizer, _rms
 from ..registry import register
-from ..shaping import elite_weights
+from ..shaping import all_tied, elite_weights
 
 __all__ = ["CEM"]
 
@@ -211,7 +211,7 @@ class CEM(PopulationOptimizer):
         return torch.addcmul(st["mean"], st["sigma_vec"], s)  # mean + sigma_vec * s
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
-        if bool(u.min() == u.max()):  # an exact plateau: no information, keep the distribution
+        if all_tied(u):  # an exact plateau: no information, keep the distribution
             return
         s = self._pending["s"]
         w = elite_weights(u, self.num_elite, self.weights)  # [P], sum 1 on the elite
