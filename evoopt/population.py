@@ -35,6 +35,7 @@ import functools
 import inspect
 import math
 import secrets
+import types
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ def _no_grad(fn):
 def _numpy_ok(t: Tensor) -> bool:
     """A CPU tensor whose dtype numpy has: a numpy view skips torch's dispatch (which costs
     10-25 us per small op right after an algorithm's numpy work, e.g. pycma's)."""
-    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
+    return t.is_cpu and t.dtype in (torch.float32, torch.float64, torch.float16)  # is_cpu: no
+    # torch.device object (t.device.type costs a few microseconds there)
 
 
 class ParamLayout:
@@ -115,6 +117,29 @@ class ParamLayout:
             return
         for p, v in zip(self.params, self.unflatten(flat)):
             p.copy_(v)
+
+    def member_loader(self, flat: Tensor) -> Callable[[int], None]:
+        """A function ``load(i)`` that copies row ``i`` of the [P, D] ``flat`` into the
+        parameters in place, as :meth:`load_` does. The checks run once here, not per
+        member: with CPU parameters numpy has, each row is copied through numpy views
+        (no torch dispatch). Valid while the parameters are not rebound."""
+        ps = self.params
+        if (_numpy_ok(flat) and not flat.requires_grad and flat.is_contiguous()
+                and all(_numpy_ok(p) and p.dtype == flat.dtype and p.is_contiguous() for p in ps)):
+            rows = flat.numpy()
+            if len(ps) == 1:
+                dst = ps[0].data.numpy().reshape(-1)
+                return lambda i: np.copyto(dst, rows[i])
+            views = [(p.data.numpy().reshape(-1), a, b)
+                     for p, a, b in zip(ps, self.offsets[:-1], self.offsets[1:])]
+
+            def load(i: int) -> None:
+                row = rows[i]
+                for dst, a, b in views:
+                    np.copyto(dst, row[a:b])
+
+            return load
+        return lambda i: self.load_(flat[i])
 
 
 @dataclass
@@ -174,6 +199,10 @@ def is_population_objective(fn: Callable) -> bool:
     flag = getattr(fn, "is_population_objective", None)
     if flag is not None:
         return bool(flag)
+    if type(fn) is types.FunctionType and not {"__wrapped__", "__signature__"} & fn.__dict__.keys():
+        # a plain function (the common case, checked every step): its code object says it
+        # without inspect.signature, which costs tens of microseconds
+        return fn.__code__.co_argcount - len(fn.__defaults__ or ()) >= 1
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -458,6 +487,9 @@ class PopulationOptimizer(Optimizer):
         return torch.from_numpy(np.array(mean_loss, dtype=np.float64))  # 0-dim, cheaper than torch.tensor
 
     def _check_losses(self, losses, P: int) -> Tensor:
+        if (type(losses) is Tensor and losses.is_cpu and losses.dtype == torch.float64
+                and not losses.requires_grad and losses.shape == (P,)):
+            return torch.from_numpy(losses.numpy().copy())  # the common case, fewest torch calls
         if not isinstance(losses, Tensor):
             try:
                 losses = torch.as_tensor(losses, dtype=torch.float64)
@@ -499,19 +531,25 @@ class PopulationOptimizer(Optimizer):
     def _evaluate_members(self, closure: Callable, pop: Population) -> Tensor:
         """Load each member into the parameters and call the closure; a member whose
         closure raises gets a NaN loss (so it ranks worst) unless every member raises."""
-        out = torch.empty(pop.popsize, dtype=torch.float64)
+        # per member: no context-manager objects or small tensor ops (each costs microseconds,
+        # the whole generation of pycma at n = 10 costs a few hundred); grad mode is set
+        # before every call, as a no_grad block per call would
+        out = [math.nan] * pop.popsize
         first_error = None
-        with torch.no_grad():
+        load = self.layout.member_loader(pop.flat)
+        prev = torch.is_grad_enabled()
+        try:
             for i in range(pop.popsize):
-                self.layout.load_(pop.flat[i])
+                torch._C._set_grad_enabled(False)
+                load(i)
                 try:
-                    with torch.no_grad():
-                        loss = closure()
-                    out[i] = float(loss)
+                    out[i] = float(closure())
                 except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
                     if first_error is None:
                         first_error = e
-                    out[i] = math.nan
+        finally:
+            torch._C._set_grad_enabled(prev)
+        out = torch.from_numpy(np.array(out, dtype=np.float64))
         if first_error is not None:
             if torch.isnan(out).all():
                 raise first_error
