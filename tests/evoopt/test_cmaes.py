@@ -383,11 +383,11 @@ def test_group_added_before_the_first_generation_resizes_the_default_popsize():
 def test_cuda_parameters_follow_the_cpu_run_and_resume():
     def run(device, gens, ckpt=None):
         x = torch.nn.Parameter(torch.full((6,), 0.5, dtype=torch.float64, device=device))
-        opt = evoopt.CMAES([x], sigma=0.3, seed=0, restarts=2, options=quick_stop_opts())
+        opt = evoopt.CMAES([x], sigma=0.3, seed=0, restarts=4, options=quick_stop_opts())
         if ckpt is not None:
             opt.load_state_dict(ckpt)
         means = []
-        for _ in range(gens):
+        while len(means) < gens and not opt.stopped:  # restarts used up: the search ends
             opt.step(lambda pop: sphere(pop.flat).round(decimals=12))  # ranks agree across devices
             means.append(x.detach().cpu().clone())
         return opt, torch.stack(means)
@@ -395,7 +395,7 @@ def test_cuda_parameters_follow_the_cpu_run_and_resume():
     _, cpu = run("cpu", 80)
     opt, gpu = run("cuda", 40)
     assert torch.equal(gpu, cpu[:40])
-    _, rest = run("cuda", 40, roundtrip(opt.state_dict()))
+    _, rest = run("cuda", len(cpu) - 40, roundtrip(opt.state_dict()))
     assert torch.equal(rest, cpu[40:])
 
 
