@@ -44,6 +44,7 @@ import inspect
 import math
 import numbers
 import secrets
+import types
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,14 +54,23 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.optimizer import _global_optimizer_post_hooks as _global_post_hooks
-from torch.optim.optimizer import _global_optimizer_pre_hooks as _global_pre_hooks
+from torch.optim import optimizer as _torch_optimizer
 
 from ._validation import check_int
 
 __all__ = ["PopulationOptimizer", "Population", "ParamLayout", "Generation", "is_population_objective"]
 
 STATE_KEY = "population"
+
+#: Grad mode as a plain call (no context object per call: around pycma at n = 10 each costs
+#: microseconds). ``torch._C._set_grad_enabled`` is private: fall back to the public class.
+_set_grad_enabled = getattr(torch._C, "_set_grad_enabled", torch.set_grad_enabled)
+
+
+def _global_hooks(kind: str) -> list:
+    """torch's global step hooks (``register_optimizer_step_{pre,post}_hook``); their
+    registry is private, so a torch without it has none to fire."""
+    return list(getattr(_torch_optimizer, f"_global_optimizer_{kind}_hooks", {}).values())
 META_KEY = "evoopt"
 
 
@@ -71,11 +81,11 @@ def _no_grad(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         prev = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
+        _set_grad_enabled(False)
         try:
             return fn(*args, **kwargs)
         finally:
-            torch._C._set_grad_enabled(prev)
+            _set_grad_enabled(prev)
 
     return wrapper
 
@@ -83,7 +93,8 @@ def _no_grad(fn):
 def _numpy_ok(t: Tensor) -> bool:
     """A CPU tensor whose dtype numpy has: a numpy view skips torch's dispatch (which costs
     10-25 us per small op right after an algorithm's numpy work, e.g. pycma's)."""
-    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
+    return t.is_cpu and t.dtype in (torch.float32, torch.float64, torch.float16)  # is_cpu: no
+    # torch.device object (t.device.type costs a few microseconds there)
 
 
 class ParamLayout:
@@ -126,6 +137,29 @@ class ParamLayout:
             return
         for p, v in zip(self.params, self.unflatten(flat)):
             p.copy_(v)
+
+    def member_loader(self, flat: Tensor) -> Callable[[int], None]:
+        """A function ``load(i)`` that copies row ``i`` of the [P, D] ``flat`` into the
+        parameters in place, as :meth:`load_` does. The checks run once here, not per
+        member: with CPU parameters numpy has, each row is copied through numpy views
+        (no torch dispatch). Valid while the parameters are not rebound."""
+        ps = self.params
+        if (_numpy_ok(flat) and not flat.requires_grad and flat.is_contiguous()
+                and all(_numpy_ok(p) and p.dtype == flat.dtype and p.is_contiguous() for p in ps)):
+            rows = flat.numpy()
+            if len(ps) == 1:
+                dst = ps[0].data.numpy().reshape(-1)
+                return lambda i: np.copyto(dst, rows[i])
+            views = [(p.data.numpy().reshape(-1), a, b)
+                     for p, a, b in zip(ps, self.offsets[:-1], self.offsets[1:])]
+
+            def load(i: int) -> None:
+                row = rows[i]
+                for dst, a, b in views:
+                    np.copyto(dst, row[a:b])
+
+            return load
+        return lambda i: self.load_(flat[i])
 
 
 @dataclass
@@ -185,6 +219,10 @@ def is_population_objective(fn: Callable) -> bool:
     flag = getattr(fn, "is_population_objective", None)
     if flag is not None:
         return bool(flag)
+    if type(fn) is types.FunctionType and not {"__wrapped__", "__signature__"} & fn.__dict__.keys():
+        # a plain function (the common case, checked every step): its code object says it
+        # without inspect.signature, which costs tens of microseconds
+        return fn.__code__.co_argcount - len(fn.__defaults__ or ()) >= 1
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -481,7 +519,7 @@ class PopulationOptimizer(Optimizer):
         as ``hook(optimizer, (optimizer,), {})``, their return value ignored -- and the
         post-hooks at the end of a successful :meth:`tell`; :meth:`step` fires each once,
         as torch does (a failed generation fires no post-hook)."""
-        for hook in (*_global_pre_hooks.values(), *self._optimizer_step_pre_hooks.values()):
+        for hook in (*_global_hooks('pre'), *self._optimizer_step_pre_hooks.values()):
             hook(self, (self,), {})
         return self._ask()
 
@@ -498,7 +536,7 @@ class PopulationOptimizer(Optimizer):
         :meth:`ask`).
         """
         out = self._tell(losses)
-        for hook in (*self._optimizer_step_post_hooks.values(), *_global_post_hooks.values()):
+        for hook in (*self._optimizer_step_post_hooks.values(), *_global_hooks('post')):
             hook(self, (self, losses), {})
         return out
 
@@ -613,6 +651,9 @@ class PopulationOptimizer(Optimizer):
         """Losses as a [P] float64 CPU tensor. Real numbers of any dtype are accepted
         (floating or integer, tensors, numpy arrays or lists alike); booleans and complex
         numbers are refused (a mask is not a loss)."""
+        if (type(losses) is Tensor and losses.is_cpu and losses.dtype == torch.float64
+                and not losses.requires_grad and losses.shape == (P,)):
+            return torch.from_numpy(losses.numpy().copy())  # the common case, fewest torch calls
         if not isinstance(losses, Tensor):
             if _has_bools(losses):
                 raise ValueError(
@@ -670,24 +711,31 @@ class PopulationOptimizer(Optimizer):
         closure raises gets a NaN loss (so it ranks worst) unless every member raises.
         A closure that returns no loss, or that calls ``backward`` unguarded, is refused
         at the first member (the same for every member)."""
-        out = torch.empty(pop.popsize, dtype=torch.float64)
+        # per member: no context-manager objects or small tensor ops (each costs microseconds,
+        # the whole generation of pycma at n = 10 costs a few hundred); grad mode is set
+        # before every call, as a no_grad block per call would
+        out = [math.nan] * pop.popsize
         first_error = None
-        with torch.no_grad():
+        load = self.layout.member_loader(pop.flat)
+        prev = torch.is_grad_enabled()
+        try:
             for i in range(pop.popsize):
-                self.layout.load_(pop.flat[i])
+                _set_grad_enabled(False)
+                load(i)
                 try:
                     loss = closure()
                 except RuntimeError as e:
                     if _NO_GRAD_BACKWARD in str(e):
                         raise RuntimeError(_BACKWARD_FIX.format(type(self).__name__)) from e
                     first_error = first_error or e
-                    out[i] = math.nan
                     continue
                 except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
                     first_error = first_error or e
-                    out[i] = math.nan
                     continue
                 out[i] = _closure_loss(loss)
+        finally:
+            _set_grad_enabled(prev)
+        out = torch.from_numpy(np.array(out, dtype=np.float64))
         if first_error is not None:
             if torch.isnan(out).all():
                 raise first_error

@@ -496,6 +496,7 @@ class CMAES(PopulationOptimizer):
         self._sampler_gen = torch.Generator()
         self._sampler_gen.manual_seed(self.seed)
         self._lr_seen: list | None = None
+        self._mean_np: tuple | None = None
         self.es = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -640,7 +641,7 @@ class CMAES(PopulationOptimizer):
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
         es = self.es
-        if u.dtype != torch.float64 or u.device.type != "cpu":
+        if not u.is_cpu or u.dtype != torch.float64:
             u = u.to(device="cpu", dtype=torch.float64)
         un = u.numpy()
         if un.min() == un.max():  # an exact plateau: no information, no move (see docstring)
@@ -654,11 +655,19 @@ class CMAES(PopulationOptimizer):
             restart = self.restarts and not _USER_STOPS & stop.keys()
             if not (restart and self._restart(st, stop)):
                 self._stop_for_good(st, stop)
-        mean = st["mean"]
-        if _numpy_ok(mean):  # no dispatch; bfloat16 (no numpy dtype) takes the torch copy
-            np.copyto(mean.numpy(), self._center(), casting="unsafe")
+        view = self._mean_view(st["mean"])
+        if view is not None:  # no dispatch; bfloat16 (no numpy dtype) takes the torch copy
+            np.copyto(view, self._center(), casting="unsafe")
         else:
-            mean.copy_(torch.from_numpy(np.asarray(self._center(), dtype=np.float64)))
+            st["mean"].copy_(torch.from_numpy(np.asarray(self._center(), dtype=np.float64)))
+
+    def _mean_view(self, mean: Tensor) -> np.ndarray | None:
+        """A numpy view of the state's ``mean`` (None where numpy has no such tensor),
+        kept while ``mean`` is the same object: ``Tensor.numpy()`` costs microseconds."""
+        cached = self._mean_np
+        if cached is None or cached[0] is not mean:
+            cached = self._mean_np = (mean, mean.numpy() if _numpy_ok(mean) else None)
+        return cached[1]
 
     def _restart(self, st: dict[str, Any], stop) -> bool:
         """IPOP / BIPOP as in pycma's ``fmin`` (``incpopsize=2``); False when no restart
@@ -867,7 +876,7 @@ class CMAES(PopulationOptimizer):
         d["es"] = snapshot_pycma(self.es) if self.es is not None else None
         d["_gen"] = (self._gen.device, self._gen.get_state())
         d["_sampler_gen"] = self._sampler_gen.get_state()
-        d["_pending"] = d["_pending_pop"] = None
+        d["_pending"] = d["_pending_pop"] = d["_mean_np"] = None
         d[_PICKLED] = True
         return d
 

@@ -2,6 +2,7 @@
 (IPOP/BIPOP), exact resume through weights_only checkpoints, no files, no global RNG."""
 
 import copy
+import functools
 import os
 import pickle
 
@@ -382,11 +383,11 @@ def test_group_added_before_the_first_generation_resizes_the_default_popsize():
 def test_cuda_parameters_follow_the_cpu_run_and_resume():
     def run(device, gens, ckpt=None):
         x = torch.nn.Parameter(torch.full((6,), 0.5, dtype=torch.float64, device=device))
-        opt = evoopt.CMAES([x], sigma=0.3, seed=0, restarts=2, options=quick_stop_opts())
+        opt = evoopt.CMAES([x], sigma=0.3, seed=0, restarts=4, options=quick_stop_opts())
         if ckpt is not None:
             opt.load_state_dict(ckpt)
         means = []
-        for _ in range(gens):
+        while len(means) < gens and not opt.stopped:  # restarts used up: the search ends
             opt.step(lambda pop: sphere(pop.flat).round(decimals=12))  # ranks agree across devices
             means.append(x.detach().cpu().clone())
         return opt, torch.stack(means)
@@ -394,7 +395,7 @@ def test_cuda_parameters_follow_the_cpu_run_and_resume():
     _, cpu = run("cpu", 80)
     opt, gpu = run("cuda", 40)
     assert torch.equal(gpu, cpu[:40])
-    _, rest = run("cuda", 40, roundtrip(opt.state_dict()))
+    _, rest = run("cuda", len(cpu) - 40, roundtrip(opt.state_dict()))
     assert torch.equal(rest, cpu[40:])
 
 
@@ -546,3 +547,64 @@ def test_full_cma_refuses_more_than_max_full_params_and_points_to_diagonal():
         small.add_param_group({"params": [torch.zeros(D, requires_grad=True)]})
     assert small.num_params == 10 and len(small.param_groups) == 1
     small.step(lambda pop: sphere(pop.flat))
+
+
+# ------------------------------------------- the per-generation path (overhead, issue 12)
+def test_closure_and_population_objective_give_the_same_run_with_several_parameters():
+    """The closure path loads members through ``ParamLayout.member_loader`` (numpy views
+    into each parameter): the same numbers as the population objective on ``pop.flat``."""
+    runs, grad_modes = [], []
+    for objective in ("closure", "population"):
+        a = torch.nn.Parameter(torch.full((3,), 0.5, dtype=torch.float64))
+        b = torch.nn.Parameter(torch.full((2, 2), 0.5, dtype=torch.float64))
+        opt = evoopt.CMAES([a, b], sigma=0.3, seed=4)
+
+        def closure():
+            grad_modes.append(torch.is_grad_enabled())
+            torch.set_grad_enabled(True)  # a closure that leaves grad on: the next member is
+            return rosenbrock(torch.cat([a.reshape(-1), b.reshape(-1)]))  # still called without
+
+        means = []
+        for _ in range(30):
+            if objective == "closure":
+                opt.step(closure)
+            else:
+                opt.step(lambda pop: rosenbrock(pop.flat))
+            means.append(torch.cat([a.detach().reshape(-1), b.detach().reshape(-1)]))
+        runs.append(torch.stack(means))
+    assert torch.equal(runs[0], runs[1])
+    assert len(grad_modes) == 30 * opt.popsize and not any(grad_modes)
+    assert torch.is_grad_enabled()  # the caller's mode is restored
+
+
+def _wrapped(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class _Objective:
+    def __call__(self, pop):
+        return pop.flat.sum(1)
+
+
+OBJECTIVE_KINDS = [  # (callable, is it a population objective?)
+    (lambda: 0.0, False),
+    (lambda pop: pop.flat.sum(1), True),
+    (lambda pop=None: 0.0, False),
+    (lambda *, pop: 0.0, False),
+    (lambda pop, scale=1.0: 0.0, True),
+    (_wrapped(lambda pop: 0.0), True),  # inspect.signature follows __wrapped__
+    (_wrapped(lambda: 0.0), False),
+    (_Objective(), True),
+    (functools.partial(lambda pop, k: 0.0, k=1), True),
+]
+
+
+@pytest.mark.parametrize("fn,expected", OBJECTIVE_KINDS)
+def test_population_objective_detection_fast_path_agrees_with_the_signature(fn, expected):
+    from evoopt.population import is_population_objective
+
+    assert is_population_objective(fn) is expected
