@@ -22,8 +22,10 @@ THRESHOLDS = {
 }
 #: The MuJoCo tasks of bench/bench_ars_mujoco.py: the ARS paper's thresholds (no CI run).
 MUJOCO_THRESHOLDS = {"Swimmer-v5": 325, "HalfCheetah-v5": 3430, "Hopper-v5": 3120}
-#: The classic tasks with a default population optimizer (Pendulum-v1 has none yet).
-SOLVED = sorted(set(THRESHOLDS) & set(DEFAULT_OPTIMIZER))
+#: The classic tasks whose default solves them on seeds 0-2. Not yet: Pendulum-v1 (no
+#: population preset learns it within our budgets) and MountainCar-v0 (its preset reaches
+#: -109.0 on seed 1 but not -110 on seed 0 within 100 generations).
+SOLVED = ["Acrobot-v1", "CartPole-v1", "MountainCarContinuous-v0"]
 PRESET_KEYS = {
     "policy", "hidden", "lr", "popsize", "num_envs", "obs_norm", "obs_std_rule", "policy_kwargs",
     "optimizer_kwargs", "algo_kwargs", "grad_optimizer", "total_timesteps", "iterations",
