@@ -385,3 +385,32 @@ def test_registry_make_builds_a_warp_env_in_float64():
     _, reward, _, truncated, _ = env.step(torch.zeros(2, 6, dtype=torch.float64))
     assert reward.dtype == torch.float64 and env.max_episode_steps == 5
     assert not truncated.any()
+
+
+@needs_warp
+def test_disabled_autoreset_resets_only_the_masked_envs():
+    """``autoreset_mode="disabled"``: ended envs stay frozen until ``reset(options=
+    {"reset_mask": ...})``, which redraws them alone (a fresh reset state, zero warm start)
+    and leaves the others' state as it was."""
+    env = make_warp_env("Hopper-v5", 4, seed=0, autoreset_mode="disabled")
+    env.reset()
+    actions = torch.ones(4, 3)  # full thrust: a Hopper falls within about 20 steps
+    for _ in range(40):
+        _, _, terminated, _, _ = env.step(actions)
+        if terminated.any() and not terminated.all():
+            break
+    assert terminated.any() and not terminated.all()
+    before = env.get_state()
+    obs, reward, terminated_again, _, _ = env.step(actions)  # ended envs are frozen
+    frozen = env.get_state()
+    assert torch.equal(frozen["qpos"][terminated], before["qpos"][terminated])
+    assert not reward[terminated].any()
+    obs, _ = env.reset(options={"reset_mask": terminated})
+    after = env.get_state()
+    assert torch.equal(after["qpos"][~terminated], frozen["qpos"][~terminated])
+    num_ended = int(terminated.sum())
+    assert torch.equal(after["qacc_warmstart"][terminated], torch.zeros(num_ended, 6))
+    expected = torch.tensor([0.0, 1.25, 0.0, 0.0, 0.0, 0.0])
+    assert (after["qpos"][terminated] - expected).abs().max() <= 5e-3 + 1e-6
+    assert not after["terminated"][terminated].any()
+    assert torch.equal(after["terminated"][~terminated], terminated_again[~terminated])
