@@ -233,7 +233,7 @@ class MujocoWarpEnv(TorchVectorEnv):
         if self.obs_qvel_clip is not None:
             qvel = qvel.clamp(-self.obs_qvel_clip, self.obs_qvel_clip)
         parts = [qpos, qvel, *self._extra_obs(physics)]
-        return torch.cat([p.reshape(self.num_envs, -1) for p in parts], 1).to(self.dtype)
+        return torch.cat([p.reshape(len(p), -1) for p in parts], 1).to(self.dtype)
 
     def _extra_obs(self, physics: dict[str, Tensor]) -> list[Tensor]:
         return []

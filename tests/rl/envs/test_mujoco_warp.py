@@ -216,7 +216,10 @@ def test_rules_equal_gymnasium_on_the_warp_state(env_id):
 
 
 def _set_gym_state(genvs, state, rows) -> None:
+    """Reset Gymnasium's envs ``rows`` (``mj_resetData``: zero controls and forces) into
+    the Warp env's states."""
     for i in rows:
+        genvs[i].reset(seed=i)
         genvs[i].set_state(state["qpos"][i].double().numpy(), state["qvel"][i].double().numpy())
 
 
@@ -226,20 +229,19 @@ def test_trajectory_tracks_gymnasium(env_id):
     """From the same states and actions, 4 Warp worlds track 4 Gymnasium envs for TRACK's
     number of steps: observations (the ended episode's last one where an env ends) and
     rewards within its tolerance, terminations on the same step. When an episode ends, the
-    Gymnasium env restarts from the Warp env's same-step reset state."""
+    Gymnasium env restarts from the Warp env's same-step reset state, whose observation
+    must be Gymnasium's for that state."""
     amplitude, num_steps, rtol, atol = TRACK[env_id]
     env = make_warp_env(env_id, 4, seed=1)
     env.reset()
     genvs = [gymnasium.make(env_id).unwrapped for _ in range(4)]
-    for i, genv in enumerate(genvs):
-        genv.reset(seed=i)
     _set_gym_state(genvs, env.get_state(), range(4))
     high = env.single_action_space.high
     rng = np.random.default_rng(0)
     num_ended = 0
     for _ in range(num_steps):
         actions = (rng.uniform(-amplitude, amplitude, (4, *high.shape)) * high).astype(np.float32)
-        _, rewards, terminated, _, info = env.step(torch.as_tensor(actions))
+        obs, rewards, terminated, _, info = env.step(torch.as_tensor(actions))
         steps = [genv.step(a) for genv, a in zip(genvs, actions)]
         columns = TRACK_OBS.get(env_id, slice(None))
         g_obs = np.stack([s[0] for s in steps])
@@ -248,6 +250,8 @@ def test_trajectory_tracks_gymnasium(env_id):
         assert terminated.tolist() == [s[2] for s in steps]
         ended = terminated.nonzero().flatten().tolist()
         _set_gym_state(genvs, env.get_state(), ended)
+        for i in ended:  # the new episode's first observation
+            _assert_close(obs[i], genvs[i]._get_obs(), rtol=1e-5, atol=1e-5)
         num_ended += len(ended)
     assert num_ended >= TRACK_ENDS[env_id]
 
@@ -381,3 +385,32 @@ def test_registry_make_builds_a_warp_env_in_float64():
     _, reward, _, truncated, _ = env.step(torch.zeros(2, 6, dtype=torch.float64))
     assert reward.dtype == torch.float64 and env.max_episode_steps == 5
     assert not truncated.any()
+
+
+@needs_warp
+def test_disabled_autoreset_resets_only_the_masked_envs():
+    """``autoreset_mode="disabled"``: ended envs stay frozen until ``reset(options=
+    {"reset_mask": ...})``, which redraws them alone (a fresh reset state, zero warm start)
+    and leaves the others' state as it was."""
+    env = make_warp_env("Hopper-v5", 4, seed=0, autoreset_mode="disabled")
+    env.reset()
+    actions = torch.ones(4, 3)  # full thrust: a Hopper falls within about 20 steps
+    for _ in range(40):
+        _, _, terminated, _, _ = env.step(actions)
+        if terminated.any() and not terminated.all():
+            break
+    assert terminated.any() and not terminated.all()
+    before = env.get_state()
+    obs, reward, terminated_again, _, _ = env.step(actions)  # ended envs are frozen
+    frozen = env.get_state()
+    assert torch.equal(frozen["qpos"][terminated], before["qpos"][terminated])
+    assert not reward[terminated].any()
+    obs, _ = env.reset(options={"reset_mask": terminated})
+    after = env.get_state()
+    assert torch.equal(after["qpos"][~terminated], frozen["qpos"][~terminated])
+    num_ended = int(terminated.sum())
+    assert torch.equal(after["qacc_warmstart"][terminated], torch.zeros(num_ended, 6))
+    expected = torch.tensor([0.0, 1.25, 0.0, 0.0, 0.0, 0.0])
+    assert (after["qpos"][terminated] - expected).abs().max() <= 5e-3 + 1e-6
+    assert not after["terminated"][terminated].any()
+    assert torch.equal(after["terminated"][~terminated], terminated_again[~terminated])
