@@ -61,6 +61,7 @@ from ._validation import check_int
 __all__ = ["PopulationOptimizer", "Population", "ParamLayout", "Generation", "is_population_objective"]
 
 STATE_KEY = "population"
+META_KEY = "evoopt"
 
 #: Grad mode as a plain call (no context object per call: around pycma at n = 10 each costs
 #: microseconds). ``torch._C._set_grad_enabled`` is private: fall back to the public class.
@@ -71,7 +72,6 @@ def _global_hooks(kind: str) -> list:
     """torch's global step hooks (``register_optimizer_step_{pre,post}_hook``); their
     registry is private, so a torch without it has none to fire."""
     return list(getattr(_torch_optimizer, f"_global_optimizer_{kind}_hooks", {}).values())
-META_KEY = "evoopt"
 
 
 def _no_grad(fn):
