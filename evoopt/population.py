@@ -16,14 +16,19 @@ After ``step`` (and after ``tell``) the parameters hold the center. A generation
 fails (every loss non-finite, the closure raising for every member) leaves the optimizer
 as it was before its ask: the center in the parameters, the state, the random stream.
 
-Frozen parameters (``requires_grad=False`` when the optimizer is built) are left alone, as
-torch's optimizers leave them: they are not in the search vector and never written. The
-search vector is fixed at construction (and :meth:`add_param_group`): freezing or
-unfreezing a parameter later is refused at the next generation with a ``ValueError``
-(build a new optimizer to search another set). Hyperparameters
-(``lr``, ``sigma``, ...) live in ``param_groups`` and are read at every generation, so
-``torch.optim.lr_scheduler`` drives them; a group's value applies to the coordinates
-of that group's parameters.
+Frozen parameters (an ``nn.Parameter`` with ``requires_grad=False`` when the optimizer is
+built) are left alone, as torch's optimizers leave them: they are not in the search vector
+and never written. (A plain tensor is always searched: tensors default to
+``requires_grad=False``, so the flag says nothing there.) The search vector is fixed at
+construction (and :meth:`add_param_group`): freezing or unfreezing a parameter later is
+refused at the next generation with a ``ValueError`` (build a new optimizer to search
+another set).
+
+Hyperparameters (``lr``, ``sigma``, ...) live in ``param_groups`` and are read at every
+generation, so ``torch.optim.lr_scheduler`` drives ``lr`` and :mod:`evoopt.schedulers`
+drives ``sigma``; a group's value applies to the coordinates of that group's parameters.
+Step hooks fire once per generation (pre at ``ask``, post after ``tell``; once each for
+``step``). Pickle and ``copy.deepcopy`` copy the whole optimizer (generators by state).
 
 Subclasses implement three hooks::
 
@@ -291,9 +296,11 @@ class PopulationOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ layout
     def _build_layout(self) -> None:
-        """The search vector: every parameter of every group that requires grad, in
-        order. Frozen parameters (``requires_grad=False``) are left out and never written,
-        as torch's optimizers leave them alone; the set is fixed here (see :meth:`ask`)."""
+        """The search vector: every parameter of every group but the frozen ones, in
+        order. A frozen parameter (an ``nn.Parameter`` with ``requires_grad=False``) is left
+        out and never written, as torch's optimizers leave it alone; a plain tensor is
+        always searched (tensors default to ``requires_grad=False``: a black-box vector).
+        The set is fixed here (see :meth:`ask`)."""
         params, names, searched, flags = [], [], [], []
         count = 0
         for g in self.param_groups:
@@ -302,15 +309,16 @@ class PopulationOptimizer(Optimizer):
             for pi, p in enumerate(g["params"]):
                 name = gnames[pi] if gnames else str(count)
                 count += 1
-                flags.append(p.requires_grad)
-                if p.requires_grad:
+                flags.append(_is_searched(p))
+                if flags[-1]:
                     params.append(p)
                     names.append(name)
                     searched[-1].append(p)
         if not params and count:
             raise ValueError(
-                f"optimizer got no parameter to search: all {count} have requires_grad=False "
-                "(frozen parameters are left alone, as torch's optimizers leave them)"
+                f"optimizer got no parameter to search: all {count} are nn.Parameters with "
+                "requires_grad=False (frozen parameters are left alone, as torch's optimizers "
+                "leave them)"
             )
         if not params:
             raise ValueError("optimizer got an empty parameter list")
@@ -352,7 +360,7 @@ class PopulationOptimizer(Optimizer):
     def _check_frozen_unchanged(self) -> None:
         """The search vector is fixed when the optimizer is built: a parameter frozen or
         unfrozen since then would be written against the user's intent or never searched."""
-        flags = [p.requires_grad for g in self.param_groups for p in g["params"]]
+        flags = [_is_searched(p) for g in self.param_groups for p in g["params"]]
         if flags == self._requires_grad:
             return
         params = [p for g in self.param_groups for p in g["params"]]
@@ -907,7 +915,7 @@ class PopulationOptimizer(Optimizer):
                 )
         for i, (mine, saved) in enumerate(zip(self.param_groups, groups)):
             for key, value in mine.items():
-                if key in ("params", "param_names", "initial_lr", "initial_sigma") or not (value is None or _is_real(value)):
+                if key in _SCHEDULER_KEYS or not (value is None or _is_real(value)):
                     continue
                 if key not in saved:
                     raise ValueError(f"{name}.load_state_dict: param group {i} lacks {key!r}")
@@ -955,6 +963,10 @@ def _is_real(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+#: group keys a checkpoint need not have: the parameters, and what schedulers add
+_SCHEDULER_KEYS = ("params", "param_names", "initial_lr", "initial_sigma")
+
+
 _NO_GRAD_BACKWARD = "does not require grad and does not have a grad_fn"
 _BACKWARD_FIX = (
     "the closure calls loss.backward(), but {} evaluates it under torch.no_grad() (an "
@@ -988,6 +1000,11 @@ def _has_bools(x) -> bool:
     if isinstance(x, np.ndarray):
         return x.dtype == np.bool_
     return isinstance(x, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in x)
+
+
+def _is_searched(p: Tensor) -> bool:
+    """False for a frozen parameter: an ``nn.Parameter`` with ``requires_grad=False``."""
+    return p.requires_grad or not isinstance(p, torch.nn.Parameter)
 
 
 def _set_rng(states: list) -> None:

@@ -158,4 +158,5 @@ class CosineAnnealingSigma(SigmaScheduler):
 
     def get_sigma(self, initial: float, t: int) -> float:
         t = min(t, self.T_max)
-        return self.eta_min + (initial - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        cosine = (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return self.eta_min + (initial - self.eta_min) * cosine

@@ -76,5 +76,14 @@ def test_freezing_or_unfreezing_after_construction_is_refused(name, change):
 
 def test_an_optimizer_over_frozen_parameters_only_is_refused():
     model = _model()
-    with pytest.raises(ValueError, match="no parameter to search: all 2 have requires_grad=False"):
+    with pytest.raises(ValueError, match="no parameter to search: all 2 are nn.Parameters with "
+                                         "requires_grad=False"):
         evoopt.SNES(model[0].parameters())
+
+
+def test_plain_tensors_are_searched_whatever_their_requires_grad():
+    x = torch.zeros(3)  # a black-box vector: requires_grad=False by default
+    opt = evoopt.SNES([x], sigma=0.5, seed=0)
+    assert opt.num_params == 3
+    opt.step(lambda pop: ((pop.flat - 1) ** 2).sum(-1))
+    assert not torch.equal(x, torch.zeros(3))

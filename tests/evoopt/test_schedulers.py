@@ -76,7 +76,8 @@ def test_composes_with_an_lr_scheduler_and_resumes_exactly():
 
     x, opt, lr_s, sigma_s = fresh(3)
     run(opt, lr_s, sigma_s, 5)
-    ckpt = roundtrip({"opt": opt.state_dict(), "lr": lr_s.state_dict(), "sigma": sigma_s.state_dict()})
+    ckpt = roundtrip({"opt": opt.state_dict(), "lr": lr_s.state_dict(),
+                      "sigma": sigma_s.state_dict()})
     expected = run(opt, lr_s, sigma_s, 5)
 
     x2, opt2, lr2, sigma2 = fresh(99)  # schedulers built before the optimizer loads
@@ -129,7 +130,8 @@ def test_a_schedule_reaching_zero_is_refused_before_any_group_changes():
 def test_load_state_dict_refuses_another_schedulers_state():
     _, opt = _opt()
     sched = StepSigma(opt, step_size=2)
-    with pytest.raises(ValueError, match=r"expected the keys \['gamma', 'last_epoch', 'step_size'\]"):
+    keys = r"expected the keys \['gamma', 'last_epoch', 'step_size'\]"
+    with pytest.raises(ValueError, match=keys):
         sched.load_state_dict(ExponentialSigma(opt, gamma=0.5).state_dict())
     with pytest.raises(ValueError, match="last_epoch"):
         sched.load_state_dict({"gamma": 0.1, "last_epoch": -1, "step_size": 2})
