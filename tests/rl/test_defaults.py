@@ -7,8 +7,6 @@ episodes, at the first evaluation at or above ``target_return``.
 """
 
 import inspect
-import math
-import os
 
 import pytest
 
@@ -62,21 +60,12 @@ def _solve(env_id, seed):
     steps = int(result.history[-1]["env_steps"])
     assert result.final_eval >= THRESHOLDS[env_id], (
         f"{env_id} seed {seed}: final evaluation {result.final_eval:.1f} after {steps} steps")
-    assert not math.isnan(result.final_eval)
 
 
-# CI runs seed 0 of each task (the whole suite runs in CI, slow marks included, and seeds
-# 0-2 of every task do not fit its ~4 minutes); EVOOPT_ALL_SEEDS=1 adds seeds 1 and 2
-# (figures for all three seeds in rl/defaults.py).
-@pytest.mark.parametrize("env_id", SOLVED)
-def test_default_optimizer_solves_the_task(env_id):
-    _solve(env_id, 0)
-
-
+# Seeds 0-2 of the three tasks cost about 60 s of CPU in all (1 thread; CartPole 2-4 s,
+# MountainCarContinuous 3-4 s, Acrobot 9-15 s a seed).
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("EVOOPT_ALL_SEEDS"),
-                    reason="seeds 1-2: set EVOOPT_ALL_SEEDS=1")
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("env_id", SOLVED)
-def test_default_optimizer_solves_the_task_on_more_seeds(env_id, seed):
+def test_default_optimizer_solves_the_task(env_id, seed):
     _solve(env_id, seed)
