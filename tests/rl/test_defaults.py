@@ -22,7 +22,7 @@ THRESHOLDS = {
 #: The MuJoCo tasks of bench/bench_ars_mujoco.py: the ARS paper's thresholds (no CI run).
 MUJOCO_THRESHOLDS = {"Swimmer-v5": 325, "HalfCheetah-v5": 3430, "Hopper-v5": 3120}
 #: The classic tasks whose default solves them on seeds 0-2 with a margin, tested in CI.
-#: MountainCar-v0 reaches -110 on seeds 0-2 on one machine but only just (-108.4, -109.x,
+#: MountainCar-v0 reaches -110 on seeds 0-2 on one machine but only just (-108.4, -109.0,
 #: -109.7 after up to 74 generations): opt-in (EVOOPT_ALL_SEEDS=1), as a run that
 #: another CPU may end at -110.5. Pendulum-v1 has no population default yet.
 SOLVED = ["Acrobot-v1", "CartPole-v1", "MountainCarContinuous-v0"]
