@@ -1,5 +1,5 @@
 """The per-task defaults table (rl/defaults.py): `evoopt train ENV` with no other flag
-solves every Gymnasium classic-control task (issue 12).
+solves the Gymnasium classic-control tasks (issue 12; Pendulum-v1 not yet, see SOLVED).
 
 "Solved" is the task's usual threshold reached by ``train``'s final evaluation: the
 deterministic policy's mean return over the preset's ``eval_episodes`` (50) fixed-seed
