@@ -1,5 +1,5 @@
 """The per-task defaults table (rl/defaults.py): `evoopt train ENV` with no other flag
-solves every Gymnasium classic-control task (issue 12).
+solves the Gymnasium classic-control tasks (issue 12; Pendulum-v1 not yet, see SOLVED).
 
 "Solved" is the task's usual threshold reached by ``train``'s final evaluation: the
 deterministic policy's mean return over the preset's ``eval_episodes`` (50) fixed-seed
@@ -7,6 +7,7 @@ episodes, at the first evaluation at or above ``target_return``.
 """
 
 import inspect
+import os
 
 import pytest
 
@@ -20,9 +21,10 @@ THRESHOLDS = {
 }
 #: The MuJoCo tasks of bench/bench_ars_mujoco.py: the ARS paper's thresholds (no CI run).
 MUJOCO_THRESHOLDS = {"Swimmer-v5": 325, "HalfCheetah-v5": 3430, "Hopper-v5": 3120}
-#: The classic tasks whose default solves them on seeds 0-2. Not yet: Pendulum-v1 (no
-#: population preset learns it within our budgets) and MountainCar-v0 (its preset reaches
-#: -109.0 on seed 1 but not -110 on seed 0 within 100 generations).
+#: The classic tasks whose default solves them on seeds 0-2 with a margin, tested in CI.
+#: MountainCar-v0 reaches -110 on seeds 0-2 on one machine but only just (-108.4, -109.0,
+#: -109.7 after up to 74 generations): opt-in (EVOOPT_ALL_SEEDS=1), as a run that
+#: another CPU may end at -110.5. Pendulum-v1 has no population default yet.
 SOLVED = ["Acrobot-v1", "CartPole-v1", "MountainCarContinuous-v0"]
 PRESET_KEYS = {
     "policy", "hidden", "lr", "popsize", "num_envs", "obs_norm", "obs_std_rule", "policy_kwargs",
@@ -69,3 +71,11 @@ def _solve(env_id, seed):
 @pytest.mark.parametrize("env_id", SOLVED)
 def test_default_optimizer_solves_the_task(env_id, seed):
     _solve(env_id, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EVOOPT_ALL_SEEDS"),
+                    reason="MountainCar-v0: 1-2 CPU minutes a seed; set EVOOPT_ALL_SEEDS=1")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_optimizer_solves_mountain_car(seed):
+    _solve("MountainCar-v0", seed)
