@@ -108,9 +108,10 @@ def register(subparsers) -> None:
                    help="Box actions into bounds: clip (default), tanh, or none "
                    "(ARS: the raw action)")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--eval-every", type=_positive_int, default=10, metavar="N",
-                   help="evaluate every N iterations (default: 10)")
-    p.add_argument("--eval-episodes", type=_positive_int, default=10, metavar="N")
+    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
+                   help="evaluate every N iterations (default: the preset's, else 10)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=None, metavar="N",
+                   help="episodes per evaluation (default: the preset's, else 10)")
     p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
                    help="default 10 (50 for ppo)")
     p.add_argument("--target-return", type=float,

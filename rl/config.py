@@ -44,7 +44,8 @@ GRADIENT_METHODS = ("ppo", "reinforce")
 FALLBACK_OPTIMIZER = "pgpe"
 #: Defaults under the presets.
 GENERIC: dict[str, Any] = dict(policy="mlp", hidden=(64, 64), popsize=50, num_envs=8,
-                               grad_optimizer="adam", obs_std_rule="floor")
+                               grad_optimizer="adam", obs_std_rule="floor", eval_every=10,
+                               eval_episodes=10)
 #: The budget when neither the user nor the preset gives one.
 DEFAULT_BUDGET: dict[str, int] = {"total_timesteps": 1_000_000}
 #: The Policy settings ``policy_kwargs`` may hold (saved with the policy).
@@ -54,6 +55,7 @@ SAME_MEANING: tuple[frozenset[str], ...] = (frozenset({"sigma", "radius_init"}),
 #: The keys a preset may hold (``rl/defaults.py``); any other is refused, so a typo in the
 #: table is an error rather than a setting silently left out.
 PRESET_KEYS = ("policy", "hidden", "lr", "popsize", "num_envs", "obs_norm", "obs_std_rule",
+               "eval_every", "eval_episodes",
                "policy_kwargs", "optimizer_kwargs", "algo_kwargs", "grad_optimizer",
                "total_timesteps", "iterations", "rollout_kwargs", "target_return")
 #: Settings that do not change the numbers of a run: they may differ on resume.
@@ -259,8 +261,8 @@ def make_config(
     grad_optimizer: str | None = None,
     num_envs: int | None = None,
     seed: int = 0,
-    eval_every: int = 10,
-    eval_episodes: int = 10,
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
     eval_seed: int = 1_000_000,
     checkpoint_every: int | None = None,
     target_return: float | None = None,
@@ -319,8 +321,10 @@ def make_config(
                   obs_std_rule=obs_std_rule, policy_kwargs=pol_kw, lr=lr, rollout_kwargs=roll_kw,
                   total_timesteps=total_timesteps, iterations=iterations,
                   target_return=None if target is None else float(target), seed=seed,
-                  eval_every=check_int("eval_every", eval_every),
-                  eval_episodes=check_int("eval_episodes", eval_episodes),
+                  eval_every=check_int("eval_every", _layer(
+                      "eval_every", eval_every, preset, GENERIC["eval_every"], src)),
+                  eval_episodes=check_int("eval_episodes", _layer(
+                      "eval_episodes", eval_episodes, preset, GENERIC["eval_episodes"], src)),
                   eval_seed=check_int("eval_seed", eval_seed, minimum=0),
                   checkpoint_every=check_int("checkpoint_every", checkpoint_every), sources=src)
     if gradient:

@@ -200,7 +200,7 @@ def test_bad_train_arguments_exit_2_with_a_clear_message(args, match, capsys):
     (dict(popsize=0), "Invalid popsize: 0 (expected an integer >= 1)"),
     (dict(optimizer="ppo", num_envs=0), "Invalid num_envs: 0"),
     (dict(rollout_kwargs={"num_actors": 0}), "Invalid num_actors: 0"),
-    (dict(hidden=(0,)), "Invalid hidden: 0"),
+    (dict(policy="mlp", hidden=(0,)), "Invalid hidden: 0"),
     (dict(seed=-1), "Invalid seed: -1"),
 ])
 def test_zero_is_refused_by_the_python_api_too(kwargs, match):
