@@ -56,10 +56,12 @@ parameters keep the final run's center (pycma's ``es.result.xfavorite``: the mea
 estimate pycma recommends; ``load_best_()`` loads the best member evaluated instead),
 one ``RuntimeWarning`` says so, and :attr:`CMAES.stopped` holds pycma's conditions
 (reason -> pycma's value: the threshold, or the measured value for ``tolx``,
-``tolupsigma``, ...; values that are not numbers become None). Further ``step`` and ``ask``
-calls raise ``RuntimeError`` and change nothing (a no-op would turn the usual budget loop,
-``while opt.num_evals < budget: opt.step(f)``, into an endless one): loops end when
-``opt.stopped`` is non-empty. Which of pycma's conditions are final: pycma clears and
+``tolupsigma``, ...; values that are not numbers become None). Further ``step`` calls are
+no-ops, as torch's LBFGS's once converged: nothing is evaluated, the last generation's mean
+loss is returned, so a ``for epoch in range(n)`` loop keeps its model at the final center;
+``ask`` raises ``RuntimeError`` (ask/tell loops end on ``opt.stopped`` as pycma's on
+``es.stop()``). A loop on ``opt.num_evals < budget`` must also end on ``opt.stopped``
+(the count no longer grows); ``evoopt compare`` and ``evoopt train`` do. Which of pycma's conditions are final: pycma clears and
 recomputes its dict at every check (``_CMAStopDict._update``), so none is latched by pycma;
 ``maxiter``, ``maxfevals``, ``ftarget`` and ``timeout`` are monotone (a counter, the best
 f so far, the clock) and stay true; the others (``tolfun``, ``tolfunhist``, ``tolx``,
@@ -437,7 +439,7 @@ class CMAES(PopulationOptimizer):
     Attributes: ``es`` (the live ``cma.CMAEvolutionStrategy``, built at the first
     generation), ``stop_conditions`` (pycma's termination dict of the current run, checked
     after every ``tell``), ``stopped`` (empty until the search ends for good, then pycma's
-    reasons; ``step``/``ask`` raise from then on), ``sigma`` (pycma's current step size),
+    reasons; ``step`` is a no-op and ``ask`` raises from then on), ``sigma`` (pycma's current step size),
     ``current_sigma`` (the next generation's width in parameter units, one number),
     ``num_restarts`` (all restarts so far, BIPOP's small runs included), ``popsize`` (the
     current run's). At most ``max_full_params`` coordinates unless ``diagonal=True``.
@@ -722,7 +724,7 @@ class CMAES(PopulationOptimizer):
         warnings.warn(
             f"CMAES stopped at generation {st['generation'] + 1}: pycma's termination "
             f"conditions {st['stopped']}{left}; the parameters keep the final center and "
-            "further step() or ask() calls raise (check opt.stopped)",
+            "further step() calls are no-ops and ask() raises (check opt.stopped)",
             RuntimeWarning,
             stacklevel=_user_stacklevel(),
         )
@@ -740,12 +742,19 @@ class CMAES(PopulationOptimizer):
 
     def ask(self):
         """As :meth:`PopulationOptimizer.ask`; raises ``RuntimeError`` once :attr:`stopped`
-        is non-empty, and so does :meth:`step`."""
+        is non-empty (an ask/tell loop ends on ``opt.stopped``, as pycma's on ``es.stop()``)."""
         self._check_not_stopped()
         return super().ask()
 
     def step(self, closure=None) -> Tensor:
-        self._check_not_stopped()  # before the closure is looked at: nothing is evaluated
+        """As :meth:`PopulationOptimizer.step`. Once :attr:`stopped` is non-empty it is a
+        no-op, as torch's LBFGS is once converged: nothing is evaluated (the closure is not
+        called), the parameters keep the final center, and the last generation's mean loss
+        is returned. (A loop that runs until ``opt.num_evals`` reaches a budget must also
+        end on ``opt.stopped``: the count no longer grows.)"""
+        if self.stopped:
+            mean_loss = self.last.mean_loss if self.last is not None else math.nan
+            return torch.tensor(mean_loss, dtype=torch.float64)
         return super().step(closure)
 
     # ------------------------------------------------------------ properties

@@ -96,7 +96,7 @@ def run_function(name, fn_name, seed=0, dtype=torch.float64):
     budget, _ = ROWS[name].budgets[fn_name]
     x = torch.nn.Parameter(torch.full((D,), x0, dtype=dtype))
     opt = make(name, [x], seed=seed, fn=fn_name)
-    while opt.num_evals < budget:
+    while opt.num_evals < budget and not opt.stopped:  # CMA-ES may stop for good earlier
         opt.step(lambda pop: fn(pop.flat))
     if fn_name in ROWS[name].judge_best:
         return opt.best_loss, opt
@@ -308,6 +308,11 @@ def test_pickle_between_ask_and_tell_keeps_the_pending_generation(name):
     pop = opt.ask()
     losses = sphere(pop.flat)
     twin = _pickled(opt)
+    if name == "cmaes":  # pycma's live object travels as a checkpoint: the pending ask is
+        # dropped (documented in evoopt/algorithms/cmaes.py), and the copy says so
+        with pytest.raises(RuntimeError, match="without a pending ask"):
+            twin.tell(losses)
+        return
     assert float(twin.tell(losses)) == float(opt.tell(losses))
     torch.testing.assert_close(twin.mean, opt.mean, rtol=0, atol=0)
 
