@@ -75,7 +75,7 @@ from .config import GRADIENT_METHODS, POLICY_KWARGS, TrainConfig, make_config  #
 from .defaults import DEFAULT_OPTIMIZER, PRESETS  # noqa: F401 (re-exported)
 from .outputs import COLUMNS, RunOutputs, plot_curve, read_csv
 from .policies import make_policy
-from .rollout import PopulationRollout, resolve_env_id
+from .rollout import PopulationRollout, make_env, resolve_env_id
 
 __all__ = ["train", "train_config", "evaluate", "render_gif", "read_csv", "save_policy",
            "load_policy", "plot_curve", "COLUMNS", "TrainResult", "GRADIENT_METHODS", "PRESETS"]
@@ -232,7 +232,7 @@ def load_policy(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def _build_policy(spec: dict[str, Any], seed: int = 0) -> torch.nn.Module:
-    env = gym.make(spec["env_id"])
+    env = make_env(spec["env_id"])  # MuJoCo's compiler warnings: once per process
     try:
         with torch.random.fork_rng():  # the policy's initialisation draws from torch's global RNG
             torch.manual_seed(seed)

@@ -34,12 +34,9 @@ PRESET_KEYS = {
 
 
 def _train_default(env_id, seed):
-    """What `evoopt train ENV --seed SEED` runs: DEFAULT_OPTIMIZER[ENV] with its whole preset.
-    (Until train applies every key of a preset by itself, the keys are passed here; then
-    this becomes ``train(env_id, seed=seed)``.)"""
-    optimizer = DEFAULT_OPTIMIZER[env_id]
-    return train(env_id, optimizer=optimizer, seed=seed, progress=False, tensorboard=False,
-                 plot=False, **PRESETS[(env_id, optimizer)])
+    """What `evoopt train ENV --seed SEED` runs: nothing but the env id and the seed, so
+    DEFAULT_OPTIMIZER[ENV] with its whole preset (budget, evaluation, target included)."""
+    return train(env_id, seed=seed, progress=False, tensorboard=False, plot=False)
 
 
 def test_every_preset_holds_known_keys_that_train_takes():
