@@ -54,12 +54,13 @@ from evoopt._validation import check_int
 from evoopt.distributed import RayEvaluator
 
 from .normalization import RunningNorm
-from .rollout import PopulationRollout, RolloutResult, _Actor, _expand, _member_params
+from .actor import Actor, expand_members, member_params
+from .rollout import PopulationRollout, RolloutResult
 
 __all__ = ["RayPopulationRollout"]
 
 
-class _SlotNoiseActor(_Actor):
+class _SlotNoiseActor(Actor):
     """Action noise for a subset of slots equal to the in-process noise: at each step the
     whole population's noise ``[total, *k]`` is drawn from the generation's generator and
     the rows of this chunk's slots are used."""
@@ -103,7 +104,7 @@ class _RolloutWorker:
         K, P = r.episodes_per_member, r.popsize
         m = rows.shape[0]
         idx = members.numpy()
-        params = _member_params(r.policy, rows)
+        params = member_params(r.policy, rows)
         seeds = r.generation_seeds(generation)[idx]  # [m, K]
         noise_seed = int(np.random.SeedSequence([r.seed, generation, 1]).generate_state(1)[0])
         slots = (idx[:, None] * K + np.arange(K)).reshape(-1)
@@ -114,7 +115,7 @@ class _RolloutWorker:
             )
         stats = RunningNorm(r._obs_dim) if (r.obs_norm is not None and r.update_obs_norm) else None
         res = r._run(
-            _expand(params, K),
+            expand_members(params, K),
             seeds.reshape(-1).tolist(),
             reward_shift=r.reward_shift,
             action_noise=r.action_noise,
@@ -184,7 +185,7 @@ class RayPopulationRollout(PopulationRollout):
         )
 
     def __call__(self, pop) -> Tensor:
-        params = _member_params(self.policy, pop)
+        params = member_params(self.policy, pop)
         P = next(iter(params.values())).shape[0]
         if P != self.popsize:
             raise ValueError(
