@@ -9,7 +9,7 @@ Public API::
     resolve_backend(env, backend) -> str       # "gymnasium" | "torch" | "warp", or a ValueError
     DeviceEnvs(env_id, device, max_episode_steps, env_kwargs).get(num_envs)
     SlotObsStats(num_slots, obs_dim, shift)    # per-slot observation sums on the device
-    device_rollout(env, actor, params, seed, ...) -> dict   # one episode per env slot
+    device_rollout(env, actor, params, obs, ...) -> dict   # one episode per env slot
 
 One generation is one loop of at most ``max_steps`` steps over tensors::
 
@@ -182,7 +182,7 @@ def device_rollout(
     env,
     actor: DeviceActor,
     params: dict[str, Tensor],
-    seed: int,
+    obs: Tensor,
     *,
     max_steps: int,
     reward_shift: float = 0.0,
@@ -193,13 +193,13 @@ def device_rollout(
     check_every: int = CHECK_EVERY,
 ) -> dict[str, Any]:
     """Play one episode in each of the env's ``M`` slots, slot j with ``params[..][j]``, from
-    ``env.reset(seed=seed)``. Returns numpy ``returns`` (the env's), ``shifted``,
+    the env's current state, whose observations are ``obs`` (what ``env.reset`` returned).
+    Returns numpy ``returns`` (the env's), ``shifted``,
     ``lengths``, ``failed``, ``num_steps``, ``errors`` (as the gymnasium path) and
     ``obs_stats``: the statistics of the live, finite observations of the members (slots
     ``[g * group, (g + 1) * group)``) that did not fail, or None unless ``obs_stats``."""
     _check_devices(env, params)
     M, dev = env.num_envs, env.device
-    obs, _ = env.reset(seed=int(seed))
     prepared = actor.prepare(params)
     stats = None
     if obs_stats:

@@ -516,7 +516,8 @@ class PopulationRollout:
         if self.backend != "gymnasium":
             env = self._device_envs.get(len(seeds))
             env_seed = int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
-            return device_rollout(env, actor, params, env_seed, max_steps=self._limit,
+            obs, _ = env.reset(seed=env_seed)
+            return device_rollout(env, actor, params, obs, max_steps=self._limit,
                                   reward_shift=reward_shift, action_noise=action_noise,
                                   noise_seed=noise_seed, group=self.episodes_per_member,
                                   obs_stats=obs_stats is not None)
