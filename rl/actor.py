@@ -130,6 +130,10 @@ class DeviceActor:
     and a mask of the slots whose output is NaN/inf (their action is replaced by a valid
     one, ``space.start`` or zeros, so that the env never sees a NaN)."""
 
+    #: layers with at most this many weights are computed elementwise (see
+    #: ``Policy.population_forward``): linear CartPole/Pendulum/Swimmer policies
+    small_layers = 256
+
     def __init__(self, policy: nn.Module, action_space: spaces.Space):
         self.policy = policy
         self.space = action_space
@@ -138,6 +142,8 @@ class DeviceActor:
             raise ValueError(f"Invalid action space: {action_space} (expected Discrete or Box)")
         self.fast = isinstance(policy, Policy)
         self.start = int(action_space.start) if self.discrete else 0
+        #: width of the policy's output: logits (Discrete) or the flattened action (Box)
+        self.num_outputs = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         if not self.discrete:
             self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
             self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
@@ -145,28 +151,31 @@ class DeviceActor:
     def prepare(self, params: dict[str, Tensor]):
         """Per-rollout constants: the stacked layers (or the params) and the frozen
         normaliser's ``(mean, std, clip)`` on its device (float64)."""
-        norm = getattr(self.policy, "obs_norm", None)
+        norm = getattr(self.policy, "obs_norm", None) if self.fast else None  # others: inside
         frozen = None if norm is None else (norm.mean.clone(), norm.std.clone(), norm.clip)
         layers = self.policy.population_layers(params) if self.fast else params
         first = next(iter(params.values()))
         return layers, frozen, first.dtype
 
     @staticmethod
-    def normalize(frozen, obs: Tensor) -> Tensor:
-        """``clip((obs - mean) / std)`` in float64 (the identity without a normaliser)."""
+    def center(prepared, obs: Tensor) -> Tensor:
+        """``obs - mean`` in float64, ``[M, obs_dim]`` (``obs`` itself without a normaliser)."""
         x = obs.reshape(obs.shape[0], -1).to(torch.float64)
-        if frozen is None:
-            return x
-        mean, std, clip = frozen
-        x = (x - mean) / std
-        return x if clip is None else x.clamp(-clip, clip)
+        frozen = prepared[1]
+        return x if frozen is None else x - frozen[0]
 
-    def outputs(self, prepared, obs: Tensor) -> Tensor:
-        """The policy's outputs ``[M, k]`` for the observations ``obs`` ``[M, ...]``."""
+    def outputs(self, prepared, obs: Tensor, centered: Tensor | None = None) -> Tensor:
+        """The policy's outputs ``[M, k]`` for the observations ``obs`` ``[M, ...]``, from
+        ``clip((obs - mean) / std)`` (``centered``: ``obs - mean`` computed already)."""
         layers, frozen, dtype = prepared
-        x = self.normalize(frozen, obs).to(dtype)
+        x = self.center(prepared, obs) if centered is None else centered
+        if frozen is not None:
+            x = x / frozen[1]
+            x = x if frozen[2] is None else x.clamp(-frozen[2], frozen[2])
+        x = x.to(dtype)
         if self.fast:
-            return self.policy.population_forward(layers, x, normalized=True)
+            return self.policy.population_forward(layers, x, normalized=True,
+                                                  small_layers=self.small_layers)
         call = lambda p, o: torch.func.functional_call(self.policy, p, (o,))  # noqa: E731
         return torch.func.vmap(call)(layers, x).reshape(x.shape[0], -1)
 
@@ -174,7 +183,8 @@ class DeviceActor:
         """``(actions, bad)``: env actions from the outputs and the mask of non-finite rows."""
         bad = ~torch.isfinite(out).all(-1)
         if self.discrete:
-            return out.argmax(-1) + self.start, bad
+            a = out.argmax(-1)
+            return (a + self.start if self.start else a), bad
         out = torch.where(bad.unsqueeze(-1), torch.zeros_like(out), out)
         if noise is not None:
             out = out + noise.to(out.dtype)

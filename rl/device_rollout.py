@@ -48,6 +48,9 @@ not isolated per slot (one batched call steps every slot) and propagates.
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -148,14 +151,26 @@ class SlotObsStats:
         self.sum = torch.zeros(num_slots, obs_dim, **kw)
         self.sumsq = torch.zeros(num_slots, obs_dim, **kw)
 
-    def add(self, obs: Tensor, mask: Tensor) -> None:
-        """Add row j of ``obs`` to slot j where ``mask[j]`` and the row is finite."""
-        x = obs.reshape(obs.shape[0], -1).to(torch.float64) - self.shift
-        ok = mask & torch.isfinite(x).all(1)
-        x = torch.where(ok.unsqueeze(1), x, 0.0)
-        self.count += ok
-        self.sum += x
-        self.sumsq += x * x
+    @property
+    def state(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.count, self.sum, self.sumsq
+
+    @state.setter
+    def state(self, value: tuple[Tensor, Tensor, Tensor]) -> None:
+        self.count, self.sum, self.sumsq = value
+
+    @staticmethod
+    def accumulate(state, centered: Tensor, mask: Tensor):
+        """``state`` plus row j of ``centered`` (observations minus ``shift``, float64
+        ``[M, obs_dim]``) in slot j where ``mask[j]`` and the row is finite (new tensors)."""
+        count, total, sumsq = state
+        ok = mask & torch.isfinite(centered).all(1)
+        x = torch.where(ok.unsqueeze(1), centered, 0.0)
+        return count + ok, total + x, torch.addcmul(sumsq, x, x)
+
+    def add(self, centered: Tensor, mask: Tensor) -> None:
+        """:meth:`accumulate` in place."""
+        self.state = self.accumulate(self.state, centered, mask)
 
     def stats(self, keep: Tensor) -> dict[str, Tensor]:
         """The statistics of the slots in ``keep`` (a bool mask), as ``RunningNorm.stats``."""
@@ -177,6 +192,105 @@ def _check_devices(env, params: dict[str, Tensor]) -> None:
                 "or build the rollout with device=" f"{str(t.device)!r}; nothing is moved silently)")
 
 
+def _step(actor: DeviceActor, prepared, obs: Tensor, reward: Tensor, ended: Tensor,
+          carry: tuple, stats_state, noise: Tensor | None):
+    """The rollout's work between two env steps, one pure function (fused by ``compile``):
+    account for the last step's ``reward`` and ``ended`` (terminated | truncated), then
+    compute the actions for ``obs`` and count the step for the slots that take it. ``carry = (returns, lengths, alive, bad_output)``.
+
+    An ended slot is frozen with reward 0 (the env's ``autoreset_mode="disabled"``), so only
+    a failed slot's rewards would need masking, and a failed slot's return is discarded. A
+    slot whose output is NaN/inf while alive fails (it is no longer alive).
+    Returns ``(actions, carry, stats_state)``."""
+    returns, lengths, alive, bad_output = carry
+    returns = returns + reward
+    alive = alive & ~ended
+    centered = actor.center(prepared, obs)
+    if stats_state is not None:
+        stats_state = SlotObsStats.accumulate(stats_state, centered, alive)
+    actions, bad = actor.actions(actor.outputs(prepared, obs, centered), noise)
+    bad = bad & alive
+    alive = alive & ~bad  # the slots that step now
+    return actions, (returns, lengths + alive, alive, bad_output | bad), stats_state
+
+
+_COMPILED: dict[str, Any] = {}
+#: the smallest env the live slots are moved to
+MIN_SLOTS = 64
+
+
+def _bucket(n: int) -> int:
+    return max(MIN_SLOTS, 1 << (n - 1).bit_length())
+
+
+class _Slots:
+    """Where the current env's slots come from (``origin``: the original slot of each, for
+    the parameters) and the per-slot results of the slots that were moved out, indexed by
+    original slot (row ``M`` collects the padding's values, which are dropped)."""
+
+    def __init__(self, M: int, device, carry, stats_state):
+        self.M = M
+        self.origin = torch.arange(M, device=device)
+        self.target = self.origin  # where each current slot's results go
+        self.out = [torch.zeros((M + 1, *t.shape[1:]), dtype=t.dtype, device=device)
+                    for t in (*carry, *(stats_state or ()))]
+
+    def _write(self, carry, stats_state) -> None:
+        for acc, t in zip(self.out, (*carry, *(stats_state or ()))):
+            acc[self.target] = t
+
+    def compact(self, env, resize, live: Tensor, obs: Tensor, carry, stats_state):
+        """Move the ``live`` slots to a smaller env; returns ``(env, obs, carry, stats)``."""
+        self._write(carry, stats_state)
+        idx = live.nonzero().squeeze(1)
+        n, size = idx.numel(), _bucket(idx.numel())
+        pad = idx[:1].expand(size - n)  # copies of a live slot, never alive, results dropped
+        take = torch.cat([idx, pad])
+        self.origin = self.origin[take]
+        self.target = torch.cat([self.target[idx], torch.full_like(pad, self.M)])
+        state = env.get_state()
+        small = resize(size)
+        small.reset(seed=0)
+        small.set_state({k: v[take] for k, v in state.items()
+                         if k != "rng_state" and v.dim() and v.shape[0] == env.num_envs})
+        alive = torch.arange(size, device=idx.device) < n
+        returns, lengths, _, bad = (t[take] for t in carry)
+        stats_state = None if stats_state is None else tuple(t[take] for t in stats_state)
+        return small, obs[take], (returns, lengths, alive, bad), stats_state
+
+    def finish(self, carry, stats_state):
+        """The per-original-slot ``(returns, lengths, bad_output, stats_state)``."""
+        self._write(carry, stats_state)
+        out = [t[: self.M] for t in self.out]
+        return out[0], out[1], out[3], (tuple(out[4:]) if stats_state is not None else None)
+
+
+def _compiled(mode: bool | str):
+    """:func:`_step` fused by ``torch.compile``; with ``"auto"``, eager where no compiler is
+    found or where compiling fails (with a warning, once)."""
+    if mode is False:
+        return _step
+    if mode not in (True, "auto"):
+        raise ValueError(f"Invalid compile: {mode!r} (expected True, False or 'auto')")
+    if mode == "auto" and not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return _step
+    if "step" not in _COMPILED:
+        _COMPILED["step"] = torch.compile(_step, dynamic=False)
+    if mode is True:
+        return _COMPILED["step"]
+
+    def step(*args):
+        try:
+            return _COMPILED["step"](*args)
+        except Exception as err:  # noqa: BLE001 (any compiler failure)
+            warnings.warn(f"torch.compile failed, stepping the policy eagerly: {err}",
+                          stacklevel=2)
+            _COMPILED["step"] = _step
+            return _step(*args)
+
+    return step
+
+
 @torch.no_grad()
 def device_rollout(
     env,
@@ -191,46 +305,64 @@ def device_rollout(
     group: int = 1,
     obs_stats: bool = False,
     check_every: int = CHECK_EVERY,
+    compile: bool | str = False,
+    resize: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Play one episode in each of the env's ``M`` slots, slot j with ``params[..][j]``, from
     the env's current state, whose observations are ``obs`` (what ``env.reset`` returned).
     Returns numpy ``returns`` (the env's), ``shifted``,
     ``lengths``, ``failed``, ``num_steps``, ``errors`` (as the gymnasium path) and
     ``obs_stats``: the statistics of the live, finite observations of the members (slots
-    ``[g * group, (g + 1) * group)``) that did not fail, or None unless ``obs_stats``."""
+    ``[g * group, (g + 1) * group)``) that did not fail, or None unless ``obs_stats``.
+    ``compile``: fuse the policy step and the bookkeeping with ``torch.compile`` (``True``,
+    ``"auto"``: where a compiler is found, falling back to eager with a warning).
+    ``resize(n)``: an env of the same kind with ``n`` slots; when given, the live slots move
+    to a smaller env (a power of two, at least :data:`MIN_SLOTS`) once they fit in half of
+    the current one, so that late steps do not pay for the slots that ended (the state is
+    carried over with ``get_state``/``set_state``; the returns do not change)."""
     _check_devices(env, params)
     M, dev = env.num_envs, env.device
     prepared = actor.prepare(params)
     stats = None
     if obs_stats:
-        stats = SlotObsStats(M, obs[0].numel(), actor.policy.obs_norm.mean)
+        frozen = prepared[1]  # the rows are shifted by the frozen mean (or not at all)
+        shift = frozen[0] if frozen is not None else obs.new_zeros(obs[0].numel(), dtype=torch.float64)
+        stats = SlotObsStats(M, obs[0].numel(), shift)
     gen = None
     if action_noise > 0:
         gen = torch.Generator(device=dev).manual_seed(int(noise_seed))
     alive = torch.ones(M, dtype=torch.bool, device=dev)
-    bad_output = torch.zeros_like(alive)
-    returns = torch.zeros(M, dtype=torch.float64, device=dev)
-    shifted = torch.zeros_like(returns)
-    lengths = torch.zeros(M, dtype=torch.int64, device=dev)
+    carry = (torch.zeros(M, dtype=torch.float64, device=dev),  # returns
+             torch.zeros(M, dtype=torch.int64, device=dev), alive, torch.zeros_like(alive))
+    reward, ended = torch.zeros(M, dtype=obs.dtype, device=dev), torch.zeros_like(alive)
+    step = _compiled(compile)
+    stats_state = None if stats is None else stats.state
+    slots = _Slots(M, dev, carry, stats_state)
+    noise = None
     for t in range(max_steps):
-        if t and t % check_every == 0 and not bool(alive.any()):
-            break
-        if stats is not None:
-            stats.add(obs, alive)
-        out = actor.outputs(prepared, obs)
-        noise = None
+        if t and t % check_every == 0:
+            live = carry[2] & ~ended
+            n = int(live.sum())  # the one host synchronisation, every check_every steps
+            if n == 0:
+                break
+            if resize is not None and _bucket(n) <= env.num_envs // 2:
+                carry = (carry[0] + reward, *carry[1:])
+                env, obs, carry, stats_state = slots.compact(
+                    env, resize, live, obs, carry, stats_state)
+                prepared = actor.prepare({k: v[slots.origin] for k, v in params.items()})
+                reward, ended = torch.zeros_like(reward[: env.num_envs]), carry[2] & False
         if gen is not None:
-            noise = action_noise * torch.randn(out.shape, generator=gen, device=dev,
-                                               dtype=torch.float64)
-        actions, bad = actor.actions(out, noise)
-        bad_output |= bad & alive
-        alive &= ~bad
+            noise = action_noise * torch.randn((env.num_envs, actor.num_outputs),
+                                               generator=gen, device=dev, dtype=torch.float64)
+        actions, carry, stats_state = step(actor, prepared, obs, reward, ended, carry,
+                                           stats_state, noise)
         obs, reward, terminated, truncated, _ = env.step(actions)
-        reward = reward.to(torch.float64)
-        returns += torch.where(alive, reward, 0.0)
-        shifted += torch.where(alive, reward + reward_shift, 0.0)
-        lengths += alive
-        alive &= ~(terminated | truncated)
+        ended = terminated | truncated
+    carry = (carry[0] + reward, *carry[1:])  # the last step's reward
+    returns, lengths, bad_output, stats_state = slots.finish(carry, stats_state)
+    if stats is not None:
+        stats.state = stats_state
+    shifted = returns + reward_shift * lengths
     nonfinite = ~torch.isfinite(returns) | ~torch.isfinite(shifted)
     failed = bad_output | nonfinite
     member_ok = ~failed.reshape(-1, group).any(1).repeat_interleave(group)

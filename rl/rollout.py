@@ -408,6 +408,7 @@ class PopulationRollout:
         maximize: bool = False,
         backend: str = "gymnasium",
         device=None,
+        compile: bool | str = False,
     ):
         if isinstance(reward_shift, bool) or not isinstance(reward_shift, numbers.Real) or not math.isfinite(reward_shift):
             raise ValueError(f"Invalid reward_shift: {reward_shift!r} (expected a finite number)")
@@ -431,6 +432,9 @@ class PopulationRollout:
         self.max_episode_steps = max_episode_steps
         self.env = env
         self.backend = resolve_backend(env, backend)
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"Invalid compile: {compile!r} (expected True, False or 'auto')")
+        self.compile = compile
         if self.backend == "gymnasium":
             self._init_gymnasium(env, env_kwargs, vectorization)
         else:
@@ -491,6 +495,7 @@ class PopulationRollout:
                 "pass the policy's device: nothing is moved silently)")
         self.pool = None
         self.native = False
+        env_kwargs.setdefault("compile", self.compile)
         self._device_envs = DeviceEnvs(env, self.device, self.max_episode_steps, env_kwargs)
         probe = self._device_envs.get(self.popsize * self.episodes_per_member)
         self._limit = probe.max_episode_steps
@@ -520,7 +525,8 @@ class PopulationRollout:
             return device_rollout(env, actor, params, obs, max_steps=self._limit,
                                   reward_shift=reward_shift, action_noise=action_noise,
                                   noise_seed=noise_seed, group=self.episodes_per_member,
-                                  obs_stats=obs_stats is not None)
+                                  obs_stats=obs_stats is not None, compile=self.compile,
+                                  resize=self._device_envs.get)
         gen = None
         if action_noise > 0:
             gen = torch.Generator().manual_seed(int(noise_seed))

@@ -48,7 +48,7 @@ def test_slot_obs_stats_equal_the_numpy_path():
     stats = SlotObsStats(M, d, shift)
     chunks = []
     for t in range(T):
-        stats.add(obs[t], alive[t])
+        stats.add(obs[t] - shift, alive[t])
         chunks.append((obs[t][alive[t]].numpy(), np.flatnonzero(alive[t].numpy())))
     reference = RunningNorm(d)
     _add_obs_rows(reference, chunks, keep.numpy())
@@ -270,3 +270,35 @@ def test_pgpe_solves_cartpole_on_the_torch_backend(seed, monkeypatch):
         generation, mean_return = test_pgpe_cartpole.solve_cartpole(seed)
     assert generation is not None, f"seed {seed}: center return {mean_return}"
     assert mean_return >= 475
+
+
+def test_moving_the_live_slots_to_smaller_envs_changes_no_number():
+    """``resize`` moves the live slots into envs of 128, 64 ... slots (get_state/set_state)
+    once most episodes ended: returns, lengths and statistics are those of the full run."""
+    torch.manual_seed(1)
+    policy = _policy(obs_norm=True)
+    policy.obs_norm.update(0.05 * torch.randn(50, 4, dtype=torch.float64))
+    M = 512
+    rows = _rows(policy, M, scale=0.7, seed=3)
+    params = member_params(policy, rows)
+    sizes = []
+
+    def resize(n):
+        sizes.append(n)
+        return device_envs.make("CartPole-v1", n, dtype=torch.float64, autoreset_mode="disabled")
+
+    results = []
+    for factory in (None, resize):
+        env = device_envs.make("CartPole-v1", M, dtype=torch.float64, autoreset_mode="disabled")
+        obs, _ = env.reset(seed=7)
+        results.append(device_rollout(env, DeviceActor(policy, env.single_action_space), params,
+                                      obs, max_steps=500, obs_stats=True, group=2,
+                                      reward_shift=-0.5, resize=factory))
+    full, small = results
+    assert sizes and min(sizes) == 64 and max(sizes) <= M // 2
+    assert full["lengths"].max() > 100  # some episodes outlive the moves
+    for key in ("returns", "shifted", "lengths", "failed"):
+        np.testing.assert_array_equal(full[key], small[key])
+    for key in ("count", "mean", "m2"):
+        torch.testing.assert_close(full["obs_stats"][key], small["obs_stats"][key],
+                                   rtol=1e-14, atol=0)
