@@ -302,3 +302,52 @@ def test_moving_the_live_slots_to_smaller_envs_changes_no_number():
     for key in ("count", "mean", "m2"):
         torch.testing.assert_close(full["obs_stats"][key], small["obs_stats"][key],
                                    rtol=1e-14, atol=0)
+
+
+# ------------------------------------------------- the kernel against a plain loop
+def _plain_loop_returns(env_id, policy, rows, env_seed, max_steps):
+    """Each member alone, one slot at a time, in the same device env batch: the plain loop
+    (policy.predict-style forward per member and step) that the kernel must reproduce."""
+    P = rows.shape[0]
+    env = device_envs.make(env_id, P, autoreset_mode="disabled", max_episode_steps=max_steps)
+    obs, _ = env.reset(seed=env_seed)
+    saved = [p.detach().clone() for p in policy.parameters()]
+    members = []
+    for i in range(P):
+        torch.nn.utils.vector_to_parameters(rows[i].clone(), policy.parameters())
+        members.append([p.detach().clone() for p in policy.parameters()])
+    returns, done = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(max_steps):
+            actions = []
+            for i in range(P):
+                for p, v in zip(policy.parameters(), members[i]):
+                    p.copy_(v)
+                actions.append(policy.to_env(policy.act(obs[i].double(), deterministic=True)))
+            obs, r, term, trunc, _ = env.step(torch.stack(actions))
+            returns += torch.where(done, 0.0, r.double())
+            done |= term | trunc
+        for p, v in zip(policy.parameters(), saved):
+            p.copy_(v)
+    return returns
+
+
+@pytest.mark.parametrize("env_id, backend, steps", [
+    ("Pendulum-v1", "torch", 200),
+    pytest.param("Swimmer-v5", "warp", 12, marks=pytest.mark.slow),
+])
+def test_kernel_returns_equal_a_plain_loop_over_the_same_envs(env_id, backend, steps):
+    if backend == "warp":
+        pytest.importorskip("mujoco_warp")
+    policy = _policy(env_id, obs_norm=True)
+    policy.obs_norm.update(torch.randn(20, policy.obs_dim, dtype=torch.float64))
+    P = 3
+    rows = _rows(policy, P, scale=0.5, seed=5)
+    objective = PopulationRollout(env_id, policy, P, backend=backend, seed=2,
+                                  max_episode_steps=steps, update_obs_norm=False)
+    losses = objective(rows)
+    seeds = objective.generation_seeds(0).reshape(-1).tolist()
+    env_seed = int(np.random.SeedSequence(seeds).generate_state(1)[0])
+    expected = _plain_loop_returns(env_id, policy, rows, env_seed, steps)
+    torch.testing.assert_close(-losses, expected, rtol=1e-5, atol=1e-5)
+    assert objective.last.lengths.tolist() == [[steps]] * P
