@@ -516,12 +516,13 @@ class PopulationRollout:
         return ss.generate_state(P * K).astype(np.int64).reshape(P, K)
 
     # ---------------------------------------------------------------- run
-    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats, actor=None):
+    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats, actor=None,
+             slots=None):
+        """One episode per slot: ``seeds`` are all slots' seeds; ``slots`` (device backends,
+        a Ray chunk) plays only those slots of the batch, from the same initial states."""
         actor = self._actor if actor is None else actor
         if self.backend != "gymnasium":
-            env = self._device_envs.get(len(seeds))
-            env_seed = int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
-            obs, _ = env.reset(seed=env_seed)
+            env, obs = self._device_reset(seeds, slots)
             return device_rollout(env, actor, params, obs, max_steps=self._limit,
                                   reward_shift=reward_shift, action_noise=action_noise,
                                   noise_seed=noise_seed, group=self.episodes_per_member,
@@ -544,6 +545,23 @@ class PopulationRollout:
                 if obs_stats is not None:
                     obs_stats.reset()
         return _rollout(self.pool, actor, params, seeds, native=False, **kw)
+
+    def _device_reset(self, seeds, slots=None):
+        """The device env reset for a batch whose slots' seeds are ``seeds``: its generator
+        is seeded from them (``SeedSequence(seeds)``). With ``slots``, the batch is reset in
+        full and those slots' states are moved into an env of ``len(slots)`` slots, so that a
+        slot's initial state does not depend on which other slots are played with it."""
+        env_seed = int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
+        full = self._device_envs.get(len(seeds))
+        obs, _ = full.reset(seed=env_seed)
+        if slots is None:
+            return full, obs
+        take = torch.as_tensor(np.asarray(slots), dtype=torch.int64, device=self.device)
+        env = self._device_envs.get(len(slots))
+        env.reset(seed=0)
+        env.set_state({k: v[take] for k, v in full.get_state().items()
+                       if k != "rng_state" and v.dim() and v.shape[0] == full.num_envs})
+        return env, obs[take]
 
     def __call__(self, pop) -> Tensor:
         """Roll out every member; returns ``[P]`` float64 losses (negated mean shifted returns,
