@@ -104,7 +104,8 @@ def member_params(policy: nn.Module, pop, P: int | None = None) -> dict[str, Ten
         return out
     layout = getattr(pop, "layout", None)
     if layout is None:
-        raise ValueError(f"Invalid population: {type(pop).__name__} (expected an evoopt Population or a [P, D] tensor)")
+        raise ValueError(f"Invalid population: {type(pop).__name__} (expected an evoopt "
+                         "Population or a [P, D] tensor)")
     tensors = pop.tensors()
     index = {id(p): i for i, p in enumerate(layout.params)}
     own = {id(p) for _, p in named}
@@ -143,7 +144,8 @@ class DeviceActor:
         self.fast = isinstance(policy, Policy)
         self.start = int(action_space.start) if self.discrete else 0
         #: width of the policy's output: logits (Discrete) or the flattened action (Box)
-        self.num_outputs = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        shape = (action_space.n,) if self.discrete else action_space.shape
+        self.num_outputs = int(np.prod(shape))
         if not self.discrete:
             self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
             self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))

@@ -189,14 +189,16 @@ def _check_devices(env, params: dict[str, Tensor]) -> None:
             raise ValueError(
                 f"Invalid policy: parameter {name!r} is on {t.device} but the env is on "
                 f"{env.device} (move the policy and the optimizer with .to({str(env.device)!r}) "
-                "or build the rollout with device=" f"{str(t.device)!r}; nothing is moved silently)")
+                f"or build the rollout with device={str(t.device)!r}; nothing is moved "
+                "silently)")
 
 
 def _step(actor: DeviceActor, prepared, obs: Tensor, reward: Tensor, ended: Tensor,
           carry: tuple, stats_state, noise: Tensor | None):
     """The rollout's work between two env steps, one pure function (fused by ``compile``):
     account for the last step's ``reward`` and ``ended`` (terminated | truncated), then
-    compute the actions for ``obs`` and count the step for the slots that take it. ``carry = (returns, lengths, alive, bad_output)``.
+    compute the actions for ``obs`` and count the step for the slots that take it.
+    ``carry = (returns, lengths, alive, bad_output)``.
 
     An ended slot is frozen with reward 0 (the env's ``autoreset_mode="disabled"``), so only
     a failed slot's rewards would need masking, and a failed slot's return is discarded. A
@@ -326,7 +328,8 @@ def device_rollout(
     stats = None
     if obs_stats:
         frozen = prepared[1]  # the rows are shifted by the frozen mean (or not at all)
-        shift = frozen[0] if frozen is not None else obs.new_zeros(obs[0].numel(), dtype=torch.float64)
+        shift = frozen[0] if frozen is not None else obs.new_zeros(obs[0].numel(),
+                                                                   dtype=torch.float64)
         stats = SlotObsStats(M, obs[0].numel(), shift)
     gen = None
     if action_noise > 0:

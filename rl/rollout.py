@@ -7,7 +7,8 @@ Public API (stable)::
                                   max_episode_steps=None, reward_shift=0.0,
                                   action_noise=0.0, update_obs_norm=True, seed=0,
                                   common_seeds=False, vectorization="auto",
-                                  env_kwargs=None, worst_return=WORST_RETURN, maximize=False)
+                                  env_kwargs=None, worst_return=WORST_RETURN, maximize=False,
+                                  backend="gymnasium", device=None, compile=False)
     losses = objective(pop)       # Tensor[P] float64: -(mean shifted return) per member
                                   # (maximize=True: the returns, for opt(..., maximize=True))
     opt.step(objective)           # objective.is_population_objective is True
@@ -41,6 +42,18 @@ seed, and steps after a slot's episode end are ignored), else a synchronous list
 ``gymnasium.make`` envs stepped in-process (like ``SyncVectorEnv``, which beats
 ``AsyncVectorEnv`` on 2 cores for MuJoCo, but stepping only the live slots and isolating
 each env's exceptions). ``env`` is an id or a zero-argument constructor.
+
+Backends. ``backend="gymnasium"`` (default) is everything above. ``"torch"`` (classic
+control) and ``"warp"`` (MuJoCo on MuJoCo Warp, the ``[warp]`` extra) run the generation on
+``device`` (default: the policy's device; a different one is refused, never moved to) with
+:mod:`rl.envs` and the kernel of :mod:`rl.device_rollout`: member i's k-th episode is
+still slot ``i * K + k``; normalisation, policy, actions, physics, rewards and masks stay
+on the device, with one "all done?" host check every few steps; the initial states come
+from the env's generator seeded from the generation's slot seeds (so not Gymnasium's, but
+deterministic, and resume is exact); ``env_kwargs`` go to ``rl.envs.make`` (``dtype``,
+``compile``...); ``compile=True`` fuses the policy step and the env step with
+``torch.compile``. ``"auto"``: the device backend when one implements ``env``. The
+features below keep their meaning; ``common_seeds`` is gymnasium-only for now.
 
 Failures never lose a generation: a member whose policy output is NaN/inf, whose env
 raises in ``reset``/``step``, or whose return is not finite gets ``worst_return``
@@ -385,6 +398,9 @@ class PopulationRollout:
         worst_return: the return of a failed member (default :data:`WORST_RETURN`).
         maximize: return the mean returns themselves instead of losses (for an optimizer
             built with ``maximize=True``).
+        backend: ``"gymnasium"``, ``"torch"``, ``"warp"`` or ``"auto"`` (module docstring).
+        device: the device backends' device (default: the policy's; must be the policy's).
+        compile: device backends: ``torch.compile`` the step (``True``, ``False``, ``"auto"``).
     """
 
     is_population_objective = True
@@ -442,7 +458,8 @@ class PopulationRollout:
         if self.action_noise > 0 and isinstance(self.action_space, spaces.Discrete):
             raise ValueError(f"Invalid action_noise: {action_noise!r} (only Box action spaces take action noise)")
         self.policy = policy
-        self._actor = (Actor if self.backend == "gymnasium" else DeviceActor)(policy, self.action_space)
+        actor_cls = Actor if self.backend == "gymnasium" else DeviceActor
+        self._actor = actor_cls(policy, self.action_space)
         self.update_obs_norm = bool(update_obs_norm)
         self.common_seeds = bool(common_seeds)
         obs_dim = int(np.prod(self.observation_space.shape))
@@ -474,7 +491,8 @@ class PopulationRollout:
         probe = self.pool.singles(1)[0]
         if default_limit is None and probe.spec is not None:
             default_limit = probe.spec.max_episode_steps
-        self._limit = self.max_episode_steps if self.max_episode_steps is not None else default_limit
+        limit = self.max_episode_steps
+        self._limit = limit if limit is not None else default_limit
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         self.native = native_ok and vectorization != "sync"
@@ -615,7 +633,8 @@ class PopulationRollout:
             raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
         module, actor = self.policy, self._actor
         if isinstance(params, nn.Module):
-            actor = (Actor if self.backend == "gymnasium" else DeviceActor)(params, self.action_space)
+            actor_cls = Actor if self.backend == "gymnasium" else DeviceActor
+            actor = actor_cls(params, self.action_space)
             module, params = params, None
         named = list(module.named_parameters())
         D = sum(p.numel() for _, p in named)

@@ -119,7 +119,8 @@ def test_losses_are_deterministic_and_resume_is_exact():
         losses = []
         for g in range(generations):
             if g == resume_at:
-                saved = objective.state_dict(), {k: v.clone() for k, v in policy.state_dict().items()}
+                weights = {k: v.clone() for k, v in policy.state_dict().items()}
+                saved = objective.state_dict(), weights
                 policy = _policy(obs_norm=True)
                 policy.load_state_dict(saved[1])
                 objective = PopulationRollout("CartPole-v1", policy, 8, backend="torch", seed=0)
@@ -178,7 +179,8 @@ def test_max_episode_steps_and_evaluate_center():
     a = objective.evaluate_center(num_episodes=7, seed=11)
     b = objective.evaluate_center(num_episodes=7, seed=11)
     assert a.shape == (7,) and torch.equal(a, b) and a.tolist() == [40.0] * 7
-    c = PopulationRollout("CartPole-v1", policy, 3, backend="torch").evaluate_center(num_episodes=50)
+    fresh = PopulationRollout("CartPole-v1", policy, 3, backend="torch")
+    c = fresh.evaluate_center(num_episodes=50)
     assert c.mean() >= 475  # the full time limit, 500
 
 
