@@ -19,6 +19,12 @@ in-process noise draw at each step, and the actor's normaliser is the driver's, 
 for the generation. So every member's return is exactly the in-process return, for any
 ``num_actors``.
 
+Device backends (``backend="torch" | "warp"``, ``device=``): each actor builds its env
+on the rollout's ``device`` (one device per actor) and plays its chunk's slots from the
+initial states the in-process batch would have (the whole batch is reset, the chunk's
+slots moved out with ``get_state``/``set_state``), so the returns are again the in-process
+ones (without action noise: the device noise is drawn per step for the slots in play).
+
 Observation normalisation. The driver sends its normaliser's statistics to the actors
 before each generation (``set_stats``); each chunk of members sends back the statistics
 (count, mean, m2) of the observations it saw (``get_stats``); the driver merges the
@@ -54,12 +60,13 @@ from evoopt._validation import check_int
 from evoopt.distributed import RayEvaluator
 
 from .normalization import RunningNorm
-from .rollout import PopulationRollout, RolloutResult, _Actor, _expand, _member_params
+from .actor import Actor, expand_members, member_params
+from .rollout import PopulationRollout, RolloutResult
 
 __all__ = ["RayPopulationRollout"]
 
 
-class _SlotNoiseActor(_Actor):
+class _SlotNoiseActor(Actor):
     """Action noise for a subset of slots equal to the in-process noise: at each step the
     whole population's noise ``[total, *k]`` is drawn from the generation's generator and
     the rows of this chunk's slots are used."""
@@ -103,26 +110,32 @@ class _RolloutWorker:
         K, P = r.episodes_per_member, r.popsize
         m = rows.shape[0]
         idx = members.numpy()
-        params = _member_params(r.policy, rows)
+        if r.backend != "gymnasium":  # rows travel on the CPU; the actor's env is on r.device
+            rows = rows.to(r.device)
+        params = member_params(r.policy, rows)
         seeds = r.generation_seeds(generation)[idx]  # [m, K]
         noise_seed = int(np.random.SeedSequence([r.seed, generation, 1]).generate_state(1)[0])
         slots = (idx[:, None] * K + np.arange(K)).reshape(-1)
+        device = r.backend != "gymnasium"  # device backends: the whole batch's initial states
         actor = None
-        if r.action_noise > 0:
+        if r.action_noise > 0 and not device:  # device noise: the chunk's own stream
             actor = _SlotNoiseActor(
                 r.policy, r.action_space, slots, P * K, noise_seed, r.action_noise
             )
         stats = RunningNorm(r._obs_dim) if (r.obs_norm is not None and r.update_obs_norm) else None
         res = r._run(
-            _expand(params, K),
-            seeds.reshape(-1).tolist(),
+            expand_members(params, K),
+            (r.generation_seeds(generation) if device else seeds).reshape(-1).tolist(),
+            slots=slots if device else None,
             reward_shift=r.reward_shift,
             action_noise=r.action_noise,
             noise_seed=noise_seed,
             obs_stats=stats,
             actor=actor,
         )
-        self._stats = None if stats is None else stats.stats()
+        if stats is not None and device:  # the device kernel returns its statistics
+            stats = {k: v.cpu() for k, v in res["obs_stats"].items()}
+        self._stats = None if stats is None else dict(stats) if device else stats.stats()
         info = {
             "shifted": res["shifted"].reshape(m, K),
             "returns": res["returns"].reshape(m, K),
@@ -166,7 +179,10 @@ class RayPopulationRollout(PopulationRollout):
         super().__init__(env, policy, popsize, **rollout_kwargs)
         if chunk_size is not None:
             check_int("chunk_size", chunk_size)
+        # the gymnasium backend's actors run on the CPU; a device backend's on its device
         worker_policy = copy.deepcopy(policy).cpu()
+        if self.backend != "gymnasium":
+            worker_policy.to(self.device)
         factory = functools.partial(
             _RolloutWorker, env, worker_policy, self.popsize, dict(rollout_kwargs)
         )
@@ -184,7 +200,7 @@ class RayPopulationRollout(PopulationRollout):
         )
 
     def __call__(self, pop) -> Tensor:
-        params = _member_params(self.policy, pop)
+        params = member_params(self.policy, pop)
         P = next(iter(params.values())).shape[0]
         if P != self.popsize:
             raise ValueError(

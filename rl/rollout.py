@@ -7,7 +7,8 @@ Public API (stable)::
                                   max_episode_steps=None, reward_shift=0.0,
                                   action_noise=0.0, update_obs_norm=True, seed=0,
                                   common_seeds=False, vectorization="auto",
-                                  env_kwargs=None, worst_return=WORST_RETURN, maximize=False)
+                                  env_kwargs=None, worst_return=WORST_RETURN, maximize=False,
+                                  backend="gymnasium", device=None, compile=False)
     losses = objective(pop)       # Tensor[P] float64: -(mean shifted return) per member
                                   # (maximize=True: the returns, for opt(..., maximize=True))
     opt.step(objective)           # objective.is_population_objective is True
@@ -41,6 +42,18 @@ seed, and steps after a slot's episode end are ignored), else a synchronous list
 ``gymnasium.make`` envs stepped in-process (like ``SyncVectorEnv``, which beats
 ``AsyncVectorEnv`` on 2 cores for MuJoCo, but stepping only the live slots and isolating
 each env's exceptions). ``env`` is an id or a zero-argument constructor.
+
+Backends. ``backend="gymnasium"`` (default) is everything above. ``"torch"`` (classic
+control) and ``"warp"`` (MuJoCo on MuJoCo Warp, the ``[warp]`` extra) run the generation on
+``device`` (default: the policy's device; a different one is refused, never moved to) with
+:mod:`rl.envs` and the kernel of :mod:`rl.device_rollout`: member i's k-th episode is
+still slot ``i * K + k``; normalisation, policy, actions, physics, rewards and masks stay
+on the device, with one "all done?" host check every few steps; the initial states come
+from the env's generator seeded from the generation's slot seeds (so not Gymnasium's, but
+deterministic, and resume is exact); ``env_kwargs`` go to ``rl.envs.make`` (``dtype``,
+``compile``...); ``compile=True`` fuses the policy step and the env step with
+``torch.compile``. ``"auto"``: the device backend when one implements ``env``. The
+features below keep their meaning; ``common_seeds`` is gymnasium-only for now.
 
 Failures never lose a generation: a member whose policy output is NaN/inf, whose env
 raises in ``reset``/``step``, or whose return is not finite gets ``worst_return``
@@ -87,7 +100,8 @@ from torch import Tensor, nn
 from evoopt._validation import check_choice, check_int, check_positive
 
 from .normalization import RunningNorm
-from .policies import Policy
+from .actor import Actor, DeviceActor, expand_members, member_params
+from .device_rollout import DeviceEnvs, as_device, device_rollout, resolve_backend
 
 __all__ = ["PopulationRollout", "RolloutResult", "WORST_RETURN", "make_env", "resolve_env_id"]
 
@@ -218,104 +232,11 @@ class _EnvPool:
         self.envs, self.native = [], {}
 
 
-# ------------------------------------------------------------------- policy side
-class _Actor:
-    """Batched actions for M slots from per-slot parameters."""
-
-    def __init__(self, policy: nn.Module, action_space: spaces.Space):
-        self.policy = policy
-        self.space = action_space
-        self.discrete = isinstance(action_space, spaces.Discrete)
-        if not self.discrete and not isinstance(action_space, spaces.Box):
-            raise ValueError(f"Invalid action space: {action_space} (expected Discrete or Box)")
-        self.fast = isinstance(policy, Policy)
-        if not self.discrete:
-            self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
-            self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
-
-    def prepare(self, params: dict[str, Tensor]):
-        """Per-call constants: the stacked layer weights and the frozen normaliser (numpy,
-        float64: the same IEEE operations as ``RunningNorm.forward``, with less overhead)."""
-        first = next(iter(params.values()))
-        if not self.fast:
-            return params, None, first.dtype, first.device
-        norm = self.policy.obs_norm
-        frozen = None
-        if norm is not None:
-            frozen = (norm.mean.cpu().numpy().copy(), norm.std.cpu().numpy().copy(), norm.clip)
-        layers = self.policy.population_layers(params)
-        return layers, frozen, first.dtype, first.device
-
-    def outputs(self, prepared, obs: np.ndarray) -> Tensor:
-        """The policy's outputs [M, k] for the observations ``obs`` [M, ...] (numpy)."""
-        params, frozen, dtype, device = prepared
-        obs = obs.reshape(obs.shape[0], -1)
-        if frozen is not None:
-            mean, std, clip = frozen
-            obs = (obs.astype(np.float64) - mean) / std
-            if clip is not None:
-                obs = np.clip(obs, -clip, clip)
-        x = torch.from_numpy(obs).to(device=device, dtype=dtype)
-        if self.fast:
-            return self.policy.population_forward(params, x, normalized=True)
-        call = lambda p, o: torch.func.functional_call(self.policy, p, (o,))  # noqa: E731
-        return torch.func.vmap(call)(params, x)
-
-    def actions(self, out: Tensor, out_np: np.ndarray, noise: Tensor | None) -> np.ndarray:
-        """Env actions (numpy) from the forward's output (noise is added before the bounds)."""
-        if self.discrete:  # numpy's argmax, like torch's, returns the first maximum
-            return out_np.argmax(-1) + int(self.space.start)
-        if noise is not None:
-            out = out + noise.to(device=out.device, dtype=out.dtype)
-        if self.fast:
-            return self.policy.action_from_output(out, deterministic=True).cpu().numpy()
-        out = out.reshape(out.shape[0], -1)
-        low, high = self.low.to(out.device, out.dtype), self.high.to(out.device, out.dtype)
-        return torch.maximum(torch.minimum(out, high), low).cpu().numpy()
-
-
-def _member_params(policy: nn.Module, pop, P: int | None = None) -> dict[str, Tensor]:
-    """{name: [P, *shape]} for every parameter of ``policy`` from a Population or [P, D]."""
-    named = list(policy.named_parameters())
-    if isinstance(pop, Tensor):
-        flat = pop.detach()
-        D = sum(p.numel() for _, p in named)
-        if flat.dim() != 2 or flat.shape[1] != D:
-            raise ValueError(
-                f"Invalid population: tensor of shape {tuple(flat.shape)} (expected [P, {D}], the "
-                "policy's parameters flattened in policy.parameters() order)"
-            )
-        out, a = {}, 0
-        for name, p in named:
-            out[name] = flat[:, a:a + p.numel()].reshape(flat.shape[0], *p.shape)
-            a += p.numel()
-        return out
-    layout = getattr(pop, "layout", None)
-    if layout is None:
-        raise ValueError(f"Invalid population: {type(pop).__name__} (expected an evoopt Population or a [P, D] tensor)")
-    tensors = pop.tensors()
-    index = {id(p): i for i, p in enumerate(layout.params)}
-    own = {id(p) for _, p in named}
-    for n, p in zip(layout.names, layout.params):
-        if id(p) not in own:
-            raise ValueError(
-                f"Invalid population: parameter {n!r} of the optimizer is not a parameter of the "
-                "policy (build the optimizer from policy.parameters())"
-            )
-    P = pop.flat.shape[0]
-    return {name: tensors[index[id(p)]] if id(p) in index else p.detach().expand(P, *p.shape)
-            for name, p in named}
-
-
-def _expand(params: dict[str, Tensor], k: int) -> dict[str, Tensor]:
-    return params if k == 1 else {n: t.repeat_interleave(k, dim=0) for n, t in params.items()}
-
-
 # ---------------------------------------------------------------------- the core
 @torch.no_grad()
 def _rollout(
     pool: _EnvPool,
-    actor: _Actor,
+    actor: Actor,
     params: dict[str, Tensor],
     seeds: list[int],
     *,
@@ -477,6 +398,9 @@ class PopulationRollout:
         worst_return: the return of a failed member (default :data:`WORST_RETURN`).
         maximize: return the mean returns themselves instead of losses (for an optimizer
             built with ``maximize=True``).
+        backend: ``"gymnasium"``, ``"torch"``, ``"warp"`` or ``"auto"`` (module docstring).
+        device: the device backends' device (default: the policy's; must be the policy's).
+        compile: device backends: ``torch.compile`` the step (``True``, ``False``, ``"auto"``).
     """
 
     is_population_objective = True
@@ -498,6 +422,9 @@ class PopulationRollout:
         env_kwargs: dict[str, Any] | None = None,
         worst_return: float = WORST_RETURN,
         maximize: bool = False,
+        backend: str = "gymnasium",
+        device=None,
+        compile: bool | str = False,
     ):
         if isinstance(reward_shift, bool) or not isinstance(reward_shift, numbers.Real) or not math.isfinite(reward_shift):
             raise ValueError(f"Invalid reward_shift: {reward_shift!r} (expected a finite number)")
@@ -516,7 +443,35 @@ class PopulationRollout:
         self.maximize = maximize
         check_choice("vectorization", vectorization, ("auto", "native", "sync"))
         env_kwargs = dict(env_kwargs or {})
+        if max_episode_steps is not None:
+            check_int("max_episode_steps", max_episode_steps)
+        self.max_episode_steps = max_episode_steps
+        self.env = env
+        self.backend = resolve_backend(env, backend)
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"Invalid compile: {compile!r} (expected True, False or 'auto')")
+        self.compile = compile
+        if self.backend == "gymnasium":
+            self._init_gymnasium(env, env_kwargs, vectorization)
+        else:
+            self._init_device(env, policy, env_kwargs, device, common_seeds)
+        if self.action_noise > 0 and isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"Invalid action_noise: {action_noise!r} (only Box action spaces take action noise)")
+        self.policy = policy
+        actor_cls = Actor if self.backend == "gymnasium" else DeviceActor
+        self._actor = actor_cls(policy, self.action_space)
+        self.update_obs_norm = bool(update_obs_norm)
+        self.common_seeds = bool(common_seeds)
+        obs_dim = int(np.prod(self.observation_space.shape))
+        self._obs_dim = obs_dim
+        self.generation = 0
+        self.num_evaluations = 0
+        self.total_steps = 0
+        self.total_episodes = 0
+        self.last: RolloutResult | None = None
 
+    def _init_gymnasium(self, env, env_kwargs: dict[str, Any], vectorization: str) -> None:
+        """Gymnasium envs in-process: the native vector env or a list of single envs."""
         if isinstance(env, str):
             spec = resolve_env_id(env)
             native_ok = bool(spec.vector_entry_point) and spec.vector_entry_point.rsplit(":", 1)[-1] in _NATIVE_CLASSES
@@ -532,31 +487,38 @@ class PopulationRollout:
                 f"Invalid vectorization: 'native' needs an env id with a seedable native vector env "
                 f"(one of {sorted(_NATIVE_CLASSES)}); got {env!r}"
             )
-        if max_episode_steps is not None:
-            check_int("max_episode_steps", max_episode_steps)
-        self.max_episode_steps = max_episode_steps
-        self.pool = _EnvPool(env, env_kwargs, max_episode_steps)
+        self.pool = _EnvPool(env, env_kwargs, self.max_episode_steps)
         probe = self.pool.singles(1)[0]
         if default_limit is None and probe.spec is not None:
             default_limit = probe.spec.max_episode_steps
-        self._limit = max_episode_steps if max_episode_steps is not None else default_limit
-        self.env = env
+        limit = self.max_episode_steps
+        self._limit = limit if limit is not None else default_limit
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         self.native = native_ok and vectorization != "sync"
-        if self.action_noise > 0 and isinstance(self.action_space, spaces.Discrete):
-            raise ValueError(f"Invalid action_noise: {action_noise!r} (only Box action spaces take action noise)")
-        self.policy = policy
-        self._actor = _Actor(policy, self.action_space)
-        self.update_obs_norm = bool(update_obs_norm)
-        self.common_seeds = bool(common_seeds)
-        obs_dim = int(np.prod(self.observation_space.shape))
-        self._obs_dim = obs_dim
-        self.generation = 0
-        self.num_evaluations = 0
-        self.total_steps = 0
-        self.total_episodes = 0
-        self.last: RolloutResult | None = None
+
+    def _init_device(self, env: str, policy: nn.Module, env_kwargs: dict[str, Any], device,
+                     common_seeds: bool) -> None:
+        """A device env (``rl.envs``) on ``device`` (default: the policy's device)."""
+        if common_seeds:
+            raise ValueError(f"Invalid common_seeds: True is not supported on backend="
+                             f"{self.backend!r} yet (use backend='gymnasium')")
+        first = next(policy.parameters(), None)
+        here = first.device if first is not None else torch.device("cpu")
+        self.device = as_device(here if device is None else device)
+        if self.device != as_device(here):
+            raise ValueError(
+                f"Invalid device: {str(self.device)!r} but the policy is on {here} (move the "
+                f"policy with policy.to({str(self.device)!r}) before building the optimizer, or "
+                "pass the policy's device: nothing is moved silently)")
+        self.pool = None
+        self.native = False
+        env_kwargs.setdefault("compile", self.compile)
+        self._device_envs = DeviceEnvs(env, self.device, self.max_episode_steps, env_kwargs)
+        probe = self._device_envs.get(self.popsize * self.episodes_per_member)
+        self._limit = probe.max_episode_steps
+        self.observation_space = probe.single_observation_space
+        self.action_space = probe.single_action_space
 
     @property
     def obs_norm(self) -> RunningNorm | None:
@@ -572,8 +534,18 @@ class PopulationRollout:
         return ss.generate_state(P * K).astype(np.int64).reshape(P, K)
 
     # ---------------------------------------------------------------- run
-    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats, actor=None):
+    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats, actor=None,
+             slots=None):
+        """One episode per slot: ``seeds`` are all slots' seeds; ``slots`` (device backends,
+        a Ray chunk) plays only those slots of the batch, from the same initial states."""
         actor = self._actor if actor is None else actor
+        if self.backend != "gymnasium":
+            env, obs = self._device_reset(seeds, slots)
+            return device_rollout(env, actor, params, obs, max_steps=self._limit,
+                                  reward_shift=reward_shift, action_noise=action_noise,
+                                  noise_seed=noise_seed, group=self.episodes_per_member,
+                                  obs_stats=obs_stats is not None, compile=self.compile,
+                                  resize=self._device_envs.get)
         gen = None
         if action_noise > 0:
             gen = torch.Generator().manual_seed(int(noise_seed))
@@ -592,10 +564,27 @@ class PopulationRollout:
                     obs_stats.reset()
         return _rollout(self.pool, actor, params, seeds, native=False, **kw)
 
+    def _device_reset(self, seeds, slots=None):
+        """The device env reset for a batch whose slots' seeds are ``seeds``: its generator
+        is seeded from them (``SeedSequence(seeds)``). With ``slots``, the batch is reset in
+        full and those slots' states are moved into an env of ``len(slots)`` slots, so that a
+        slot's initial state does not depend on which other slots are played with it."""
+        env_seed = int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
+        full = self._device_envs.get(len(seeds))
+        obs, _ = full.reset(seed=env_seed)
+        if slots is None:
+            return full, obs
+        take = torch.as_tensor(np.asarray(slots), dtype=torch.int64, device=self.device)
+        env = self._device_envs.get(len(slots))
+        env.reset(seed=0)
+        env.set_state({k: v[take] for k, v in full.get_state().items()
+                       if k != "rng_state" and v.dim() and v.shape[0] == full.num_envs})
+        return env, obs[take]
+
     def __call__(self, pop) -> Tensor:
         """Roll out every member; returns ``[P]`` float64 losses (negated mean shifted returns,
         ``-worst_return`` for failed members), or the returns themselves when ``maximize``."""
-        params = _member_params(self.policy, pop)
+        params = member_params(self.policy, pop)
         P = next(iter(params.values())).shape[0]
         if P != self.popsize:
             raise ValueError(f"Invalid population: {P} members (this rollout has popsize={self.popsize})")
@@ -604,10 +593,10 @@ class PopulationRollout:
         noise_seed = int(np.random.SeedSequence([self.seed, self.generation, 1]).generate_state(1)[0])
         norm = self.obs_norm if self.update_obs_norm else None
         stats = RunningNorm(self._obs_dim) if norm is not None else None
-        res = self._run(_expand(params, K), seeds.reshape(-1).tolist(), reward_shift=self.reward_shift,
+        res = self._run(expand_members(params, K), seeds.reshape(-1).tolist(), reward_shift=self.reward_shift,
                         action_noise=self.action_noise, noise_seed=noise_seed, obs_stats=stats)
         if stats is not None:
-            norm.merge(stats)
+            norm.merge(stats if self.backend == "gymnasium" else res["obs_stats"])
         failed_slot = res["failed"].reshape(P, K)
         failed = failed_slot.any(1)
         shifted = res["shifted"].reshape(P, K).mean(1)
@@ -644,7 +633,9 @@ class PopulationRollout:
             raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
         module, actor = self.policy, self._actor
         if isinstance(params, nn.Module):
-            module, actor, params = params, _Actor(params, self.action_space), None
+            actor_cls = Actor if self.backend == "gymnasium" else DeviceActor
+            actor = actor_cls(params, self.action_space)
+            module, params = params, None
         named = list(module.named_parameters())
         D = sum(p.numel() for _, p in named)
         if params is None:
@@ -660,10 +651,12 @@ class PopulationRollout:
             seeds = [int(seed) + j for j in range(num_episodes)]
         self.num_evaluations += 1
         batch = max(self.popsize * self.episodes_per_member, _MIN_EVAL_SLOTS)  # the envs made
+        if self.backend != "gymnasium":
+            batch = num_episodes  # one batch: the device env is built for it
         out = torch.empty(num_episodes, dtype=torch.float64)
         for a in range(0, num_episodes, batch):
             part = seeds[a:a + batch]
-            members = _member_params(module, flat.to(named[0][1]).expand(len(part), D))
+            members = member_params(module, flat.to(named[0][1]).expand(len(part), D))
             res = self._run(members, part, reward_shift=0.0, action_noise=0.0, noise_seed=0,
                             obs_stats=None, actor=actor)
             returns = torch.from_numpy(res["returns"].copy())
@@ -705,4 +698,7 @@ class PopulationRollout:
         self.total_episodes = int(state_dict["total_episodes"])
 
     def close(self) -> None:
-        self.pool.close()
+        if self.pool is not None:
+            self.pool.close()
+        if self.backend != "gymnasium":
+            self._device_envs.close()
