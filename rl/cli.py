@@ -129,6 +129,14 @@ def register(subparsers) -> None:
     p.add_argument("--ray-actors", type=_positive_int, metavar="N",
                    help="evaluate the population on N Ray actors (population optimizers; "
                    "pip install evoopt[ray])")
+    p.add_argument("--backend", choices=("gymnasium", "torch", "warp", "auto"),
+                   help="where population rollouts run: gymnasium (numpy envs, default), torch "
+                   "(classic control as torch tensors), warp (MuJoCo on MuJoCo Warp, "
+                   "pip install evoopt[warp]) or auto")
+    p.add_argument("--device", help="the device of the torch/warp backend and of the policy "
+                   "(e.g. cuda; default cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the device backend's env step")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     p.set_defaults(func=_cmd_train)
@@ -154,7 +162,14 @@ def _config(args):
         eval_every=args.eval_every, eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every, target_return=args.target_return,
         optimizer_kwargs=args.optimizer_kwargs, algo_kwargs=args.algo_kwargs,
-        rollout_kwargs={"num_actors": args.ray_actors} if args.ray_actors else None)
+        rollout_kwargs=_rollout_kwargs(args))
+
+
+def _rollout_kwargs(args) -> dict | None:
+    """The rollout flags the user gave (Ray actors, device backend), as rollout_kwargs."""
+    kw = {"num_actors": args.ray_actors, "backend": args.backend, "device": args.device,
+          "compile": True if args.compile else None}
+    return {k: v for k, v in kw.items() if v is not None} or None
 
 
 def _budget_text(cfg) -> str:

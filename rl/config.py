@@ -190,9 +190,10 @@ def _refuse_foreign(optimizer: str, gradient: bool, given: dict[str, Any]) -> No
         if given.get(k) not in (None, {}):
             raise ValueError(f"Invalid {k}={given[k]!r} for {optimizer!r}: it applies to "
                              f"{family} only (expected no {k})")
-    if gradient and (given.get("rollout_kwargs") or {}).get("num_actors") is not None:
-        raise ValueError(f"Invalid num_actors for {optimizer!r}: Ray actors evaluate populations "
-                         "(expected a population optimizer, or no num_actors)")
+    for k in ("num_actors", "backend", "device", "compile"):
+        if gradient and (given.get("rollout_kwargs") or {}).get(k) is not None:
+            raise ValueError(f"Invalid {k} for {optimizer!r}: it applies to population "
+                             "rollouts (expected a population optimizer, or no " + k + ")")
 
 
 def _resolve_optimizer(env_id: str, optimizer: str | None, sources: dict) -> str:

@@ -114,6 +114,8 @@ class _PopulationRunner:
         kw = dict(cfg.optimizer_kwargs)
         if cfg.lr is not None:
             kw["lr"] = cfg.lr
+        if cfg.rollout_kwargs.get("device") is not None:  # the device backend's device
+            policy.to(cfg.rollout_kwargs["device"])
         self.policy = policy
         self.opt = evoopt.get_optimizer(cfg.optimizer)(policy.parameters(), popsize=cfg.popsize,
                                                        seed=cfg.seed, **kw)

@@ -173,6 +173,8 @@ def test_kv_values_are_python_literals():
      "Invalid algo_kwargs={'gamma': 0.9} for 'pgpe'"),
     (["--optimizer", "pgpe", "--grad-optimizer", "sgd"], "Invalid grad_optimizer='sgd' for 'pgpe'"),
     (["--optimizer", "ppo", "--ray-actors", "2"], "Invalid num_actors for 'ppo'"),
+    (["--optimizer", "ppo", "--backend", "torch"], "Invalid backend for 'ppo'"),
+    (["--optimizer", "ppo", "--device", "cpu"], "Invalid device for 'ppo'"),
     (["--optimizer", "ppo", "--grad-optimizer", "pgpe"],
      "Invalid grad_optimizer: 'pgpe' is a population optimizer (expected a gradient optimizer, "
      "one of ["),
@@ -276,3 +278,19 @@ def test_a_functools_partial_in_a_preset_is_recorded_by_name():
     clipup = functools.partial(evoopt.ClipUp, lr=0.1)
     assert _plain(clipup) == "evoopt.gradient.clipup.ClipUp(lr=0.1)"
     assert _plain((1, float("inf"))) == [1, "inf"]
+
+
+def test_device_backend_flags_reach_the_rollout_and_give_the_python_api_run(tmp_path):
+    """--backend/--device/--compile are rollout_kwargs: the CLI run equals train(...)."""
+    from rl.outputs import read_csv
+    from rl.train import train
+
+    run = tmp_path / "cli"
+    assert main(["train", "CartPole-v1", "--backend", "torch", "--device", "cpu",
+                 "--iterations", "2", "--run-dir", str(run), "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["rollout_kwargs"] == {"backend": "torch", "device": "cpu"}
+    res = train("CartPole-v1", iterations=2, progress=False, plot=False, tensorboard=False,
+                rollout_kwargs={"backend": "torch", "device": "cpu"})
+    rows = read_csv(str(run / "metrics.csv"))
+    assert [r["train_return"] for r in rows] == [r["train_return"] for r in res.history]
