@@ -89,18 +89,22 @@ def env_keys(key: Tensor, num_envs: int, device) -> Tensor:
 
 def counter_uniforms(keys: Tensor, episodes: Tensor, num_draws: int, dtype) -> Tensor:
     """Uniforms in [0, 1) for the episodes ``episodes`` (int32) of the envs with keys
-    ``keys``, ``[num_draws, n]`` in ``dtype``; 32 bits in float64, 24 in float32."""
+    ``keys``: ``num_draws`` tensors ``[n]`` in ``dtype``, 32 bits in float64, 24 in
+    float32 (a tuple, not a stacked tensor: inductor then fuses them into the step)."""
     h = hash32(keys ^ episodes)
-    u = torch.stack([hash32(h ^ _int32((j + 1) * _GOLDEN)) for j in range(num_draws)])
-    high = ((u >> 8) & 0xFFFFFF).to(dtype) * 2.0**-24
+    return tuple(_uniform(hash32(h ^ _int32((j + 1) * _GOLDEN)), dtype) for j in range(num_draws))
+
+
+def _uniform(word: Tensor, dtype) -> Tensor:
+    high = ((word >> 8) & 0xFFFFFF).to(dtype) * 2.0**-24
     if dtype == torch.float64:
-        return high + (u & 0xFF).to(dtype) * 2.0**-32
+        return high + (word & 0xFF).to(dtype) * 2.0**-32
     return high
 
 
 class ClassicControlEnv(TorchVectorEnv):
     """Base of the classic-control envs. Hooks as :class:`TorchVectorEnv`'s, except that
-    ``_initial_state(u)`` receives ``u`` as ``[num_reset_draws, n]`` (one row per draw) and
+    ``_initial_state(u)`` receives ``u`` as ``num_reset_draws`` tensors ``[n]`` and
     that ``_observe`` returns ``[N, obs_dim]`` as the transpose of an ``[obs_dim, N]``
     tensor (the layout of Gymnasium's vector CartPole's observations: each observed
     variable contiguous); ``observe_state = True`` where the observation is the state."""
@@ -133,8 +137,11 @@ class ClassicControlEnv(TorchVectorEnv):
     def _observe(self, physics):
         return self._pack(physics).T
 
-    def _observe_packed(self, state: Tensor) -> Tensor:
-        return state.T if self.observe_state else self._observe(dict(zip(self.state_names, state)))
+    def _pack_and_observe(self, physics) -> tuple[Tensor, Tensor]:
+        """``(state [d, N], obs [N, obs_dim])``, the observation a view of the state where
+        the state is observed."""
+        state = self._pack(physics)
+        return state, state.T if self.observe_state else self._observe(physics)
 
     # ----------------------------------------------------------------- the step
     def step(self, actions: Tensor):
@@ -158,45 +165,46 @@ class ClassicControlEnv(TorchVectorEnv):
         that had ended (reward 0, flags repeated). ``flags`` uint8 ``[3, N]``: terminated,
         truncated, ended. Returns ``(state, obs, final_obs, reward, flags, elapsed,
         episodes)`` (``final_obs`` is ``obs`` when disabled)."""
-        new, reward, term = self._dynamics(dict(zip(self.state_names, state)), actions)
-        new = self._pack(new)
+        physics = dict(zip(self.state_names, state))
+        new, reward, term = self._dynamics(physics, actions)
         stepped = elapsed + 1
         trunc = stepped >= self.max_episode_steps
         if self.autoreset_mode == "disabled":
             ended = (flags[0] | flags[1]).bool()
-            new = torch.where(ended, state, new)
+            new = {k: torch.where(ended, physics[k], v) for k, v in new.items()}
             reward = torch.where(ended, torch.zeros_like(reward), reward)
             stepped = torch.where(ended, elapsed, stepped)
             term = torch.where(ended, flags[0].bool(), term)
             trunc = torch.where(ended, flags[1].bool(), trunc)
-            obs = final_obs = self._observe_packed(new)
+            state, obs = self._pack_and_observe(new)
+            final_obs = obs
         else:
             ended = term | trunc
-            final_obs = self._observe_packed(new)
+            _, final_obs = self._pack_and_observe(new)
             new, stepped, episodes = self._autoreset(ended, new, stepped, episodes, keys)
-            obs = self._observe_packed(new)
+            state, obs = self._pack_and_observe(new)
         flags = torch.stack([f.to(torch.uint8) for f in (term, trunc, ended)])
-        return new, obs, final_obs, reward, flags, stepped, episodes
+        return state, obs, final_obs, reward, flags, stepped, episodes
 
-    def _autoreset(self, mask, state, elapsed, episodes, keys):
-        """Fresh initial states for the envs in ``mask``: ``(state, elapsed, episodes)``
+    def _autoreset(self, mask, physics, elapsed, episodes, keys):
+        """Fresh initial states for the envs in ``mask``: ``(physics, elapsed, episodes)``
         (the inputs themselves when none is reset). Compiled, or with ``reset_subset =
         False``, every env draws and ``torch.where`` merges (no host synchronisation);
         eager, the ended envs only are found (one synchronisation) and drawn for."""
         d = self.num_reset_draws
         if torch.compiler.is_compiling() or not self.reset_subset:
-            fresh = self._pack(self._initial_state(counter_uniforms(keys, episodes, d, self.dtype)))
-            state = torch.where(mask, fresh, state)
+            fresh = self._initial_state(counter_uniforms(keys, episodes, d, self.dtype))
+            physics = {k: torch.where(mask, fresh[k], v) for k, v in physics.items()}
             elapsed = torch.where(mask, torch.zeros_like(elapsed), elapsed)
-            return state, elapsed, episodes + mask.to(episodes.dtype)
+            return physics, elapsed, episodes + mask.to(episodes.dtype)
         idx = mask.nonzero().squeeze(1)
         if idx.numel() == 0:
-            return state, elapsed, episodes
+            return physics, elapsed, episodes
         started = episodes[idx]
         fresh = self._initial_state(counter_uniforms(keys[idx], started, d, self.dtype))
-        state = state.index_copy(1, idx, self._pack(fresh))
-        episodes = episodes.index_copy(0, idx, started + 1)
-        return state, elapsed.index_fill(0, idx, 0), episodes
+        physics = {k: v.index_put((idx,), fresh[k]) for k, v in physics.items()}
+        episodes = episodes.index_put((idx,), started + 1)
+        return physics, elapsed.index_fill(0, idx, 0), episodes
 
     # ----------------------------------------------------------------- resets
     def _reset_all(self):
@@ -205,10 +213,10 @@ class ClassicControlEnv(TorchVectorEnv):
         return self._initial_state(u)
 
     def _reset_subset(self, mask, physics, elapsed):
-        state, elapsed, self._episodes = self._autoreset(
-            mask, self._pack(physics), elapsed, self._episodes, self._keys
+        physics, elapsed, self._episodes = self._autoreset(
+            mask, physics, elapsed, self._episodes, self._keys
         )
-        return dict(zip(self.state_names, state)), elapsed
+        return physics, elapsed
 
     # ----------------------------------------------------------------- bookkeeping
     # the step keeps the elapsed steps as int32 and the flags as one uint8 [3, N] tensor;

@@ -69,7 +69,7 @@ class AcrobotEnv(ClassicControlEnv):
         return self._box(-high, high, dtype)
 
     def _initial_state(self, u):
-        return dict(zip(self.state_names, round32(-0.1 + (0.1 - -0.1) * u)))
+        return {k: round32(-0.1 + (0.1 - -0.1) * r) for k, r in zip(self.state_names, u)}
 
     def _observe(self, physics):
         t1, t2, dt1, dt2 = (physics[k] for k in self.state_names)

@@ -56,7 +56,7 @@ class CartPoleEnv(ClassicControlEnv):
         return self._box([-h for h in high], high, dtype)
 
     def _initial_state(self, u):
-        return dict(zip(self.state_names, -0.05 + (0.05 - -0.05) * u))
+        return {k: -0.05 + (0.05 - -0.05) * r for k, r in zip(self.state_names, u)}
 
     def _dynamics(self, physics, actions):
         x, x_dot, theta, theta_dot = (physics[k] for k in self.state_names)
