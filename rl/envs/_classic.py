@@ -2,9 +2,12 @@
 dynamics, time limit, autoreset (reset draws included) and reward, that ``torch.compile``
 fuses into one kernel with no host synchronisation.
 
-State: one contiguous ``[N]`` tensor per variable inside the step (strided columns of an
-``[N, d]`` tensor make every elementwise op several times slower), Gymnasium's ``state``
-row, ``[N, d]``, in ``get_state``/``set_state``.
+State: one ``[d, N]`` tensor, one contiguous row per variable (strided columns of an
+``[N, d]`` tensor make every elementwise op several times slower); observations are
+``[N, obs_dim]`` transposes of ``[obs_dim, N]`` tensors (Gymnasium's vector CartPole's
+layout), Gymnasium's ``state`` rows, ``[N, d]``, in ``get_state``/``set_state``. Inside
+the step the elapsed steps are int32 and the flags one uint8 ``[3, N]`` tensor (inductor's
+CPU code is slow storing bools; ``.view(torch.bool)`` is free).
 
 Reset randomness is counter-based (Salmon et al., "Parallel random numbers: as easy as
 1, 2, 3", SC 2011): the ``j``-th uniform of env ``e``'s ``c``-th episode is a hash of
@@ -12,17 +15,17 @@ Reset randomness is counter-based (Salmon et al., "Parallel random numbers: as e
 
     key_e = H(H(e xor k0) xor k1)          (k0, k1: the 64-bit mix of the seed, in halves)
     h     = H(key_e xor c)
-    u_j   = H(h + (j + 1) 0x9E3779B9 mod 2^32) / 2^32     (the top 24 bits in float32)
+    u_j   = H(h xor (j + 1) 0x9E3779B9 mod 2^32) / 2^32   (the top 24 bits in float32)
 
-with ``H`` a 32-bit xorshift-multiply mix (both multipliers below 2^31, so that every
-product of int64 tensors holding 32-bit words is exact). A draw thus depends on nothing
-but the seed, the env and how many episodes it has started: no generator to advance in
-env order, the same numbers on CPU and GPU, eager and compiled, and the compiled step can
-draw for every env and keep the draws of the envs that ended with ``torch.where`` (no
-host synchronisation). The eager step draws for the ended envs only (one host
-synchronisation, free on a CPU), unless ``reset_subset = False``. ``get_state`` carries
-``rng_key`` (``(k0, k1)``, int64 ``[2]`` on the CPU) and ``episodes`` (int64 ``[N]``,
-episodes started per env) in place of the generator state: resume is exact.
+with ``H`` a 32-bit xorshift-multiply mix on int32 bit patterns (:func:`hash32`). A draw
+thus depends on nothing but the seed, the env and how many episodes it has started: no
+generator to advance in env order, the same numbers on CPU and GPU, eager and compiled, and
+the compiled step draws for every env and keeps the draws of the envs that ended with
+``torch.where`` (no host synchronisation). The eager step draws for the ended envs only
+(one host synchronisation, free on a CPU), unless ``reset_subset = False``. ``get_state``
+carries ``rng_key`` (``(k0, k1)``, int64 ``[2]`` on the CPU) and ``episodes`` (int32
+``[N]``, episodes started per env, modulo 2^32) in place of the generator state: resume
+is exact.
 """
 
 from __future__ import annotations
@@ -90,9 +93,14 @@ def env_keys(key: Tensor, num_envs: int, device) -> Tensor:
 def counter_uniforms(keys: Tensor, episodes: Tensor, num_draws: int, dtype) -> Tensor:
     """Uniforms in [0, 1) for the episodes ``episodes`` (int32) of the envs with keys
     ``keys``: ``num_draws`` tensors ``[n]`` in ``dtype``, 32 bits in float64, 24 in
-    float32 (a tuple, not a stacked tensor: inductor then fuses them into the step)."""
+    float32."""
     h = hash32(keys ^ episodes)
-    return tuple(_uniform(hash32(h ^ _int32((j + 1) * _GOLDEN)), dtype) for j in range(num_draws))
+    if torch.compiler.is_compiling():  # one expression per draw: inductor fuses them all
+        salts = [_int32((j + 1) * _GOLDEN) for j in range(num_draws)]
+        return tuple(_uniform(hash32(h ^ salt), dtype) for salt in salts)
+    # eager: a few ops on [num_draws, n] (int32 products wrap, as in hash32)
+    salts = torch.arange(1, num_draws + 1, dtype=torch.int32, device=h.device) * _int32(_GOLDEN)
+    return _uniform(hash32(h ^ salts[:, None]), dtype).unbind(0)
 
 
 def _uniform(word: Tensor, dtype) -> Tensor:

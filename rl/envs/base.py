@@ -4,15 +4,18 @@ with tensors in and out.
 
 A step's dynamics are one pure function of tensors, :meth:`TorchVectorEnv._transition`,
 so that ``torch.compile`` can fuse them into one kernel (``compile=True``) while the eager
-path (``compile=False``) runs the very same code; the time limit and the autoreset run
-eagerly around it (integer and boolean outputs are slow in inductor's CPU code), the
-autoreset drawing fresh initial states for the envs that ended, and for those only.
-Randomness comes from one private ``torch.Generator`` on the env's device: each reset
-draws ``num_reset_draws`` uniforms per resetting env, in env order, so the draws are a
-function of the seed and of the history of resets, and ``get_state``/``set_state`` carry
-the generator's state (exact resume). Finding the envs that ended costs one host
-synchronisation per step (free on a CPU; on a GPU a few microseconds), unless
-``reset_subset = False`` (see :meth:`_reset_subset`).
+path (``compile=False``) runs the very same code. In this base class (the simulator-backed
+envs: MuJoCo Warp) the time limit and the autoreset run eagerly around it, the autoreset
+drawing fresh initial states for the envs that ended, and for those only, from one private
+``torch.Generator`` on the env's device: each reset draws ``num_reset_draws`` uniforms per
+resetting env, in env order, so the draws are a function of the seed and of the history of
+resets, and ``get_state``/``set_state`` carry the generator's state (``rng_state``; exact
+resume). Finding the envs that ended costs one host synchronisation per step (free on a
+CPU; on a GPU a few microseconds), unless ``reset_subset = False`` (see
+:meth:`_reset_subset`). The classic-control envs (:class:`rl.envs._classic.ClassicControlEnv`)
+fuse the whole step instead, time limit and autoreset included, with counter-based reset
+draws (no generator, no host synchronisation; ``rng_key`` and ``episodes`` in
+``get_state``).
 
 Autoreset modes (``metadata["autoreset_mode"]``):
 
@@ -250,8 +253,9 @@ class TorchVectorEnv:
 
     def get_state(self) -> dict[str, Tensor]:
         """The full simulator state: the family's state tensors, ``elapsed_steps`` (int64
-        ``[N]``), ``terminated``/``truncated`` (bool ``[N]``, the last step's flags) and
-        ``rng_state`` (the generator's state, a CPU uint8 tensor). Copies."""
+        ``[N]``), ``terminated``/``truncated`` (bool ``[N]``, the last step's flags) and the
+        reset randomness' state (:meth:`_get_rng_state`: here ``rng_state``, the generator's
+        state, a CPU uint8 tensor). Copies."""
         if self._physics is None:
             raise ValueError("get_state() before reset(): call reset() first")
         state = self._export_state(self._physics)
