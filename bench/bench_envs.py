@@ -6,8 +6,9 @@ Variants, each stepping N envs with pre-drawn random actions (autoresets include
 - ``gymnasium``: ``gymnasium.make_vec("CartPole-v1", N, vectorization_mode=
   "vector_entry_point")`` (numpy, next-step autoreset), CPU only;
 - ``torch eager``: ``rl.envs.make("CartPole-v1", N, device=...)``;
-- ``torch compiled``: the same with ``compile=True`` (the step's dynamics and time limit
-  fused by ``torch.compile``; skipped with a note where compiling fails).
+- ``torch compiled``: the same with ``compile=True`` (the whole step, dynamics, time
+  limit, autoreset and its reset draws, fused by ``torch.compile`` into one kernel with no
+  host synchronisation; skipped with a note where compiling fails).
 
 Both torch variants run with ``check_actions=False`` (the range check of the actions is
 one more pass over them). Figures are the best of ``--repeats`` rounds of ``--steps``

@@ -69,12 +69,12 @@ class AcrobotEnv(ClassicControlEnv):
         return self._box(-high, high, dtype)
 
     def _initial_state(self, u):
-        return dict(zip(self.state_names, round32(-0.1 + (0.1 - -0.1) * u.T)))
+        return {k: round32(-0.1 + (0.1 - -0.1) * r) for k, r in zip(self.state_names, u)}
 
     def _observe(self, physics):
         t1, t2, dt1, dt2 = (physics[k] for k in self.state_names)
         trig = (torch.cos(t1), torch.sin(t1), torch.cos(t2), torch.sin(t2))
-        return torch.stack((*trig, dt1, dt2), 1)
+        return torch.stack((*trig, dt1, dt2)).T
 
     def _dsdt(self, s, a):
         """Time derivative of ``s = (t1, t2, dt1, dt2)`` under torque ``a``, written as

@@ -4,15 +4,18 @@ with tensors in and out.
 
 A step's dynamics are one pure function of tensors, :meth:`TorchVectorEnv._transition`,
 so that ``torch.compile`` can fuse them into one kernel (``compile=True``) while the eager
-path (``compile=False``) runs the very same code; the time limit and the autoreset run
-eagerly around it (integer and boolean outputs are slow in inductor's CPU code), the
-autoreset drawing fresh initial states for the envs that ended, and for those only.
-Randomness comes from one private ``torch.Generator`` on the env's device: each reset
-draws ``num_reset_draws`` uniforms per resetting env, in env order, so the draws are a
-function of the seed and of the history of resets, and ``get_state``/``set_state`` carry
-the generator's state (exact resume). Finding the envs that ended costs one host
-synchronisation per step (free on a CPU; on a GPU a few microseconds), unless
-``reset_subset = False`` (see :meth:`_reset_subset`).
+path (``compile=False``) runs the very same code. In this base class (the simulator-backed
+envs: MuJoCo Warp) the time limit and the autoreset run eagerly around it, the autoreset
+drawing fresh initial states for the envs that ended, and for those only, from one private
+``torch.Generator`` on the env's device: each reset draws ``num_reset_draws`` uniforms per
+resetting env, in env order, so the draws are a function of the seed and of the history of
+resets, and ``get_state``/``set_state`` carry the generator's state (``rng_state``; exact
+resume). Finding the envs that ended costs one host synchronisation per step (free on a
+CPU; on a GPU a few microseconds), unless ``reset_subset = False`` (see
+:meth:`_reset_subset`). The classic-control envs (:class:`rl.envs._classic.ClassicControlEnv`)
+fuse the whole step instead, time limit and autoreset included, with counter-based reset
+draws (no generator, no host synchronisation; ``rng_key`` and ``episodes`` in
+``get_state``).
 
 Autoreset modes (``metadata["autoreset_mode"]``):
 
@@ -185,7 +188,7 @@ class TorchVectorEnv:
             self._seed(seed)
         mask = self._reset_mask(options)
         if mask is None:
-            self._physics = self._initial_state(self._reset_draws(self.num_envs))
+            self._physics = self._reset_all()
             self._elapsed = torch.zeros_like(self._elapsed)
             self._terminated = torch.zeros_like(self._terminated)
             self._truncated = torch.zeros_like(self._truncated)
@@ -224,6 +227,10 @@ class TorchVectorEnv:
         self._physics, self._elapsed = physics, elapsed
         return obs, reward, self._terminated, self._truncated, info
 
+    def _reset_all(self) -> dict[str, Tensor]:
+        """Fresh initial states for every env (a full :meth:`reset`)."""
+        return self._initial_state(self._reset_draws(self.num_envs))
+
     def _reset_subset(self, mask, physics, elapsed):
         """Fresh initial states for the envs in ``mask``. Returns ``(physics, elapsed)``,
         the inputs themselves when nothing was reset.
@@ -246,14 +253,25 @@ class TorchVectorEnv:
 
     def get_state(self) -> dict[str, Tensor]:
         """The full simulator state: the family's state tensors, ``elapsed_steps`` (int64
-        ``[N]``), ``terminated``/``truncated`` (bool ``[N]``, the last step's flags) and
-        ``rng_state`` (the generator's state, a CPU uint8 tensor). Copies."""
+        ``[N]``), ``terminated``/``truncated`` (bool ``[N]``, the last step's flags) and the
+        reset randomness' state (:meth:`_get_rng_state`: here ``rng_state``, the generator's
+        state, a CPU uint8 tensor). Copies."""
         if self._physics is None:
             raise ValueError("get_state() before reset(): call reset() first")
         state = self._export_state(self._physics)
         state.update(elapsed_steps=self._elapsed.clone(), terminated=self._terminated.clone())
-        state.update(truncated=self._truncated.clone(), rng_state=self._generator.get_state())
+        state.update(truncated=self._truncated.clone(), **self._get_rng_state())
         return state
+
+    def _get_rng_state(self) -> dict[str, Tensor]:
+        """The reset randomness' part of :meth:`get_state` (copies)."""
+        return {"rng_state": self._generator.get_state()}
+
+    def _set_rng_state(self, state: dict[str, Tensor]) -> None:
+        """Load the keys of :meth:`_get_rng_state` found in ``state`` (already checked for
+        shape, dtype and device)."""
+        if "rng_state" in state:
+            self._generator.set_state(state["rng_state"].clone())
 
     def set_state(self, state: dict[str, Tensor]) -> None:
         """Load (a subset of) :meth:`get_state`'s keys; the others keep their values. Every
@@ -276,14 +294,14 @@ class TorchVectorEnv:
                     f"Invalid state[{key!r}]: {got} (expected a tensor of shape "
                     f"{tuple(ref.shape)}, dtype {ref.dtype}, device {ref.device})"
                 )
+        rng_keys = set(self._get_rng_state())
+        self._set_rng_state({k: v for k, v in state.items() if k in rng_keys})
         for key, value in state.items():
-            if key == "rng_state":
-                self._generator.set_state(value.clone())
-            elif key == "elapsed_steps":
+            if key == "elapsed_steps":
                 self._elapsed = value.clone()
             elif key in ("terminated", "truncated"):
                 setattr(self, f"_{key}", value.clone())
-        physics = {k: v for k, v in current.items() if k not in (*_BOOKKEEPING, "rng_state")}
+        physics = {k: v for k, v in current.items() if k not in (*_BOOKKEEPING, *rng_keys)}
         physics.update((k, v) for k, v in state.items() if k in physics)
         self._physics = self._import_state(physics)
 

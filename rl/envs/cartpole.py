@@ -33,6 +33,7 @@ class CartPoleEnv(ClassicControlEnv):
     default_max_episode_steps = 500
     num_reset_draws = 4
     state_names = ("x", "x_dot", "theta", "theta_dot")
+    observe_state = True
     single_action_space = spaces.Discrete(2)
 
     gravity = 9.8
@@ -55,7 +56,7 @@ class CartPoleEnv(ClassicControlEnv):
         return self._box([-h for h in high], high, dtype)
 
     def _initial_state(self, u):
-        return dict(zip(self.state_names, -0.05 + (0.05 - -0.05) * u.T))
+        return {k: -0.05 + (0.05 - -0.05) * r for k, r in zip(self.state_names, u)}
 
     def _dynamics(self, physics, actions):
         x, x_dot, theta, theta_dot = (physics[k] for k in self.state_names)

@@ -35,6 +35,7 @@ class _MountainCar(ClassicControlEnv):
     max_speed = 0.07
     num_reset_draws = 1
     state_names = ("position", "velocity")
+    observe_state = True
 
     def __init__(self, num_envs: int, *, goal_velocity: float = 0.0, **kwargs):
         self.goal_velocity = float(goal_velocity)
@@ -64,7 +65,7 @@ class MountainCarEnv(_MountainCar):
     single_action_space = spaces.Discrete(3)
 
     def _initial_state(self, u):
-        position = -0.6 + (-0.4 - -0.6) * u[:, 0]
+        position = -0.6 + (-0.4 - -0.6) * u[0]
         return {"position": position, "velocity": torch.zeros_like(position)}
 
     def _dynamics(self, physics, actions):
@@ -84,7 +85,7 @@ class MountainCarContinuousEnv(_MountainCar):
     single_action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
 
     def _initial_state(self, u):
-        position = round32(-0.6 + (-0.4 - -0.6) * u[:, 0])
+        position = round32(-0.6 + (-0.4 - -0.6) * u[0])
         return {"position": position, "velocity": torch.zeros_like(position)}
 
     def _dynamics(self, physics, actions):

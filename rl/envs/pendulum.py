@@ -50,12 +50,12 @@ class PendulumEnv(ClassicControlEnv):
         return self._box([-1.0, -1.0, -self.max_speed], [1.0, 1.0, self.max_speed], dtype)
 
     def _initial_state(self, u):
-        th, thdot = u.T
+        th, thdot = u
         return {"th": -math.pi + (math.pi - -math.pi) * th, "thdot": -1.0 + (1.0 - -1.0) * thdot}
 
     def _observe(self, physics):
         th = physics["th"]
-        return torch.stack((torch.cos(th), torch.sin(th), physics["thdot"]), 1)
+        return torch.stack((torch.cos(th), torch.sin(th), physics["thdot"])).T
 
     def _dynamics(self, physics, actions):
         th, thdot = physics["th"], physics["thdot"]

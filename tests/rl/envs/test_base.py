@@ -1,6 +1,7 @@
 """TorchVectorEnv's conventions: make and its errors, argument checks, spaces, autoreset
 (same step and disabled), time limits, seeding, and exact resume through get/set_state."""
 
+import re
 import sys
 
 import gymnasium as gym
@@ -311,3 +312,117 @@ def test_compile_auto_falls_back_to_eager(monkeypatch):
     assert env._transition_fn == env._transition
     for a, b in zip(out[:4], eager.step(actions)[:4]):
         assert torch.equal(a, b)
+
+
+def _reference_hash32(x: int) -> int:
+    """The ``[16 21f0aaad 15 735a2d97 15]`` mix on Python integers (uint32)."""
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
+
+
+def test_hash32_is_the_reference_mix_on_int32_bit_patterns():
+    from rl.envs._classic import _int32, hash32
+
+    words = [0, 1, 0xFFFF, 0x10000, 2**31 - 1, 2**31, 2**32 - 1, 0x9E3779B9, 123456789]
+    x = torch.tensor([_int32(w) for w in words], dtype=torch.int32)
+    assert [int(v) & 0xFFFFFFFF for v in hash32(x)] == [_reference_hash32(w) for w in words]
+    assert _reference_hash32(1) == 0x86D2FA73  # pinned: a changed mix changes every seed
+
+
+def _trajectory(env, steps, seed=1):
+    obs, _ = env.reset()
+    gen = torch.Generator().manual_seed(seed)
+    greedy = torch.zeros(env.num_envs, dtype=torch.bool)
+    out = []
+    for _ in range(steps):
+        obs, *rest, info = env.step(policy(env.spec_id, obs, gen, greedy))
+        out.append(torch.cat([obs.flatten(), *(t.double().flatten() for t in rest)]))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("env_id", CLASSIC_IDS)
+def test_reset_draws_are_the_same_drawn_for_ended_envs_or_for_all(env_id):
+    """Counter-based draws: drawing for the ended envs only (eager default) or for every
+    env and merging (the compiled path, ``reset_subset = False``) gives the same run."""
+    runs = []
+    for subset in (True, False):
+        env = rl.envs.make(env_id, 16, seed=0, max_episode_steps=20)
+        env.reset_subset = subset
+        runs.append(_trajectory(env, 60))
+    assert (env.get_state()["episodes"] >= 3).all()  # every env was reset at least twice
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_an_env_s_initial_states_depend_on_seed_env_and_episode_only():
+    """Env 3 reset alone gets the state that a full reset gives it: draws are a function
+    of (seed, env, episode), whatever the other envs did."""
+    a, b = (rl.envs.make("CartPole-v1", 8, seed=0, autoreset_mode="disabled") for _ in "ab")
+    a.reset(), b.reset()
+    a.step(torch.ones(8, dtype=torch.long))
+    a.reset(options={"reset_mask": torch.arange(8) == 3})
+    b.reset()
+    assert torch.equal(a.get_state()["state"][3], b.get_state()["state"][3])
+    assert torch.equal(a.get_state()["episodes"], torch.tensor([1, 1, 1, 2, 1, 1, 1, 1],
+                                                                dtype=torch.int32))
+    assert not torch.equal(a.get_state()["state"][2], b.get_state()["state"][2])
+
+
+def test_set_state_rejects_rng_keys_out_of_range_and_writes_nothing():
+    env = _cartpole()
+    before = env.get_state()
+    with pytest.raises(ValueError, match=r"Invalid state\['rng_key'\]: \[-1, 5\] \(expected "
+                       r"two words in \[0, 2\^32\)\)"):
+        env.set_state({"rng_key": torch.tensor([-1, 5]), "state": torch.ones(4, 4)})
+    after = env.get_state()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("mode", ["same_step", "disabled"])
+@pytest.mark.parametrize("env_id", CLASSIC_IDS)
+def test_the_step_traces_to_one_graph_without_host_sync(env_id, mode):
+    """What ``compile`` fuses: the whole step (dynamics, time limit, autoreset with its
+    draws) is one graph, with no graph break and no data-dependent op."""
+    env = rl.envs.make(env_id, 8, seed=0, autoreset_mode=mode)
+    obs, _ = env.reset()
+    actions = policy(env_id, obs, torch.Generator().manual_seed(0), torch.zeros(8, dtype=bool))
+    args = (env._state, actions, env._elapsed32, env._episodes, env._keys, env._flags)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(env._transition)(*args)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    code = explained.graphs[0].code
+    assert not re.search(r"nonzero|\.item\(|\.tolist\(|index_put|index_fill", code), code
+    assert ("xor" in code) == (mode == "same_step")  # the reset draws are in the graph
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "env_id, mode", [(i, "same_step") for i in CLASSIC_IDS] + [("CartPole-v1", "disabled")]
+)
+def test_compiled_step_equals_eager_with_autoresets(env_id, mode):
+    """The fused step against the eager one over 60 steps with a time limit of 15, so that
+    every env is reset several times: the same flags and episode counts exactly, the same
+    numbers to float32 rounding (inductor may reorder arithmetic)."""
+    pytest.importorskip("torch._inductor")
+    envs = [rl.envs.make(env_id, 16, seed=0, max_episode_steps=15, autoreset_mode=mode,
+                         compile=c) for c in (False, True)]
+    gens = [torch.Generator().manual_seed(1) for _ in envs]
+    obs = [env.reset()[0] for env in envs]
+    greedy = torch.arange(16) % 2 == 1
+    for _ in range(60):
+        actions = policy(env_id, obs[0], gens[0], greedy)
+        outs = [env.step(actions) for env in envs]
+        obs = [out[0] for out in outs]
+        for k in (2, 3):
+            assert torch.equal(outs[0][k], outs[1][k])
+        for e, c in zip(outs[0][:2], outs[1][:2]):
+            torch.testing.assert_close(e, c, rtol=1e-5, atol=1e-5)
+        if mode == "same_step":
+            torch.testing.assert_close(outs[0][4]["final_obs"], outs[1][4]["final_obs"],
+                                       rtol=1e-5, atol=1e-5)
+    states = [env.get_state() for env in envs]
+    assert torch.equal(states[0]["episodes"], states[1]["episodes"])
+    assert torch.equal(states[0]["elapsed_steps"], states[1]["elapsed_steps"])
+    assert (states[0]["episodes"] >= 4).all() or mode == "disabled"
