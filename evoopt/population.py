@@ -488,9 +488,19 @@ class PopulationOptimizer(Optimizer):
     def current_sigma(self) -> float:
         r"""The search width the next generation samples with, as one number in parameter
         units: the root-mean-square of the per-coordinate standard deviations,
-        ``sqrt(mean_i std_i**2)``. The base class reads the groups' ``sigma`` (weighted by
-        each group's number of coordinates); algorithms that adapt the width override it."""
-        return _rms(self._group_sigma_vector())
+        ``sqrt(mean_i std_i**2)``. Without an adapted width (:meth:`_adapted_width`) it is
+        the groups' ``sigma`` (weighted by each group's number of coordinates); an adapted
+        one is rescaled by a pending change of the groups' ``sigma``."""
+        st = self.state.get(STATE_KEY)
+        width = self._adapted_width(st) if st else None
+        if width is None:
+            return _rms(self._group_sigma_vector())
+        return _rms(self._scheduled(st, width))
+
+    def _adapted_width(self, st: dict[str, Any]) -> Tensor | None:
+        """Hook: the [D] per-coordinate standard deviations the algorithm has adapted (in
+        the groups' current scale), or None when the width is the groups' ``sigma``."""
+        return None
 
     def _group_sigma_vector(self) -> Tensor:
         """[D] float64: each coordinate's group ``sigma`` (as read now)."""

@@ -61,6 +61,7 @@ from evoopt._validation import check_choice
 
 from . import envs as device_envs
 from .actor import DeviceActor
+from .envs.base import as_device
 
 __all__ = [
     "BACKENDS", "DeviceEnvs", "SlotObsStats", "as_device", "device_rollout", "resolve_backend",
@@ -70,18 +71,6 @@ BACKENDS = ("gymnasium", "torch", "warp", "auto")
 #: steps between two "all done?" checks (one host synchronisation each)
 CHECK_EVERY = 8
 _WARP_FIX = 'install MuJoCo Warp with `pip install -e ".[warp]"`, or use backend="gymnasium"'
-
-
-def as_device(device) -> torch.device:
-    """``torch.device(device)`` with the CUDA index filled in (compares equal to a tensor's
-    ``.device``); a ``ValueError`` names a bad value."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"Invalid device: {device!r} ({err})") from None
-    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def _warp_installed() -> bool:

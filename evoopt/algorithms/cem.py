@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_int, check_positive, check_range
-from ..population import STATE_KEY, PopulationOptimizer, _rms
+from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import all_tied, elite_weights
 
@@ -184,15 +184,9 @@ class CEM(PopulationOptimizer):
 
         return self.group_values(beta)
 
-    @property
-    def current_sigma(self) -> float:
-        """RMS of the adapted ``sigma_vec`` the next generation samples with (after a
-        pending change of a group's ``sigma``); see
-        :attr:`PopulationOptimizer.current_sigma`."""
-        st = self.state.get(STATE_KEY)
-        if not st:
-            return super().current_sigma
-        return _rms(self._scheduled(st, st["sigma_vec"]))
+    def _adapted_width(self, st: dict[str, Any]) -> Tensor:
+        """The adapted ``sigma_vec``."""
+        return st["sigma_vec"]
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

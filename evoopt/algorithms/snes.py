@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_int, check_positive
-from ..population import STATE_KEY, PopulationOptimizer, _rms
+from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import nes_utilities
 
@@ -127,15 +127,9 @@ class SNES(PopulationOptimizer):
         default = snes_defaults(self.num_params)["sigma_lr"]
         return self.group_values(lambda g: default if g["sigma_lr"] is None else g["sigma_lr"])
 
-    @property
-    def current_sigma(self) -> float:
-        """RMS of the adapted ``sigma_vec`` the next generation samples with (after a
-        pending change of a group's ``sigma``); see
-        :attr:`PopulationOptimizer.current_sigma`."""
-        st = self.state.get(STATE_KEY)
-        if not st:
-            return super().current_sigma
-        return _rms(self._scheduled(st, st["sigma_vec"]))
+    def _adapted_width(self, st: dict[str, Any]) -> Tensor:
+        """The adapted ``sigma_vec``."""
+        return st["sigma_vec"]
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_int, check_positive
-from ..population import STATE_KEY, PopulationOptimizer, _rms
+from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import nes_utilities
 
@@ -154,15 +154,10 @@ class XNES(PopulationOptimizer):
             )
         return vals[0]
 
-    @property
-    def current_sigma(self) -> float:
-        """RMS of the per-coordinate standard deviations ``sigma * ||row i of B||`` (the
-        square roots of ``diag(A A^T)``) the next generation samples with; see
-        :attr:`PopulationOptimizer.current_sigma`."""
-        st = self.state.get(STATE_KEY)
-        if not st:
-            return super().current_sigma
-        return _rms(self._scheduled(st, st["sigma"] * torch.linalg.vector_norm(st["B"], dim=1)))
+    def _adapted_width(self, st: dict[str, Any]) -> Tensor:
+        """The per-coordinate standard deviations ``sigma * ||row i of B||`` (the square roots
+        of ``diag(A A^T)``)."""
+        return st["sigma"] * torch.linalg.vector_norm(st["B"], dim=1)
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

@@ -60,16 +60,16 @@ from torch import Tensor
 
 from evoopt._validation import check_choice, check_int
 
-__all__ = ["TorchVectorEnv"]
+__all__ = ["TorchVectorEnv", "as_device"]
 
 _AUTORESET_MODES = {"same_step": AutoresetMode.SAME_STEP, "disabled": AutoresetMode.DISABLED}
 _DTYPES = (torch.float32, torch.float64)
 _BOOKKEEPING = ("elapsed_steps", "terminated", "truncated")
 
 
-def _device(device) -> torch.device:
+def as_device(device) -> torch.device:
     """``torch.device`` with the CUDA index filled in, so that it compares equal to a
-    tensor's ``.device``."""
+    tensor's ``.device``; a ``ValueError`` names a bad value."""
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -126,7 +126,7 @@ class TorchVectorEnv:
         check_actions: bool = True,
     ):
         self.num_envs = check_int("num_envs", num_envs)
-        self.device = _device(device)
+        self.device = as_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"Invalid dtype: {dtype!r} (expected torch.float32 or torch.float64)")
         self.dtype = dtype

@@ -10,7 +10,6 @@ same actions, the same next state, observation, reward, terminated and truncated
 - float32: per step from the torch env's state, to the tolerances in ``F32_TOL``.
 """
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
