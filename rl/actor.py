@@ -29,10 +29,8 @@ from .policies import Policy
 __all__ = ["Actor", "DeviceActor", "expand_members", "member_params"]
 
 
-class Actor:
-    """Batched actions for M slots from per-slot parameters, observations in numpy (the
-    gymnasium backend): ``prepare(params)`` once per rollout, then ``outputs`` and
-    ``actions`` at every step."""
+class _ActorBase:
+    """What both actors know of the policy and the action space."""
 
     def __init__(self, policy: nn.Module, action_space: spaces.Space):
         self.policy = policy
@@ -41,9 +39,15 @@ class Actor:
         if not self.discrete and not isinstance(action_space, spaces.Box):
             raise ValueError(f"Invalid action space: {action_space} (expected Discrete or Box)")
         self.fast = isinstance(policy, Policy)
-        if not self.discrete:
+        if not self.discrete:  # float64 bounds, flat
             self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
             self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
+
+
+class Actor(_ActorBase):
+    """Batched actions for M slots from per-slot parameters, observations in numpy (the
+    gymnasium backend): ``prepare(params)`` once per rollout, then ``outputs`` and
+    ``actions`` at every step."""
 
     def prepare(self, params: dict[str, Tensor]):
         """Per-call constants: the stacked layer weights and the frozen normaliser (numpy,
@@ -125,7 +129,7 @@ def expand_members(params: dict[str, Tensor], k: int) -> dict[str, Tensor]:
     return params if k == 1 else {n: t.repeat_interleave(k, dim=0) for n, t in params.items()}
 
 
-class DeviceActor:
+class DeviceActor(_ActorBase):
     """Batched actions for M slots with observations as tensors on the policy's device (the
     torch and warp backends). Nothing leaves the device: ``step`` returns the env actions
     and a mask of the slots whose output is NaN/inf (their action is replaced by a valid
@@ -136,19 +140,11 @@ class DeviceActor:
     small_layers = 256
 
     def __init__(self, policy: nn.Module, action_space: spaces.Space):
-        self.policy = policy
-        self.space = action_space
-        self.discrete = isinstance(action_space, spaces.Discrete)
-        if not self.discrete and not isinstance(action_space, spaces.Box):
-            raise ValueError(f"Invalid action space: {action_space} (expected Discrete or Box)")
-        self.fast = isinstance(policy, Policy)
+        super().__init__(policy, action_space)  # the space's checks, ``low``/``high``
         self.start = int(action_space.start) if self.discrete else 0
         #: width of the policy's output: logits (Discrete) or the flattened action (Box)
         shape = (action_space.n,) if self.discrete else action_space.shape
         self.num_outputs = int(np.prod(shape))
-        if not self.discrete:
-            self.low = torch.as_tensor(np.asarray(action_space.low, dtype=np.float64).reshape(-1))
-            self.high = torch.as_tensor(np.asarray(action_space.high, dtype=np.float64).reshape(-1))
 
     def prepare(self, params: dict[str, Tensor]):
         """Per-rollout constants: the stacked layers (or the params) and the frozen
