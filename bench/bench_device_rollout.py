@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import gymnasium as gym
 import torch
@@ -27,18 +26,11 @@ import torch
 from evoopt import PGPE, ClipUp
 from rl import PopulationRollout, make_policy
 
+from bench_envs import _clock  # a sibling script: CUDA wall time, else process time
+
 MAX_SPEED = 0.15
 CENTERS = {"zero": None, "balancing": [[0.0, 0.0, -1.0, -1.0], [0.0, 0.0, 1.0, 1.0]]}
 
-
-def _clock(device: torch.device):
-    if device.type == "cuda":
-        def wall():
-            torch.cuda.synchronize(device)
-            return time.perf_counter()
-
-        return wall
-    return time.process_time
 
 
 class Generation:
