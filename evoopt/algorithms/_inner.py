@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..population import META_KEY, PopulationOptimizer, _clone_tree
+from .._state import META_KEY, clone_tree
+from ..population import PopulationOptimizer
 
 
 #: Per-parameter state entries of torch's optimizers (and ClipUp) that have the parameter's
@@ -92,8 +93,8 @@ class InnerOptimizerMixin:
         """The torch optimizer that applies the gradient estimate to the center."""
         return self._inner
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+    def _group_added(self) -> None:
+        super()._group_added()
         if self._inner is not None:
             g = self.param_groups[-1]
             self._inner.add_param_group({"params": self._searched[-1], "lr": g["lr"]})
@@ -115,20 +116,24 @@ class InnerOptimizerMixin:
     def _meta(self) -> dict[str, Any]:
         meta = super()._meta()
         meta["inner_class"] = type(self._inner).__name__
-        meta["inner"] = _clone_tree(self._inner.state_dict())
+        meta["inner"] = clone_tree(self._inner.state_dict())
         return meta
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def _check_checkpoint(self, state_dict) -> None:
         meta = state_dict.get(META_KEY) if isinstance(state_dict, dict) else None
-        same_shapes = isinstance(meta, dict) and meta.get("shapes") == [list(s) for s in self.layout.shapes]
+        same_shapes = (isinstance(meta, dict)
+                       and meta.get("shapes") == [list(s) for s in self.layout.shapes])
         if same_shapes and meta.get("optimizer") == type(self).__name__:
             self._check_inner(meta)  # (other mismatches get the base class's message)
-        super().load_state_dict(state_dict)  # checks the rest before changing anything
+        super()._check_checkpoint(state_dict)
+
+    def _apply_checkpoint(self, state_dict: dict[str, Any]) -> None:
+        super()._apply_checkpoint(state_dict)
         # torch's load_state_dict keeps the given tensors (``.to`` is a no-op when the dtype
         # and device match): clone, or two optimizers loaded from one state_dict would share
         # (and update in place) the same Adam moments / ClipUp velocities, and the caller's
         # checkpoint would change under it
-        self._inner.load_state_dict(_clone_tree(meta["inner"]))
+        self._inner.load_state_dict(clone_tree(state_dict[META_KEY]["inner"]))
 
     def _check_inner(self, meta: dict[str, Any]) -> None:
         name = type(self).__name__

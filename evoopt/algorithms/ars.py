@@ -60,12 +60,6 @@ ARS_DEFAULTS = {
 }
 
 
-def _check_group(g: dict[str, Any], *, initial: bool = False) -> None:
-    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-    check_positive("lr", g["lr"], allow_zero=not initial)
-    check_positive("sigma", g["sigma"])
-
-
 @register("ars")
 class ARS(PopulationOptimizer):
     r"""Augmented Random Search (Mania, Guy, Recht 2018, Algorithm 1).
@@ -88,6 +82,7 @@ class ARS(PopulationOptimizer):
     settings = ("num_top",)  # a checkpoint must match them
 
     mirrored = True
+    pairs_why = "ARS evaluates each direction at +sigma and -sigma"
 
     def __init__(
         self,
@@ -100,13 +95,7 @@ class ARS(PopulationOptimizer):
         maximize: bool = False,
         seed: int | None = None,
     ):
-        popsize = check_int(
-            "popsize",
-            popsize,
-            minimum=2,
-            even=True,
-            why="ARS evaluates each direction at +sigma and -sigma",
-        )
+        popsize = self._check_popsize(popsize)
         n = popsize // 2
         if num_top is None:
             num_top = n
@@ -118,7 +107,6 @@ class ARS(PopulationOptimizer):
             )
         self.num_top = int(num_top)
         defaults = dict(lr=lr, sigma=sigma)
-        _check_group(defaults, initial=True)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
 
     @property
@@ -126,26 +114,23 @@ class ARS(PopulationOptimizer):
         """N, the number of directions per generation (``popsize / 2``)."""
         return self.popsize // 2
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
-        super().add_param_group(param_group)
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+        check_positive("lr", group["lr"], allow_zero=not initial)
+        check_positive("sigma", group["sigma"])
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         pass  # the mean is all ARS keeps
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:
-            _check_group(g)
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         delta = self._randn(self.num_directions, self.num_params)
-        self._pending = {"delta": delta}
         step = self.group_values("sigma") * delta
-        return torch.cat([st["mean"] + step, st["mean"] - step])
+        return torch.cat([st["mean"] + step, st["mean"] - step]), delta
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
-        delta = self._pending["delta"]
+    def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, delta: Tensor) -> None:
         n, b = self.num_directions, self.num_top
-        r = -u  # rewards to maximise
+        r = -losses  # rewards to maximise
         r_plus, r_minus = r[:n], r[n:]
         if b < n:  # V1-t / V2-t: the b best directions
             top = torch.argsort(torch.maximum(r_plus, r_minus), descending=True, stable=True)[:b]

@@ -81,19 +81,6 @@ CEM_DEFAULTS = {
 }
 
 
-def _check_group(g: dict[str, Any], *, initial: bool = False) -> None:
-    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-    check_range("lr", g["lr"], 0.0, 1.0, low_open=initial)
-    check_range("sigma_lr", g["sigma_lr"], 0.0, 1.0)
-    check_positive("sigma", g["sigma"])
-    check_positive("extra_noise", g["extra_noise"], allow_zero=True)
-    if g["sigma_lr_power"] is not None:
-        check_positive("sigma_lr_power", g["sigma_lr_power"])
-    steps = g["extra_noise_steps"]
-    if steps is not None:
-        check_int("extra_noise_steps", steps, minimum=1)
-
-
 @register("cem")
 class CEM(PopulationOptimizer):
     r"""Cross-entropy method with a diagonal Gaussian (Rubinstein 1999; de Boer et al.
@@ -122,6 +109,7 @@ class CEM(PopulationOptimizer):
     """
 
     settings = ("elite_frac", "weights")  # a checkpoint must match them
+    min_popsize = 2
     vector_state = ("sigma_vec", "sigma_group")
     param_dtype_state = ("sigma_vec", "sigma_group")  # cast to the parameters' dtype on load
 
@@ -141,7 +129,7 @@ class CEM(PopulationOptimizer):
         maximize: bool = False,
         seed: int | None = None,
     ):
-        popsize = check_int("popsize", popsize, minimum=2)
+        popsize = self._check_popsize(popsize)
         self.elite_frac = check_range("elite_frac", elite_frac, 0.0, 1.0, low_open=True)
         self.num_elite = math.floor(self.elite_frac * popsize + 1e-9)  # 0.29 * 100 is 28.99...
         if self.num_elite < 1:
@@ -159,12 +147,19 @@ class CEM(PopulationOptimizer):
             extra_noise=extra_noise,
             extra_noise_steps=extra_noise_steps,
         )
-        _check_group(defaults, initial=True)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
-        super().add_param_group(param_group)
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+        check_range("lr", group["lr"], 0.0, 1.0, low_open=initial)
+        check_range("sigma_lr", group["sigma_lr"], 0.0, 1.0)
+        check_positive("sigma", group["sigma"])
+        check_positive("extra_noise", group["extra_noise"], allow_zero=True)
+        if group["sigma_lr_power"] is not None:
+            check_positive("sigma_lr_power", group["sigma_lr_power"])
+        steps = group["extra_noise_steps"]
+        if steps is not None:
+            check_int("extra_noise_steps", steps, minimum=1)
 
     def _extra_noise(self, t: int) -> float | Tensor:
         """``Z_t`` of each group (a float when all groups agree, else a [D] tensor)."""
@@ -193,22 +188,18 @@ class CEM(PopulationOptimizer):
         self.sigma_ratio(st)  # records st["sigma_group"]
         st["sigma_vec"] = st["sigma_group"].clone()
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:
-            _check_group(g)
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         ratio = self.sigma_ratio(st)
         if ratio is not None:  # a schedule moved sigma: rescale
             st["sigma_vec"] = st["sigma_vec"] * ratio
         s = self.noise_buffer(self.popsize)
         torch.randn(self.popsize, self.num_params, generator=gen, out=s)
-        self._pending = {"s": s}
-        return torch.addcmul(st["mean"], st["sigma_vec"], s)  # mean + sigma_vec * s
+        return torch.addcmul(st["mean"], st["sigma_vec"], s), s  # mean + sigma_vec * s
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
-        if all_tied(u):  # an exact plateau: no information, keep the distribution
+    def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, s: Tensor) -> None:
+        if all_tied(losses):  # an exact plateau: no information, keep the distribution
             return
-        s = self._pending["s"]
-        w = elite_weights(u, self.num_elite, self.weights)  # [P], sum 1 on the elite
+        w = elite_weights(losses, self.num_elite, self.weights)  # [P], sum 1 on the elite
         elite = torch.nonzero(w).squeeze(1)  # the elite, and members tied at its cut
         w, s = w[elite], s[elite]  # only the elite rows count
         d = w @ s  # elite mean, in units of s

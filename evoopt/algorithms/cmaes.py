@@ -61,8 +61,8 @@ no-ops, as torch's LBFGS's once converged: nothing is evaluated, the last genera
 loss is returned, so a ``for epoch in range(n)`` loop keeps its model at the final center;
 ``ask`` raises ``RuntimeError`` (ask/tell loops end on ``opt.stopped`` as pycma's on
 ``es.stop()``). A loop on ``opt.num_evals < budget`` must also end on ``opt.stopped``
-(the count no longer grows); ``evoopt compare`` and ``evoopt train`` do. Which of pycma's conditions are final: pycma clears and
-recomputes its dict at every check (``_CMAStopDict._update``), so none is latched by pycma;
+(the count no longer grows); ``evoopt compare`` and ``evoopt train`` do. Which of pycma's
+conditions are final: pycma clears and recomputes its dict at every check (``_CMAStopDict._update``), so none is latched by pycma;
 ``maxiter``, ``maxfevals``, ``ftarget`` and ``timeout`` are monotone (a counter, the best
 f so far, the clock) and stay true; the others (``tolfun``, ``tolfunhist``, ``tolx``,
 ``tolflatfitness``, ``tolstagnation``, ``tolxstagnation``, ``tolupsigma``, ``tolfacupx``,
@@ -131,7 +131,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .._validation import check_choice, check_int, check_positive
-from ..population import STATE_KEY, PopulationOptimizer, _numpy_ok
+from .._layout import _numpy_ok
+from .._state import STATE_KEY
+from ..population import PopulationOptimizer
 from ..registry import register
 
 __all__ = ["CMAES", "cmaes_default_popsize"]
@@ -439,8 +441,8 @@ class CMAES(PopulationOptimizer):
     Attributes: ``es`` (the live ``cma.CMAEvolutionStrategy``, built at the first
     generation), ``stop_conditions`` (pycma's termination dict of the current run, checked
     after every ``tell``), ``stopped`` (empty until the search ends for good, then pycma's
-    reasons; ``step`` is a no-op and ``ask`` raises from then on), ``sigma`` (pycma's current step size),
-    ``current_sigma`` (the next generation's width in parameter units, one number),
+    reasons; ``step`` is a no-op and ``ask`` raises from then on), ``sigma`` (pycma's current
+    step size), ``current_sigma`` (the next generation's width in parameter units, one number),
     ``num_restarts`` (all restarts so far, BIPOP's small runs included), ``popsize`` (the
     current run's). At most ``max_full_params`` coordinates unless ``diagonal=True``.
 
@@ -452,6 +454,9 @@ class CMAES(PopulationOptimizer):
     generator's state).
     """
 
+    min_popsize = 2
+    #: state entries whose keys depend on the run (pycma's termination reasons)
+    free_form_state = ("last_stop", "stopped", "stop")
     loss_dtype = torch.float64  # pycma ranks and stops on unrounded fitness values
     #: the largest D for full (non-diagonal) CMA: pycma holds C and B (D x D float64) plus
     #: eigh's workspace, about 4 * 8 * D**2 bytes (3 GiB at 1e4, 12 GiB at 2e4), and one
@@ -473,10 +478,6 @@ class CMAES(PopulationOptimizer):
         maximize: bool = False,
         seed: int | None = None,
     ):
-        check_positive("lr", lr)
-        check_positive("sigma", sigma)
-        if popsize is not None:
-            check_int("popsize", popsize, minimum=2)
         if not isinstance(diagonal, bool):
             raise ValueError(f"Invalid diagonal: {diagonal!r} (expected True or False)")
         self.restarts = check_int("restarts", restarts, minimum=0)
@@ -485,41 +486,37 @@ class CMAES(PopulationOptimizer):
         self.diagonal = diagonal
         self.options = _check_options(options)
         super().__init__(
-            params, dict(lr=lr, sigma=sigma), popsize=popsize or 2, maximize=maximize, seed=seed
+            params, dict(lr=lr, sigma=sigma), popsize=popsize, maximize=maximize, seed=seed
         )
         self._check_size()
-        if popsize is None:
-            self.popsize = cmaes_default_popsize(self.num_params)
-        self._popsize_arg, self._bounds_arg = popsize, bounds
-        self.bounds = _check_bounds(bounds, self.num_params)
-        if self.bounds is not None:
-            self._check_inside(self.layout.flatten().double().cpu())
-        self._popsize0 = self.popsize
+        self._bounds_arg = bounds
+        self.bounds = self._checked_bounds()
         self._sampler_gen = torch.Generator()
         self._sampler_gen.manual_seed(self.seed)
         self._lr_seen: list | None = None
         self._mean_np: tuple | None = None
         self.es = None
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        g = {**self.defaults, **param_group}
-        check_positive("lr", g["lr"])  # before anything is added
-        check_positive("sigma", g["sigma"])
-        super().add_param_group(param_group)
-        if getattr(self, "_popsize0", None) is not None:  # a group added after construction: D grew
-            old_bounds = self.bounds
-            try:
-                self._check_size()
-                self.bounds = _check_bounds(self._bounds_arg, self.num_params)
-                if self.bounds is not None:
-                    self._check_inside(self.layout.flatten().double().cpu())
-            except ValueError:  # refused: take the group back out
-                self.bounds = old_bounds
-                self.param_groups.pop()
-                self._build_layout()
-                raise
-            if self._popsize_arg is None:
-                self.popsize = self._popsize0 = cmaes_default_popsize(self.num_params)
+    @classmethod
+    def default_popsize(cls, num_params: int) -> int:
+        """``4 + floor(3 ln D)`` (Hansen 2016, Table 1), as pycma computes it."""
+        return cmaes_default_popsize(num_params)
+
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        if initial:  # at each ask _sample checks a changed lr or sigma across the groups
+            check_positive("lr", group["lr"])
+            check_positive("sigma", group["sigma"])
+
+    def _group_added(self) -> None:  # D grew: the size and the bounds again
+        self._check_size()
+        self.bounds = self._checked_bounds()
+
+    def _checked_bounds(self) -> list | None:
+        bounds = _check_bounds(self._bounds_arg, self.num_params)
+        if bounds is not None:
+            lo, up = bounds
+            self._check_inside(self.layout.flatten().double().cpu(), lo, up)
+        return bounds
 
     def _check_size(self) -> None:
         D = self.num_params
@@ -531,8 +528,7 @@ class CMAES(PopulationOptimizer):
                 "pass diagonal=True (sep-CMA, O(D) per member)"
             )
 
-    def _check_inside(self, x: Tensor) -> None:
-        lo, up = self.bounds
+    def _check_inside(self, x: Tensor, lo, up) -> None:
         bad = torch.zeros(x.shape, dtype=torch.bool)
         if lo is not None:
             bad |= x < torch.as_tensor(lo, dtype=torch.float64)
@@ -598,7 +594,7 @@ class CMAES(PopulationOptimizer):
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         x0 = mean.detach().to(device="cpu", dtype=torch.float64).clone()
         sigmas = self._group_sigmas()
-        self.popsize = self._popsize0
+        self.popsize = self.initial_popsize
         self.es = self._make_es(x0.numpy(), sigmas, self.popsize, None)
         st.update(
             x0=x0,
@@ -619,7 +615,7 @@ class CMAES(PopulationOptimizer):
             **_free_form(),
         )
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, list]:
         es = self.es
         if [g["lr"] for g in self.param_groups] != self._lr_seen:  # checked before sigma moves
             es.sp.cmean = self._group_lr()
@@ -635,23 +631,22 @@ class CMAES(PopulationOptimizer):
             es.sigma *= ratios[0]
             st["group_sigma"] = sigmas
         X = es.ask()
-        self._pending = {"X": X}
         flat = torch.from_numpy(np.array(X))  # float64 on the CPU
         if self._dtype != torch.float64 or self._device.type != "cpu":
             flat = flat.to(device=self._device, dtype=self._dtype)
-        return flat
+        return flat, X
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+    def _update(self, st: dict[str, Any], u: Tensor, rows: Tensor, X: list) -> None:
         es = self.es
         if not u.is_cpu or u.dtype != torch.float64:
             u = u.to(device="cpu", dtype=torch.float64)
         un = u.numpy()
         if un.min() == un.max():  # an exact plateau: no information, no move (see docstring)
             before = snapshot_pycma(es)
-            es.tell(self._pending["X"], un)
+            es.tell(X, un)
             _write_attrs(es, before, only=_DISTRIBUTION)
         else:
-            es.tell(self._pending["X"], un)
+            es.tell(X, un)
         stop = es.stop()
         if stop:
             restart = self.restarts and not _USER_STOPS & stop.keys()
@@ -681,7 +676,7 @@ class CMAES(PopulationOptimizer):
         this_evals = es.countevals - st["run_start_evals"]
         sigma_factor, maxiter = 1.0, None
         if self.restart_strategy == "ipop":
-            popsize = self._popsize0 * 2 ** (runs - st["runs_with_small"])
+            popsize = self.initial_popsize * 2 ** (runs - st["runs_with_small"])
         else:
             (st["small_evals"] if st["regime"] == _SMALL else st["large_evals"]).append(this_evals)
             small, large = sum(st["small_evals"]), sum(st["large_evals"])
@@ -691,11 +686,11 @@ class CMAES(PopulationOptimizer):
                 u1, u2 = torch.rand(2, generator=self._sampler_gen, dtype=torch.float64).tolist()
                 sigma_factor = 0.01**u1
                 mult = 2 ** (runs - st["runs_with_small"])
-                popsize = int(self._popsize0 * mult ** (u2**2))
+                popsize = int(self.initial_popsize * mult ** (u2**2))
                 maxiter = min(st["maxiter0"], 0.5 * large / popsize)
             else:
                 st["regime"] = _LARGE
-                popsize = self._popsize0 * 2 ** (runs - st["runs_with_small"])
+                popsize = self.initial_popsize * 2 ** (runs - st["runs_with_small"])
                 maxiter = st["maxiter0"]
         popsize = max(popsize, 2)
         st["last_stop"] = _plain_stop(stop)
@@ -795,11 +790,6 @@ class CMAES(PopulationOptimizer):
         return self._st["num_restarts"]
 
     # ------------------------------------------------------------- state_dict
-    def _meta(self) -> dict[str, Any]:
-        meta = super()._meta()
-        meta["popsize"] = self._popsize0  # the constructor's; restarts keep theirs in the state
-        return meta
-
     def state_dict(self) -> dict[str, Any]:
         st = self.state.get(STATE_KEY)
         if not st:
@@ -836,22 +826,12 @@ class CMAES(PopulationOptimizer):
             if type(v) is not type(ref):
                 raise ValueError(f"{name}.load_state_dict: saved {key}={v!r} is malformed")
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        before = self.popsize
-        self.popsize = self._popsize0  # the base compares the constructor's popsize
-        st = self.state.get(STATE_KEY)
-        if st:  # the base compares the saved state key by key with this one's, but the keys
-            st.update(_free_form())  # of stop dicts depend on the run; a failed load restores
-            if self.es is not None:  # this optimizer's own state (the base's wrapper)
-                self.es._stopdict.clear()
-        try:
-            super().load_state_dict(state_dict)
-        except BaseException:
-            self.popsize = before
-            raise
+    def _apply_checkpoint(self, state_dict: dict[str, Any]) -> None:
+        super()._apply_checkpoint(state_dict)
         st = self.state.get(STATE_KEY)
         if not st:  # saved before the first generation: start afresh from the saved seed
             self.es = None
+            self.popsize = self.initial_popsize
             self._sampler_gen.manual_seed(self.seed)
             return
         for key, value in _free_form().items():  # checkpoints from before these entries
@@ -885,7 +865,7 @@ class CMAES(PopulationOptimizer):
         d["es"] = snapshot_pycma(self.es) if self.es is not None else None
         d["_gen"] = (self._gen.device, self._gen.get_state())
         d["_sampler_gen"] = self._sampler_gen.get_state()
-        d["_pending"] = d["_pending_pop"] = d["_mean_np"] = None
+        d["_pending"] = d["_mean_np"] = None
         d[_PICKLED] = True
         return d
 

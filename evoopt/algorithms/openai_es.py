@@ -49,13 +49,6 @@ from ._mirrored import MirroredSampler
 __all__ = ["OpenAIES"]
 
 
-def _check_group(g: dict[str, Any], *, initial: bool = True) -> None:
-    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-    check_positive("lr", g["lr"], allow_zero=not initial)
-    check_positive("sigma", g["sigma"])
-    check_positive("weight_decay", g["weight_decay"], allow_zero=True)
-
-
 @register("openai_es")
 class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
     r"""OpenAI-ES (Salimans et al. 2017): see the module docstring for the maths.
@@ -92,37 +85,35 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         seed: int | None = None,
     ):
         defaults = dict(lr=lr, sigma=sigma, weight_decay=weight_decay)
-        _check_group(defaults)
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
         self._build_inner(optimizer)
         self._sampler = MirroredSampler()
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_group({**self.defaults, **param_group})  # before anything is added
-        super().add_param_group(param_group)
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+        if not initial and not group["sigma"] > 0:
+            raise ValueError(
+                f"Invalid sigma: {group['sigma']!r} (expected > 0; check the sigma schedule)"
+            )
+        check_positive("lr", group["lr"], allow_zero=not initial)
+        check_positive("sigma", group["sigma"])
+        check_positive("weight_decay", group["weight_decay"], allow_zero=True)
 
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         pass  # the center (st["mean"]) and the inner optimizer's state are all there is
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:  # read every generation: a bad value must not reach the state
-            if not g["sigma"] > 0:
-                raise ValueError(
-                    f"Invalid sigma: {g['sigma']!r} (expected > 0; check the sigma schedule)"
-                )
-            _check_group(g, initial=False)
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, tuple]:
         sigma = self.group_values("sigma")
-        self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
-        self._pending = {"sigma": sigma}
-        return self._sampler.members(st["mean"], sigma)
+        eps = self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
+        return self._sampler.members(st["mean"], sigma), (eps, sigma)
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+    def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, aux: tuple) -> None:
+        eps, sigma = aux
         H, P = self.popsize // 2, self.popsize
-        sigma = self._pending["sigma"]
-        shaped = SHAPINGS[self.shaping](u)
+        shaped = SHAPINGS[self.shaping](losses)
         w = shaped[:H] - shaped[H:]
-        grad = w @ self._sampler.eps  # [D]: the one pass over the noise
+        grad = w @ eps  # [D]: the one pass over the noise
         if isinstance(sigma, Tensor):
             grad.div_(sigma).div_(P)
         else:

@@ -47,23 +47,15 @@ from torch import Tensor
 
 from .._validation import check_choice, check_positive, check_range
 from ..gradient.clipup import ClipUp
-from ..population import STATE_KEY, PopulationOptimizer, _rms
+from .._groups import _rms
+from .._state import STATE_KEY
+from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import SHAPINGS
 from ._inner import InnerOptimizerMixin
 from ._mirrored import MirroredSampler
 
 __all__ = ["PGPE"]
-
-
-def _check_group(g: dict[str, Any], *, initial: bool = True) -> None:
-    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-    check_positive("lr", g["lr"], allow_zero=not initial)
-    if g["sigma"] is not None:  # None: radius_init fills it in once D is known
-        check_positive("sigma", g["sigma"])
-    check_positive("stdev_lr", g["stdev_lr"], allow_zero=True)
-    check_range("stdev_max_change", g["stdev_max_change"], 0.0, 1.0, low_open=True, high_open=True)
-    check_positive("weight_decay", g["weight_decay"], allow_zero=True)
 
 
 @register("pgpe")
@@ -127,7 +119,6 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
             stdev_max_change=stdev_max_change,
             weight_decay=weight_decay,
         )
-        _check_group(defaults)
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
         if radius_init is not None:
@@ -139,9 +130,17 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
         self._build_inner(optimizer)
         self._sampler = MirroredSampler()
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_group({**self.defaults, **param_group})  # before anything is added
-        super().add_param_group(param_group)
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+        check_positive("lr", group["lr"], allow_zero=not initial)
+        # sigma: None until radius_init fills it in once D is known; at each ask a changed
+        # sigma is checked by _follow_sigma_schedule (with the group's index)
+        if initial and group["sigma"] is not None:
+            check_positive("sigma", group["sigma"])
+        check_positive("stdev_lr", group["stdev_lr"], allow_zero=True)
+        check_range("stdev_max_change", group["stdev_max_change"], 0.0, 1.0, low_open=True,
+                    high_open=True)
+        check_positive("weight_decay", group["weight_decay"], allow_zero=True)
 
     @property
     def stdev(self) -> Tensor:
@@ -187,21 +186,18 @@ class PGPE(InnerOptimizerMixin, PopulationOptimizer):
             st["stdev"][a:b] *= new / old
             st["group_sigma"][i] = float(new)
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:  # read every generation: a bad value must not reach the state
-            _check_group({**g, "sigma": None}, initial=False)  # sigma: _follow_sigma_schedule
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         self._follow_sigma_schedule(st)
-        self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
-        return self._sampler.members(st["mean"], st["stdev"])
+        eps = self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
+        return self._sampler.members(st["mean"], st["stdev"]), eps
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+    def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, eps: Tensor) -> None:
         H = self.popsize // 2
         stdev = st["stdev"]
-        c = SHAPINGS[self.shaping](u)
+        c = SHAPINGS[self.shaping](losses)
         c_plus, c_minus = c[:H], c[H:]
         a = (c_plus + c_minus) / 2
         a = (a - a.mean()) / H  # baseline b = the generation's mean
-        eps = self._sampler.eps
         grad_mean = ((c_plus - c_minus) / (2 * H)) @ eps
         grad_mean.mul_(stdev)  # the perturbations are stdev * eps
         wd = self.group_values("weight_decay")

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_int, check_positive
+from .._validation import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import nes_utilities
@@ -52,14 +52,6 @@ def snes_defaults(num_params: int) -> dict[str, float]:
         "lr": 1.0,  # Table 1, eta_mu
         "sigma_lr": (3 + math.log(d)) / (5 * math.sqrt(d)),  # Table 1, eta_sigma (SNES)
     }
-
-
-def _check_group(g: dict[str, Any], *, initial: bool = False) -> None:
-    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-    check_positive("lr", g["lr"], allow_zero=not initial)
-    check_positive("sigma", g["sigma"])
-    if g["sigma_lr"] is not None:
-        check_positive("sigma_lr", g["sigma_lr"], allow_zero=True)
 
 
 @register("snes")
@@ -84,6 +76,7 @@ class SNES(PopulationOptimizer):
     """
 
     settings = ("mirrored",)  # a checkpoint must match them
+    min_popsize = 2
     vector_state = ("sigma_vec", "sigma_group")
     param_dtype_state = ("sigma_vec", "sigma_group")  # cast to the parameters' dtype on load
 
@@ -101,27 +94,21 @@ class SNES(PopulationOptimizer):
     ):
         if not isinstance(mirrored, bool):
             raise ValueError(f"Invalid mirrored: {mirrored!r} (expected True or False)")
-        if popsize is not None:
-            check_int(
-                "popsize", popsize, minimum=2, even=mirrored, why="mirrored sampling draws pairs"
-            )
         self.mirrored = mirrored
         defaults = dict(lr=lr, sigma=sigma, sigma_lr=sigma_lr)
-        _check_group(defaults, initial=True)
-        super().__init__(
-            params,
-            defaults,
-            popsize=2 if popsize is None else popsize,
-            maximize=maximize,
-            seed=seed,
-        )
-        if popsize is None:
-            p = snes_defaults(self.num_params)["popsize"]
-            self.popsize = p + (p % 2 if mirrored else 0)
+        super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
-        super().add_param_group(param_group)
+    @classmethod
+    def default_popsize(cls, num_params: int) -> int:
+        """``4 + floor(3 ln D)`` (Table 1); the base rounds it up to even when mirrored."""
+        return snes_defaults(num_params)["popsize"]
+
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+        check_positive("lr", group["lr"], allow_zero=not initial)
+        check_positive("sigma", group["sigma"])
+        if group["sigma_lr"] is not None:
+            check_positive("sigma_lr", group["sigma_lr"], allow_zero=True)
 
     def _group_sigma_lr(self) -> float | Tensor:
         default = snes_defaults(self.num_params)["sigma_lr"]
@@ -136,9 +123,7 @@ class SNES(PopulationOptimizer):
         self.sigma_ratio(st)  # records st["sigma_group"]
         st["sigma_vec"] = st["sigma_group"].clone()
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:
-            _check_group(g)
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         ratio = self.sigma_ratio(st)
         if ratio is not None:  # a schedule moved sigma: rescale
             st["sigma_vec"] = st["sigma_vec"] * ratio
@@ -149,12 +134,10 @@ class SNES(PopulationOptimizer):
             torch.neg(s[: P // 2], out=s[P // 2 :])
         else:
             torch.randn(P, D, generator=gen, out=s)
-        self._pending = {"s": s}
-        return torch.addcmul(st["mean"], st["sigma_vec"], s)  # mean + sigma_vec * s
+        return torch.addcmul(st["mean"], st["sigma_vec"], s), s  # mean + sigma_vec * s
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
-        s = self._pending["s"]
-        w = -nes_utilities(u)  # eq. 11 utilities, best member largest
+    def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, s: Tensor) -> None:
+        w = -nes_utilities(losses)  # eq. 11 utilities, best member largest
         g_mu = w @ s  # sum_k w_k s_k
         g_sig = w @ s.square_() - w.sum()  # sum_k w_k (s_k^2 - 1); s is not needed after
         lr = self.group_values("lr")

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_int, check_positive
+from .._validation import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import nes_utilities
@@ -63,15 +63,6 @@ def xnes_defaults(num_params: int) -> dict[str, float]:
         "sigma_lr": rate,
         "b_lr": rate,
     }
-
-
-def _check_group(g: dict[str, Any], *, initial: bool = False) -> None:
-    # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-    check_positive("lr", g["lr"], allow_zero=not initial)
-    check_positive("sigma", g["sigma"])
-    for key in ("sigma_lr", "b_lr"):
-        if g[key] is not None:
-            check_positive(key, g[key], allow_zero=True)
 
 
 @register("xnes")
@@ -96,6 +87,7 @@ class XNES(PopulationOptimizer):
 
     #: The largest D accepted: B is D x D and each generation takes its matrix exponential.
     max_params: int = 5000
+    min_popsize = 2
 
     def __init__(
         self,
@@ -109,39 +101,34 @@ class XNES(PopulationOptimizer):
         maximize: bool = False,
         seed: int | None = None,
     ):
-        if popsize is not None:
-            check_int("popsize", popsize, minimum=2)
         defaults = dict(lr=lr, sigma=sigma, sigma_lr=sigma_lr, b_lr=b_lr)
-        _check_group(defaults, initial=True)
-        super().__init__(
-            params,
-            defaults,
-            popsize=2 if popsize is None else popsize,
-            maximize=maximize,
-            seed=seed,
-        )
+        super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
         self._check_size()
-        if popsize is None:
-            self.popsize = xnes_defaults(self.num_params)["popsize"]
+
+    @classmethod
+    def default_popsize(cls, num_params: int) -> int:
+        """``4 + floor(3 ln D)`` (Table 1)."""
+        return xnes_defaults(num_params)["popsize"]
 
     def _check_size(self) -> None:
         if self.num_params > self.max_params:
             raise ValueError(
                 f"Invalid number of parameters for XNES: {self.num_params} (expected at most "
-                f"XNES.max_params={self.max_params}: xNES keeps a full D x D matrix and takes its "
-                "matrix exponential every generation); use evoopt.SNES or a diagonal CMA-ES instead"
+                f"XNES.max_params={self.max_params}: xNES keeps a full D x D matrix and takes "
+                "its matrix exponential every generation); use evoopt.SNES or a diagonal "
+                "CMA-ES instead"
             )
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_group({**self.defaults, **param_group}, initial=True)  # before anything is added
-        super().add_param_group(param_group)
-        if getattr(self, "layout", None) is not None:
-            try:
-                self._check_size()
-            except ValueError:  # refused: take the group back out
-                self.param_groups.pop()
-                self._build_layout()
-                raise
+    def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
+        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
+        check_positive("lr", group["lr"], allow_zero=not initial)
+        check_positive("sigma", group["sigma"])
+        for key in ("sigma_lr", "b_lr"):
+            if group[key] is not None:
+                check_positive(key, group[key], allow_zero=True)
+
+    def _group_added(self) -> None:
+        self._check_size()
 
     def _matrix_rate(self, key: str) -> float:
         """``sigma_lr`` / ``b_lr``: one number for the whole matrix."""
@@ -170,9 +157,7 @@ class XNES(PopulationOptimizer):
             st["sigma"] = torch.exp(torch.log(sig).mean())
             st["B"] = torch.diag(sig / st["sigma"])
 
-    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> Tensor:
-        for g in self.param_groups:
-            _check_group(g)
+    def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         self._matrix_rate("sigma_lr")
         self._matrix_rate("b_lr")
         ratio = self.sigma_ratio(st, torch.float64)
@@ -185,15 +170,15 @@ class XNES(PopulationOptimizer):
                 st["sigma"] = st["sigma"] * torch.exp(c)
                 st["B"] = torch.exp(log_r - c)[:, None] * st["B"]
         s = self._randn(self.popsize, self.num_params)
-        self._pending = {"s": s}
         step = st["sigma"] * (s.to(torch.float64) @ st["B"].T)  # sigma * B @ s_k, row-wise
-        return st["mean"] + step.to(st["mean"].dtype)
+        return st["mean"] + step.to(st["mean"].dtype), s
 
-    def _update(self, st: dict[str, Any], u: Tensor) -> None:
+    def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, s: Tensor) -> None:
         D = self.num_params
-        sigma_lr, b_lr = self._matrix_rate("sigma_lr"), self._matrix_rate("b_lr")  # may raise: first
-        s = self._pending["s"].to(torch.float64)
-        w = -nes_utilities(u.to(torch.float64))  # eq. 11, best largest
+        # may raise: first
+        sigma_lr, b_lr = self._matrix_rate("sigma_lr"), self._matrix_rate("b_lr")
+        s = s.to(torch.float64)
+        w = -nes_utilities(losses.to(torch.float64))  # eq. 11, best largest
         eye = torch.eye(D, device=s.device, dtype=torch.float64)
         G_delta = w @ s  # sum_k w_k s_k
         G_M = (s * w[:, None]).T @ s - w.sum() * eye  # sum_k w_k (s s^T - I)

@@ -23,13 +23,14 @@ class _BestOf(PopulationOptimizer):
         st["f"] = math.inf
 
     def _sample(self, st, gen):
-        return st["mean"] + self.group_values("sigma") * self._randn(self.popsize, self.num_params)
+        rows = st["mean"] + self.group_values("sigma") * self._randn(self.popsize, self.num_params)
+        return rows, None
 
-    def _update(self, st, u):
+    def _update(self, st, u, rows, aux):
         i = int(torch.argmin(u))
         if float(u[i]) < st["f"]:
             st["f"] = float(u[i])
-            st["mean"] = self._pending_pop.flat[i].clone()
+            st["mean"] = rows[i].clone()
 
 
 @pytest.fixture(autouse=True)
@@ -161,11 +162,11 @@ def test_table_marks_the_best_and_reports_spread():
 
 
 class _Broken(_BestOf):
-    def _update(self, st, u):
+    def _update(self, st, u, rows, aux):
         if st.setdefault("calls", 0) == 2:
             raise RuntimeError("broken on purpose")
         st["calls"] += 1
-        super()._update(st, u)
+        super()._update(st, u, rows, aux)
 
 
 def test_a_failing_run_is_recorded_and_others_go_on(monkeypatch):

@@ -28,11 +28,11 @@ class GaussES(PopulationOptimizer):
         pass
 
     def _sample(self, st, gen):
-        self._eps = self._randn(self.popsize, self.num_params)
-        return st["mean"] + self.group_values("sigma") * self._eps
+        eps = self._randn(self.popsize, self.num_params)
+        return st["mean"] + self.group_values("sigma") * eps, eps
 
-    def _update(self, st, u):
-        g = (u[:, None] * self._eps).mean(0) / self.group_values("sigma")
+    def _update(self, st, u, rows, eps):
+        g = (u[:, None] * eps).mean(0) / self.group_values("sigma")
         st["mean"] = st["mean"] - self.group_values("lr") * g
 
 

@@ -22,11 +22,11 @@ class EliteRS(PopulationOptimizer):
         pass
 
     def _sample(self, st, gen):
-        self._eps = self._randn(self.popsize, self.num_params)
-        return st["mean"] + self.group_values("sigma") * self._eps
+        eps = self._randn(self.popsize, self.num_params)
+        return st["mean"] + self.group_values("sigma") * eps, eps
 
-    def _update(self, st, u):
-        st["mean"] = st["mean"] + self.group_values("sigma") * self._eps[torch.argmin(u)]
+    def _update(self, st, u, rows, eps):
+        st["mean"] = st["mean"] + self.group_values("sigma") * eps[torch.argmin(u)]
 
 
 def _quadratic_model(seed=0):
@@ -275,7 +275,7 @@ def test_cmaes_gets_float64_losses_from_float32_parameters():
     opt = evoopt.CMAES([x], sigma=0.1, seed=0)
     seen = []
     update = opt._update
-    opt._update = lambda st, u: (seen.append(u), update(st, u))
+    opt._update = lambda st, u, rows, aux: (seen.append(u), update(st, u, rows, aux))
     pop = opt.ask()
     opt.tell(1e4 + 1e-4 * torch.arange(len(pop), dtype=torch.float64))  # ties in float32
     assert seen[0].dtype == torch.float64 and len(set(seen[0].tolist())) == len(pop)

@@ -1,0 +1,214 @@
+"""What a population optimizer's generation reads from the user and hands to the algorithm:
+the closure or population objective (:func:`is_population_objective`,
+:func:`evaluate_members`) and the losses (:func:`check_losses`, :func:`utilities`)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import types
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._layout import Population
+
+__all__ = ["evaluate_members", "check_losses", "is_population_objective", "utilities"]
+
+#: Grad mode as a plain call (no context object per call: around pycma at n = 10 each costs
+#: microseconds). ``torch._C._set_grad_enabled`` is private: fall back to the public class.
+set_grad_enabled = getattr(torch._C, "_set_grad_enabled", torch.set_grad_enabled)
+
+
+def is_population_objective(fn: Callable) -> bool:
+    """True if ``fn`` takes the population as an argument, False for a torch closure.
+
+    A callable can say so explicitly with an attribute ``is_population_objective``;
+    otherwise one required positional parameter means a population objective.
+    """
+    flag = getattr(fn, "is_population_objective", None)
+    if flag is not None:
+        return bool(flag)
+    if type(fn) is types.FunctionType and not {"__wrapped__", "__signature__"} & fn.__dict__.keys():
+        # a plain function (the common case, checked every step): its code object says it
+        # without inspect.signature, which costs tens of microseconds
+        return fn.__code__.co_argcount - len(fn.__defaults__ or ()) >= 1
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(required) >= 1
+
+
+def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> Tensor:
+    """Load each member into the parameters and call the closure; a member whose
+    closure raises gets a NaN loss (so it ranks worst) unless every member raises.
+    A closure that returns no loss, or that calls ``backward`` unguarded, is refused
+    at the first member (the same for every member). ``name`` (the optimizer's class
+    name) goes into the messages. Returns [P] float64 losses on the CPU."""
+    # per member: no context-manager objects or small tensor ops (each costs microseconds,
+    # the whole generation of pycma at n = 10 costs a few hundred); grad mode is set
+    # before every call, as a no_grad block per call would
+    out = [math.nan] * pop.popsize
+    first_error = None
+    if type(pop) is Population:
+        load = layout.member_loader(pop.flat)
+    else:  # a population held in another form: one member materialised at a time
+        def load(i: int) -> None:
+            layout.load_(pop.row(i))
+    prev = torch.is_grad_enabled()
+    try:
+        for i in range(pop.popsize):
+            set_grad_enabled(False)
+            load(i)
+            try:
+                loss = closure()
+            except RuntimeError as e:
+                if _NO_GRAD_BACKWARD in str(e):
+                    raise RuntimeError(_BACKWARD_FIX.format(name)) from e
+                first_error = first_error or e
+                continue
+            except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
+                first_error = first_error or e
+                continue
+            out[i] = _closure_loss(loss)
+    finally:
+        set_grad_enabled(prev)
+    losses = torch.from_numpy(np.array(out, dtype=np.float64))
+    if first_error is not None:
+        if torch.isnan(losses).all():
+            raise first_error
+        warnings.warn(
+            f"the closure raised for some members ({type(first_error).__name__}: "
+            f"{first_error}); they rank worst", RuntimeWarning, stacklevel=3,
+        )
+    return losses
+
+
+_NO_GRAD_BACKWARD = "does not require grad and does not have a grad_fn"
+_BACKWARD_FIX = (
+    "the closure calls loss.backward(), but {} evaluates it under torch.no_grad() (an "
+    "evolution strategy needs no gradients), so the loss has no graph. Guard the call: "
+    "`if torch.is_grad_enabled(): loss.backward()` -- the same closure then works with "
+    "torch's optimizers too"
+)
+
+
+def _closure_loss(loss) -> float:
+    """The number a torch closure returned: a one-element tensor or a real number."""
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1 or loss.dtype == torch.bool or loss.is_complex():
+            raise ValueError(
+                f"Invalid closure: it returned a {loss.dtype} tensor of shape "
+                f"{tuple(loss.shape)} (expected the loss as a scalar: reduce it, e.g. "
+                "loss.mean(), or pass a population objective that returns one loss per member)"
+            )
+        return float(loss)
+    if isinstance(loss, numbers.Real) and not isinstance(loss, (bool, np.bool_)):
+        return float(loss)
+    what = "None" if loss is None else f"a {type(loss).__name__}"
+    raise ValueError(
+        f"Invalid closure: it returned {what} (expected the loss, a 0-dim tensor or a number: "
+        "end the closure with `return loss`)"
+    )
+
+
+def _has_bools(x) -> bool:
+    """True for a numpy bool array or a list/tuple holding a bool (not a loss)."""
+    if isinstance(x, np.ndarray):
+        return x.dtype == np.bool_
+    return isinstance(x, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in x)
+
+
+
+def check_losses(losses, P: int) -> Tensor:
+    """Losses as a [P] float64 CPU tensor. Real numbers of any dtype are accepted
+    (floating or integer, tensors, numpy arrays or lists alike); booleans and complex
+    numbers are refused (a mask is not a loss)."""
+    if (type(losses) is Tensor and losses.is_cpu and losses.dtype == torch.float64
+            and not losses.requires_grad and losses.shape == (P,)):
+        return torch.from_numpy(losses.numpy().copy())  # the common case, fewest torch calls
+    if not isinstance(losses, Tensor):
+        if _has_bools(losses):
+            raise ValueError(
+                "Invalid losses: booleans (expected one real loss per member; a 0-1 loss "
+                "is a number: convert it, e.g. mask.float())"
+            )
+        try:
+            losses = torch.as_tensor(losses, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(
+                f"Invalid losses: could not convert {type(losses).__name__} to a tensor ({e})"
+            ) from None
+    losses = losses.detach()
+    if losses.dim() == 2 and losses.shape[1] == 1:
+        losses = losses[:, 0]
+    if losses.shape != (P,):
+        raise ValueError(
+            f"Invalid losses: shape {tuple(losses.shape)} (expected ({P},), one loss per member)"
+        )
+    if losses.dtype == torch.bool or losses.is_complex():
+        hint = "; for a 0-1 loss convert the mask, e.g. mask.float()" * (
+            losses.dtype == torch.bool)
+        raise ValueError(
+            f"Invalid losses: dtype {losses.dtype} (expected a real dtype, floating or "
+            f"integer{hint})"
+        )
+    if losses.dtype == torch.float64 and losses.device.type == "cpu":
+        return torch.from_numpy(losses.numpy().copy())  # one numpy copy: cheaper than .to
+    return losses.to(dtype=torch.float64, device="cpu")
+
+
+class AllNonFinite(ValueError):
+    """Every loss of a generation is NaN or infinite."""
+
+
+def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: torch.device,
+              ) -> tuple[Tensor, int, float, int]:
+    """From the user's losses ``vals`` (Python floats, one per member) to what an algorithm
+    minimises: the losses in the minimising sign, non-finite ones replaced by a value worse
+    than every finite one (with a warning), scaled by a power of two where ``dtype`` would
+    overflow (every algorithm is invariant to a positive scale: ranks, or raw values
+    divided by their spread). Returns ``(u, best_index, mean_loss, num_nonfinite)``;
+    raises :class:`AllNonFinite` when no loss is finite. Plain Python and numpy: after an
+    algorithm's numpy work (pycma) each small torch op costs 10-25 us."""
+    P = len(vals)
+    finite = [math.isfinite(v) for v in vals]
+    nbad = P - sum(finite)
+    if nbad == P:
+        raise AllNonFinite
+    uvals = [-v for v in vals] if maximize else list(vals)
+    if nbad:
+        warnings.warn(
+            f"{nbad} of {P} losses are NaN or infinite; those members rank worst",
+            RuntimeWarning,
+            stacklevel=4,  # utilities, _tell, its no_grad wrapper: tell or step
+        )
+        good = [v for v, f in zip(uvals, finite) if f]
+        if not math.isfinite(max(good) + max(max(good) - min(good), 1.0)):
+            # beyond float64's range: every algorithm is invariant to a positive scale
+            uvals, good = [v / 4 for v in uvals], [v / 4 for v in good]
+        worst = max(good) + max(max(good) - min(good), 1.0)
+        uvals = [v if f else worst for v, f in zip(uvals, finite)]
+    best = min(range(P), key=uvals.__getitem__)  # non-finite members are strictly worse
+    mean_loss = sum(v for v, f in zip(vals, finite) if f) / (P - nbad)
+    unp = np.array(uvals, dtype=np.float64)
+    if dtype != torch.float64:
+        # finite losses beyond the parameters' dtype would become inf in the cast
+        limit = torch.finfo(dtype).max / (4 * P)
+        big = float(np.abs(unp).max())
+        if big > limit:
+            unp = unp * 2.0 ** math.floor(math.log2(limit / big))
+    u = torch.from_numpy(unp)
+    if dtype != torch.float64 or device.type != "cpu":
+        u = u.to(device=device, dtype=dtype)
+    return u, best, mean_loss, nbad
