@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
+import sys
 import types
 import warnings
 from collections.abc import Callable
@@ -18,6 +20,23 @@ from torch import Tensor
 from ._layout import Population
 
 __all__ = ["evaluate_members", "check_losses", "is_population_objective", "utilities"]
+
+#: files whose frames a warning skips to reach the user's code: evoopt's own and the
+#: step-hook wrappers of torch.optim
+_INTERNAL = (
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.dirname(os.path.abspath(torch.optim.__file__)),
+)
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` of the first caller outside evoopt and torch.optim (for a warning
+    raised from evoopt code reached through step, tell or a hook wrapper)."""
+    level, f = 1, sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_INTERNAL):
+        f, level = f.f_back, level + 1
+    return level
+
 
 #: Grad mode as a plain call (no context object per call: around pycma at n = 10 each costs
 #: microseconds). ``torch._C._set_grad_enabled`` is private: fall back to the public class.
@@ -89,7 +108,7 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
             raise first_error
         warnings.warn(
             f"the closure raised for some members ({type(first_error).__name__}: "
-            f"{first_error}); they rank worst", RuntimeWarning, stacklevel=3,
+            f"{first_error}); they rank worst", RuntimeWarning, stacklevel=user_stacklevel(),
         )
     return losses
 
@@ -191,7 +210,7 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: tor
         warnings.warn(
             f"{nbad} of {P} losses are NaN or infinite; those members rank worst",
             RuntimeWarning,
-            stacklevel=4,  # utilities, _tell, its no_grad wrapper: tell or step
+            stacklevel=user_stacklevel(),
         )
         good = [v for v, f in zip(uvals, finite) if f]
         if not math.isfinite(max(good) + max(max(good) - min(good), 1.0)):

@@ -205,7 +205,8 @@ def check_like(mine, saved, where: str, groups: bool = False, skip=()) -> None:
     shape: CMA-ES restarts resize some arrays), numbers for numbers, no NaN/inf where
     ``mine`` is finite, and in (inner optimizers') param groups None or a number where
     ``mine`` is None. Entries under a key in ``skip`` (whose form depends on the run) are
-    checked for their kind only (a dict, not its keys). Raises ValueError naming the first difference."""
+    checked for their kind only (a dict, not its keys). Raises ValueError naming the first
+    difference."""
     if isinstance(mine, dict):
         if not isinstance(saved, dict):
             raise ValueError(f"{where} is {type(saved).__name__}, expected a dict")
