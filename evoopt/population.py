@@ -447,11 +447,11 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         prev = st["best_loss"]
         if math.isnan(prev) or (gen_best > prev if self.maximize else gen_best < prev):
             st["best_loss"] = gen_best
-            row = pop.row(bi)
-            if _numpy_ok(row) and not row.requires_grad:  # a numpy copy: no dispatch
-                st["best"] = torch.from_numpy(row.numpy().copy())
-            else:
-                st["best"] = row.clone()
+            flat = pop.flat if type(pop) is Population else None
+            if flat is not None and _numpy_ok(flat) and not flat.requires_grad:
+                st["best"] = torch.from_numpy(flat.numpy()[bi].copy())  # no torch dispatch
+            else:  # (a factored population materialises the one member)
+                st["best"] = pop.row(bi).clone()
         self.last = Generation(
             generation=st["generation"], losses=losses, mean_loss=mean_loss,
             best_loss=gen_best, best_index=bi, num_evals=st["num_evals"], num_nonfinite=nbad,
