@@ -192,14 +192,17 @@ class AllNonFinite(ValueError):
 
 
 def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: torch.device,
-              ) -> tuple[Tensor, int, float, int]:
+              nonfinite: str = "worst") -> tuple[Tensor, int, float, int]:
     """From the user's losses ``vals`` (Python floats, one per member) to what an algorithm
     minimises: the losses in the minimising sign, non-finite ones replaced by a value worse
     than every finite one (with a warning), scaled by a power of two where ``dtype`` would
     overflow (every algorithm is invariant to a positive scale: ranks, or raw values
-    divided by their spread). Returns ``(u, best_index, mean_loss, num_nonfinite)``;
-    raises :class:`AllNonFinite` when no loss is finite. Plain Python and numpy: after an
-    algorithm's numpy work (pycma) each small torch op costs 10-25 us."""
+    divided by their spread). With ``nonfinite="inf"`` non-finite losses become ``+inf``
+    instead, for algorithms that compare with losses of earlier generations (a steady-state
+    population: "worse than this generation" could still beat an old member). Returns
+    ``(u, best_index, mean_loss, num_nonfinite)``; raises :class:`AllNonFinite` when no
+    loss is finite. Plain Python and numpy: after an algorithm's numpy work (pycma) each
+    small torch op costs 10-25 us."""
     P = len(vals)
     finite = [math.isfinite(v) for v in vals]
     nbad = P - sum(finite)
@@ -212,6 +215,9 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: tor
             RuntimeWarning,
             stacklevel=user_stacklevel(),
         )
+    if nbad and nonfinite == "inf":
+        uvals = [v if f else math.inf for v, f in zip(uvals, finite)]
+    elif nbad:
         good = [v for v, f in zip(uvals, finite) if f]
         if not math.isfinite(max(good) + max(max(good) - min(good), 1.0)):
             # beyond float64's range: every algorithm is invariant to a positive scale
@@ -224,7 +230,7 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: tor
     if dtype != torch.float64:
         # finite losses beyond the parameters' dtype would become inf in the cast
         limit = torch.finfo(dtype).max / (4 * P)
-        big = float(np.abs(unp).max())
+        big = float(np.abs(unp[np.isfinite(unp)]).max())
         if big > limit:
             unp = unp * 2.0 ** math.floor(math.log2(limit / big))
     u = torch.from_numpy(unp)

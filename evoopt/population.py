@@ -148,6 +148,10 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
     #: entries of the state (at any depth) whose form depends on the run (e.g. CMA-ES's
     #: termination reasons): a checkpoint need only have them
     free_form_state: tuple[str, ...] = ()
+    #: what a non-finite loss becomes before ``_update``: ``"worst"`` (worse than every
+    #: finite loss of the generation) or ``"inf"`` (for algorithms that compare with losses
+    #: of earlier generations, e.g. DE's targets)
+    nonfinite_loss: str = "worst"
     #: dtype of the losses ``_update`` receives (``None``: the parameters' dtype). CMA-ES
     #: asks for float64 so that pycma ranks and stops on unrounded fitness values.
     loss_dtype: torch.dtype | None = None
@@ -420,7 +424,8 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         vals = losses.numpy().tolist()
         try:
             u, bi, mean_loss, nbad = utilities(
-                vals, self.maximize, self.loss_dtype or self._dtype, self._device
+                vals, self.maximize, self.loss_dtype or self._dtype, self._device,
+                self.nonfinite_loss,
             )
         except AllNonFinite:
             self._rewind(keep_pending=True)
