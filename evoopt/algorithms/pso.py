@@ -47,14 +47,13 @@ the box. Non-finite losses: as in :mod:`evoopt.algorithms.de`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_positive
+from ..checks import check_choice, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from .de import (
