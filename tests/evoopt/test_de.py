@@ -157,7 +157,7 @@ def test_a_nan_trial_never_replaces_its_target():
     opt = DE([x], sigma=1.0, popsize=6, seed=0)
     opt.step(lambda pop: torch.tensor([1e6, 1e6, 1e6, 1e6, 1e6, 0.0], dtype=torch.float64))
     before = opt.state["population"]["population"].clone()
-    pop = opt.ask()
+    opt.ask()
     with pytest.warns(RuntimeWarning, match="rank worst"):
         opt.tell(torch.tensor([math.nan] * 5 + [1.0], dtype=torch.float64))
     assert torch.equal(opt.state["population"]["population"][:5], before[:5])
