@@ -92,10 +92,10 @@ def check_box(group: dict[str, Any]) -> None:
 
 def box(opt: PopulationOptimizer, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
     """The groups' ``(lower, upper)`` as [D] tensors, or None when nothing is bounded."""
-    low, up = opt.group_vector("lower", dtype), opt.group_vector("upper", dtype)
-    if bool(torch.isinf(low).all()) and bool(torch.isinf(up).all()):
-        return None
-    return low, up
+    low, up = opt.group_values("lower"), opt.group_values("upper")
+    if isinstance(low, float) and isinstance(up, float) and -low == up == math.inf:
+        return None  # every group unbounded (floats: no [D] tensors built)
+    return opt.group_vector("lower", dtype), opt.group_vector("upper", dtype)
 
 
 def check_start(opt: PopulationOptimizer, mean: Tensor) -> None:

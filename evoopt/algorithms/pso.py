@@ -135,11 +135,10 @@ class PSO(PopulationOptimizer):
         to the first in that order)."""
         if self.topology == "global":
             return st["mean"]
-        P = len(st["fitness"])
-        idx = torch.arange(P, device=st["fitness"].device)
-        hood = torch.stack([idx, (idx - 1) % P, (idx + 1) % P], 1)  # [P, 3]
-        best = torch.argmin(st["fitness"][hood], 1)
-        return st["personal_best"][hood[idx, best]]
+        f = st["fitness"]
+        hood = torch.stack([f, f.roll(1), f.roll(-1)], 1)  # [P, 3]: i, i - 1, i + 1
+        shift = torch.tensor([0, -1, 1], device=f.device)[torch.argmin(hood, 1)]
+        return st["personal_best"][(torch.arange(len(f), device=f.device) + shift) % len(f)]
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Any]:
         if not st["initialized"]:
