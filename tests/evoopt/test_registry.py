@@ -17,6 +17,8 @@ import pytest
 import torch
 
 import evoopt
+import evoopt.algorithms.de  # noqa: F401  registers "de" (until evoopt.algorithms imports it)
+import evoopt.algorithms.pso  # noqa: F401  registers "pso" (idem)
 from evoopt import population_optimizers
 
 from ._helpers import rastrigin, rosenbrock, sphere
@@ -83,6 +85,24 @@ ROWS = {
         overrides={"rastrigin": dict(sigma=2.0, restarts=9, restart_strategy="ipop")},
         loop_kwargs=dict(popsize=None, sigma=0.1),
         judge_best=("rastrigin",),
+    ),
+    # -- issue 14, the black-box tuning defaults (measured, seeds 0-4, D = 10, float64) --
+    # DE rand/1/bin + jDE, P = 100: sphere 2.6e-9 .. 1.2e-8 at 20k; rastrigin 0 (all five)
+    # at 60k; Rosenbrock with current-to-best/1/bin: 5.2e-5 .. 2.2e-2 at 60k
+    "de": Row(
+        dict(popsize=None, sigma=1.0, lr=1.0),
+        {"sphere": (20_000, 1e-6), "rosenbrock": (60_000, 0.1), "rastrigin": (60_000, 1e-6)},
+        overrides={"rosenbrock": dict(strategy="current-to-best/1/bin")},
+        loop_kwargs=dict(popsize=20, sigma=0.1),
+    ),
+    # PSO, constriction (w = 0.7298, c1 = c2 = 1.49618), P = 16: sphere 1e-26 .. 2e-25 at
+    # 10k (global); rastrigin 3.0 .. 19.9 at 60k (ring; from f = 90); Rosenbrock (global)
+    # 6.7e-4 .. 6.0e-3 at 60k for 4 seeds, the 5th stuck in the local minimum near f = 3.99
+    "pso": Row(
+        dict(popsize=None, sigma=1.0, lr=0.7298),
+        {"sphere": (10_000, 1e-12), "rosenbrock": (60_000, 5.0), "rastrigin": (60_000, 25.0)},
+        overrides={"rastrigin": dict(topology="ring")},
+        loop_kwargs=dict(popsize=20, sigma=0.1),
     ),
     # the docs' example (docs/writing_an_algorithm.md): isotropic, so Rosenbrock's valley is
     # slow for it; measured 1.8e-30 (sphere) and 5.3e-2 (Rosenbrock) at these budgets
