@@ -2,27 +2,27 @@ r"""DE: Differential Evolution, with jDE's self-adaptive F and CR.
 
 Storn & Price (1997), "Differential Evolution -- A Simple and Efficient Heuristic for Global
 Optimization over Continuous Spaces", Journal of Global Optimization 11(4),
-https://doi.org/10.1023/A:1008202821328 (DE/rand/1/bin: eqs. 2-4 and the selection rule of
-Sec. 2); Price, Storn, Lampinen (2005), "Differential Evolution: A Practical Approach to
-Global Optimization", Springer (DE/current-to-best/1, and the ``<=`` selection that lets the
-population drift along plateaus); Brest, Greiner, Boskovic, Mernik, Zumer (2006),
+https://doi.org/10.1023/A:1008202821328 (DE/rand/1/bin: mutation, binomial crossover and
+selection, Sec. 2); Price, Storn, Lampinen (2005), "Differential Evolution: A Practical
+Approach to Global Optimization", Springer (DE/current-to-best/1, and the ``<=`` selection
+that lets the population drift along plateaus); Brest, Greiner, Boskovic, Mernik, Zumer (2006),
 "Self-Adapting Control Parameters in Differential Evolution: A Comparative Study on
 Numerical Benchmark Problems", IEEE TEC 10(6), https://doi.org/10.1109/TEVC.2006.872133
-(jDE, Sec. III: the two update rules below, ``tau1 = tau2 = 0.1``, ``F_l = 0.1``,
+(jDE: the two update rules below, ``tau1 = tau2 = 0.1``, ``F_l = 0.1``,
 ``F_u = 0.9``; initial ``F = 0.5``, ``CR = 0.9``).
 
 The state is a population of ``P`` *target* vectors ``x_i`` ([P, D]) with their losses
 ``f_i``, and each target's own ``F_i`` and ``CR_i``. One generation, in the code's names::
 
-    jDE (adaptation="jde"), per target i, before its trial is built (Brest et al., Sec. III):
+    jDE (adaptation="jde"), per target i, before its trial is built (Brest et al. 2006):
         F'_i  = F_l + rand_1 F_u   if rand_2 < tau1   else F_i
         CR'_i = rand_3             if rand_4 < tau2   else CR_i
     (adaptation=None: F'_i = F, CR'_i = CR, classic DE)
     mutant, r1, r2, r3 distinct and != i, drawn uniformly:
-        rand/1:            v_i = x_r1 + lr F'_i (x_r2 - x_r3)                    (S&P eq. 2)
+        rand/1:            v_i = x_r1 + lr F'_i (x_r2 - x_r3)                    (S&P 1997)
         current-to-best/1: v_i = x_i + lr F'_i (m - x_i) + lr F'_i (x_r1 - x_r2)
     binomial crossover, j_rand ~ U{1..D}:
-        u_ij = v_ij  if rand_ij <= CR'_i or j = j_rand,  else x_ij                (eqs. 3-4)
+        u_ij = v_ij  if rand_ij <= CR'_i or j = j_rand,  else x_ij                (S&P 1997)
     selection (after the P trials are evaluated):
         f(u_i) <= f_i  ->  x_i, f_i, F_i, CR_i <- u_i, f(u_i), F'_i, CR'_i
 
@@ -77,7 +77,7 @@ from ..shaping import all_tied
 __all__ = ["DE", "DE_STRATEGIES", "JDE"]
 
 DE_STRATEGIES = ("rand/1/bin", "current-to-best/1/bin")
-#: jDE's constants (Brest et al. 2006, Sec. III)
+#: jDE's constants (Brest et al. 2006)
 JDE = {"tau1": 0.1, "tau2": 0.1, "F_low": 0.1, "F_up": 0.9}
 
 

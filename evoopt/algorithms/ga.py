@@ -4,9 +4,10 @@ mutation, elitism.
 Tournament selection: Goldberg & Deb (1991), "A comparative analysis of selection schemes
 used in genetic algorithms", FOGA 1, https://doi.org/10.1016/B978-0-08-050684-5.50008-2.
 Simulated binary crossover (SBX): Deb & Agrawal (1995), "Simulated Binary Crossover for
-Continuous Search Space", Complex Systems 9(2) (eqs. 4-5: the spread factor's density,
-and the children below), as implemented per variable in Deb's NSGA-II code (Deb, Pratap,
-Agarwal, Meyarivan 2002, https://doi.org/10.1109/4235.996017). Elitism: De Jong (1975).
+Continuous Search Space", Complex Systems 9(2) (the spread factor's polynomial density,
+inverted below, and the children), as implemented per variable in Deb's NSGA-II code (Deb,
+Pratap, Agarwal, Meyarivan 2002, https://doi.org/10.1109/4235.996017). Elitism: De Jong
+(1975).
 
 The state is a population of ``P`` members with their losses. One generation, in the code's
 names (``P`` children, made in pairs; every draw independent)::
@@ -16,7 +17,7 @@ names (``P`` children, made in pairs; every draw independent)::
     SBX, per pair (a, b) with probability crossover_prob, then per coordinate with
     probability 1/2 (else the children copy a_j and b_j):
         u ~ U[0, 1),  beta = (2u)^(1/(eta+1))               if u <= 1/2
-                      beta = (1 / (2 (1 - u)))^(1/(eta+1))  otherwise     (Deb & Agrawal, eq. 5)
+                      beta = (1 / (2 (1 - u)))^(1/(eta+1))  otherwise     (Deb & Agrawal 1995)
         c1_j = ((1 + beta) a_j + (1 - beta) b_j) / 2,   c2_j = ((1 - beta) a_j + (1 + beta) b_j) / 2
     Gaussian mutation, per coordinate with probability p_m = min(1, lr / D):
         c_j <- c_j + sigma z,  z ~ N(0, 1)
@@ -208,6 +209,6 @@ class GA(PopulationOptimizer):
 
 
 def sbx_beta(u: Tensor, eta: float) -> Tensor:
-    """SBX's spread factor from uniforms ``u`` (Deb & Agrawal 1995, eq. 5, inverted)."""
+    """SBX's spread factor from uniforms ``u`` (Deb & Agrawal 1995, the density inverted)."""
     e = 1.0 / (eta + 1.0)
     return torch.where(u <= 0.5, (2 * u) ** e, (1 / (2 * (1 - u))) ** e)

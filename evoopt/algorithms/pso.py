@@ -3,7 +3,7 @@ r"""PSO: Particle Swarm Optimisation with Clerc & Kennedy's constriction coeffic
 Kennedy & Eberhart (1995), "Particle swarm optimization", Proc. ICNN'95,
 https://doi.org/10.1109/ICNN.1995.488968; Clerc & Kennedy (2002), "The particle swarm --
 explosion, stability, and convergence in a multidimensional complex space", IEEE TEC 6(1),
-https://doi.org/10.1109/4235.985692 (constriction, eq. 4.15 / "Type 1''":
+https://doi.org/10.1109/4235.985692 (the constriction coefficient
 ``chi = 2 / |2 - phi - sqrt(phi^2 - 4 phi)| = 0.7298`` for ``phi = phi_1 + phi_2 = 4.1``);
 Eberhart & Shi (2000), "Comparing inertia weights and constriction factors in particle swarm
 optimization", CEC, https://doi.org/10.1109/CEC.2000.870279 (the same update written with an
