@@ -214,3 +214,20 @@ def test_a_checkpoint_with_another_population_shape_is_refused():
     with pytest.raises(ValueError, match=r"saved fitness has shape \(5,\), expected \(6,\)"):
         fresh.load_state_dict(sd)
     assert not fresh.state
+
+
+def test_lr_is_read_per_group():
+    # group a: lr = 0, so in rand/1 its trial coordinates are copied from targets (x_r1 or
+    # x_i); group b: lr = 1, new values
+    a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = DE([{"params": [a]}, {"params": [b]}], sigma=1.0, popsize=10, seed=0, CR=1.0)
+    opt.step(lambda pop: sphere(pop.flat))
+    opt.param_groups[0]["lr"] = 0.0
+    X = opt.state["population"]["population"]
+    pop = opt.ask()
+    for j in range(6):
+        olds = set(X[:, j].tolist())
+        new = [v not in olds for v in pop.flat[:, j].tolist()]
+        assert not any(new) if j < 3 else all(new)
+    opt.tell(sphere(pop.flat))
