@@ -9,7 +9,10 @@ that lets the population drift along plateaus); Brest, Greiner, Boskovic, Mernik
 "Self-Adapting Control Parameters in Differential Evolution: A Comparative Study on
 Numerical Benchmark Problems", IEEE TEC 10(6), https://doi.org/10.1109/TEVC.2006.872133
 (jDE: the two update rules below, ``tau1 = tau2 = 0.1``, ``F_l = 0.1``,
-``F_u = 0.9``; initial ``F = 0.5``, ``CR = 0.9``).
+``F_u = 0.9``; initial ``F = 0.5``, ``CR = 0.9``). jDE rather than SHADE (Tanabe & Fukunaga
+2013): jDE's rates live with their targets (two [P] vectors, selected with them), where SHADE
+adds a success-history memory of ``H`` means, Lehmer averages and an external archive of
+replaced targets -- more state, more settings, and no better fit to the steady state here.
 
 The state is a population of ``P`` *target* vectors ``x_i`` ([P, D]) with their losses
 ``f_i``, and each target's own ``F_i`` and ``CR_i``. One generation, in the code's names::
