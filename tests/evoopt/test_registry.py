@@ -17,6 +17,9 @@ import pytest
 import torch
 
 import evoopt
+import evoopt.algorithms.de  # noqa: F401  registers "de" (until evoopt.algorithms imports it)
+import evoopt.algorithms.ga  # noqa: F401  registers "ga" (idem)
+import evoopt.algorithms.pso  # noqa: F401  registers "pso" (idem)
 from evoopt import population_optimizers
 
 from ._helpers import rastrigin, rosenbrock, sphere
@@ -83,6 +86,34 @@ ROWS = {
         overrides={"rastrigin": dict(sigma=2.0, restarts=9, restart_strategy="ipop")},
         loop_kwargs=dict(popsize=None, sigma=0.1),
         judge_best=("rastrigin",),
+    ),
+    # -- issue 14, the black-box tuning defaults (measured, seeds 0-4, D = 10, float64) --
+    # DE rand/1/bin + jDE, P = 100: sphere 2.6e-9 .. 1.2e-8 at 20k; rastrigin 0 (all five)
+    # at 60k; Rosenbrock with current-to-best/1/bin: 5.2e-5 .. 2.2e-2 at 60k
+    "de": Row(
+        dict(popsize=None, sigma=1.0, lr=1.0),
+        {"sphere": (20_000, 1e-6), "rosenbrock": (60_000, 0.1), "rastrigin": (60_000, 1e-6)},
+        overrides={"rosenbrock": dict(strategy="current-to-best/1/bin")},
+        loop_kwargs=dict(popsize=20, sigma=0.1),
+    ),
+    # PSO, constriction (w = 0.7298, c1 = c2 = 1.49618), P = 16: sphere 1e-26 .. 2e-25 at
+    # 10k (global); rastrigin 3.0 .. 19.9 at 60k (ring; from f = 90); Rosenbrock (global,
+    # P = 30) 0.020 .. 0.19 at 60k (with P = 16 one seed of five stays in the local minimum
+    # near f = 3.99)
+    "pso": Row(
+        dict(popsize=None, sigma=1.0, lr=0.7298),
+        {"sphere": (10_000, 1e-12), "rosenbrock": (60_000, 0.5), "rastrigin": (60_000, 25.0)},
+        overrides={"rastrigin": dict(topology="ring"), "rosenbrock": dict(popsize=30)},
+        loop_kwargs=dict(popsize=20, sigma=0.1),
+    ),
+    # GA (tournament 2, SBX eta 15, Gaussian mutation with p_m = 1/D, 2 elites), P = 50: sphere
+    # 1.2e-6 .. 8.8e-6 at 20k; rastrigin 9.6e-7 .. 7.0e-5 at 60k; a fixed mutation width
+    # crawls along Rosenbrock's valley: 5.84 .. 6.37 at 60k (from f = 9)
+    "ga": Row(
+        dict(popsize=50, sigma=0.5, lr=1.0, num_elite=2),
+        {"sphere": (20_000, 1e-4), "rosenbrock": (60_000, 7.0), "rastrigin": (60_000, 1e-3)},
+        overrides={"rosenbrock": dict(sigma=0.1)},
+        loop_kwargs=dict(popsize=20, sigma=0.1, lr=5.0),
     ),
     # the docs' example (docs/writing_an_algorithm.md): isotropic, so Rosenbrock's valley is
     # slow for it; measured 1.8e-30 (sphere) and 5.3e-2 (Rosenbrock) at these budgets
