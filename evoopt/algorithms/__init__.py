@@ -4,9 +4,12 @@
 from .ars import ARS
 from .cem import CEM
 from .cmaes import CMAES
+from .de import DE
+from .ga import GA
 from .openai_es import OpenAIES
 from .pgpe import PGPE
+from .pso import PSO
 from .snes import SNES
 from .xnes import XNES
 
-__all__ = ["OpenAIES", "PGPE", "SNES", "XNES", "CEM", "ARS", "CMAES"]
+__all__ = ["OpenAIES", "PGPE", "SNES", "XNES", "CEM", "ARS", "CMAES", "DE", "PSO", "GA"]

@@ -149,9 +149,6 @@ def test_bounds_hold_for_every_trial_on_an_optimum_outside_the_box():
                                rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the base to hand non-finite losses as +inf "
-                   "(today: 'worse than this generation's finite ones', which can beat an "
-                   "older target); see evoopt/algorithms/de.py")
 def test_a_nan_trial_never_replaces_its_target():
     x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     opt = DE([x], sigma=1.0, popsize=6, seed=0)

@@ -17,9 +17,6 @@ import pytest
 import torch
 
 import evoopt
-import evoopt.algorithms.de  # noqa: F401  registers "de" (until evoopt.algorithms imports it)
-import evoopt.algorithms.ga  # noqa: F401  registers "ga" (idem)
-import evoopt.algorithms.pso  # noqa: F401  registers "pso" (idem)
 from evoopt import population_optimizers
 
 from ._helpers import rastrigin, rosenbrock, sphere
