@@ -59,9 +59,7 @@ in float64 (``loss_dtype``) and unscaled. A non-finite loss must never win a com
 ``nonfinite_loss = "inf"`` asks the base for ``+inf`` there (instead of "worse than this
 generation's finite losses", a finite value that can still beat an older target); a trial
 whose loss is ``+inf`` is never kept, and in the initial population such a member takes the
-worst finite loss plus the spread, so the state stays finite. (Until the base reads
-``nonfinite_loss`` it hands the finite replacement; ``tests/evoopt/test_de.py`` marks that
-case xfail.)
+worst finite loss plus the spread, so the state stays finite.
 """
 
 from __future__ import annotations
@@ -197,7 +195,7 @@ class DE(PopulationOptimizer):
     min_popsize = 4
     param_dtype_state = ("population",)
     loss_dtype = torch.float64  # raw losses compared across generations
-    nonfinite_loss = "inf"  # a non-finite loss must never win (read by the base: merge note)
+    nonfinite_loss = "inf"  # a non-finite loss must never win over an older one
 
     def __init__(self, params, lr: float = 1.0, sigma: float = 0.1, *,
                  lower: float = -math.inf, upper: float = math.inf, popsize: int | None = None,

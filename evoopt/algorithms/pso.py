@@ -100,7 +100,7 @@ class PSO(PopulationOptimizer):
     min_popsize = 2
     param_dtype_state = ("position", "velocity", "personal_best")
     loss_dtype = torch.float64  # raw losses compared across generations
-    nonfinite_loss = "inf"  # a non-finite loss must never win (read by the base: merge note)
+    nonfinite_loss = "inf"  # a non-finite loss must never win over an older one
 
     def __init__(self, params, lr: float = CHI, sigma: float = 0.1, *,
                  lower: float = -math.inf, upper: float = math.inf, popsize: int | None = None,
