@@ -119,7 +119,8 @@ TASKS = {
 HYPER = ("lr", "directions", "top", "sigma")  # the TASKS columns a command line can override
 # env: (bias, squash) of the default policy: ARS's (no bias, raw actions) except on Hopper,
 # where a bias with clipped actions meets the target and ARS's policy does not (see above)
-POLICY = {"Swimmer-v5": (False, "none"), "HalfCheetah-v5": (False, "none"), "Hopper-v5": (True, "clip")}
+POLICY = {"Swimmer-v5": (False, "none"), "HalfCheetah-v5": (False, "none"),
+          "Hopper-v5": (True, "clip")}
 
 
 def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episodes: int, *,
@@ -131,7 +132,8 @@ def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episode
     obs_dim = make_policy(env_id, kind="linear").obs_dim
     norm = RunningNorm(obs_dim, min_var=min_var, std_rule=std_rule) if obs_norm else False
     policy = make_policy(env_id, kind="linear", obs_norm=norm, bias=bias, squash=squash)
-    opt = evoopt.ARS(policy.parameters(), lr=lr, sigma=sigma, popsize=popsize, num_top=top, seed=seed)
+    opt = evoopt.ARS(policy.parameters(), lr=lr, sigma=sigma, popsize=popsize, num_top=top,
+                     seed=seed)
     objective = PopulationRollout(env_id, policy, popsize, seed=seed, reward_shift=shift)
     start = time.perf_counter()
     episodes, iteration, best = 0, 0, -float("inf")
@@ -140,10 +142,12 @@ def run(env_id: str, seed: int, max_episodes: int, eval_every: int, eval_episode
         iteration += 1
         episodes += popsize
         if iteration % eval_every == 0:
-            ret = float(objective.evaluate_center(num_episodes=eval_episodes, seed=10_000 + iteration).mean())
+            ret = float(objective.evaluate_center(num_episodes=eval_episodes,
+                                                  seed=10_000 + iteration).mean())
             best = max(best, ret)
             if verbose:
-                print(f"  {env_id} seed {seed}: {episodes} episodes, evaluation return {ret:.1f}", flush=True)
+                print(f"  {env_id} seed {seed}: {episodes} episodes, evaluation return {ret:.1f}",
+                      flush=True)
             if ret >= threshold:
                 return episodes, time.perf_counter() - start, ret, objective.total_steps
     return None, time.perf_counter() - start, best, objective.total_steps
@@ -155,19 +159,25 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--max-episodes-factor", type=float, default=3.0,
                     help="give up after this many times the paper's episode count")
-    ap.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations (ARS: 10)")
-    ap.add_argument("--eval-episodes", type=int, default=100, help="episodes per evaluation (ARS: 100)")
+    ap.add_argument("--eval-every", type=int, default=10,
+                    help="iterations between evaluations (ARS: 10)")
+    ap.add_argument("--eval-episodes", type=int, default=100,
+                    help="episodes per evaluation (ARS: 100)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--v1", action="store_true", help="ARS V1: no observation normalisation")
     ap.add_argument("--std-rule", default="ars", choices=["ars", "floor"],
-                    help="the normaliser's std (ars: ARS's filter; floor: sqrt(max(var, --min-var)))")
-    ap.add_argument("--min-var", type=float, default=1e-2, help="variance floor of --std-rule floor")
+                    help="the normaliser's std (ars: ARS's filter; "
+                         "floor: sqrt(max(var, --min-var)))")
+    ap.add_argument("--min-var", type=float, default=1e-2,
+                    help="variance floor of --std-rule floor")
     ap.add_argument("--bias", default="task", choices=["task", "yes", "no"],
                     help="a bias in the linear policy (ARS: no; task: the POLICY table)")
     ap.add_argument("--squash", default="task", choices=["task", "none", "clip", "tanh"],
-                    help="action mapping (ARS: none, the raw action goes to the env; task: the POLICY table)")
+                    help="action mapping (ARS: none, the raw action goes to the env; "
+                         "task: the POLICY table)")
     ap.add_argument("--lr", type=float, help="step size alpha (default: the TASKS table)")
-    ap.add_argument("--directions", type=int, help="directions N, popsize 2N (default: the TASKS table)")
+    ap.add_argument("--directions", type=int,
+                    help="directions N, popsize 2N (default: the TASKS table)")
     ap.add_argument("--top", type=int, help="top directions b (default: the TASKS table)")
     ap.add_argument("--sigma", type=float, help="exploration noise nu (default: the TASKS table)")
     ap.add_argument("--verbose", action="store_true", help="print every evaluation")
@@ -184,8 +194,9 @@ def main(argv=None):
         rows = []
         for seed in args.seeds:
             eps, wall, ret, steps = run(env_id, seed, limit, args.eval_every, args.eval_episodes,
-                                        obs_norm=not args.v1, std_rule=args.std_rule, min_var=args.min_var,
-                                        bias=bias, squash=squash, hyper=hyper, verbose=args.verbose)
+                                        obs_norm=not args.v1, std_rule=args.std_rule,
+                                        min_var=args.min_var, bias=bias, squash=squash,
+                                        hyper=hyper, verbose=args.verbose)
             rows.append(eps)
             shown = f"{eps:9d}" if eps is not None else f"{'>' + str(limit):>9s}"
             ratio = f"{eps / paper:6.2f}" if eps is not None else "     -"
@@ -195,7 +206,8 @@ def main(argv=None):
         median = statistics.median([float("inf") if e is None else e for e in rows])
         mean = f", mean {statistics.mean(solved):.0f}" if len(solved) == len(rows) else ""
         shown = f"{median:.0f}" if median != float("inf") else f"> {limit}"
-        print(f"{env_id:15s} episodes to {threshold}: median {shown}{mean}; {len(solved)}/{len(rows)} seeds "
+        print(f"{env_id:15s} episodes to {threshold}: median {shown}{mean}; "
+              f"{len(solved)}/{len(rows)} seeds "
               f"within {limit} (paper V2-t: {paper})")
 
 

@@ -75,7 +75,8 @@ def race(fns: dict, number: int, repeats: int) -> dict:
     return best
 
 
-def make_mlp(obs_dim: int, act_dim: int, hidden: int = 64, activation: str = "tanh") -> nn.Sequential:
+def make_mlp(obs_dim: int, act_dim: int, hidden: int = 64,
+             activation: str = "tanh") -> nn.Sequential:
     act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
     return nn.Sequential(nn.Linear(obs_dim, hidden), act(), nn.Linear(hidden, hidden), act(),
                          nn.Linear(hidden, act_dim))
@@ -147,7 +148,8 @@ def main() -> None:
                   "vmap": lambda: generic(params, obs), "bmm": lambda: baddbmm_mlp(W, obs, act),
                   "loop": member_loop, "floop": functional_loop},
                  {"ours": 100, "vmap": 100, "bmm": 100, "loop": 3, "floop": 3}, args.repeats)
-        t_ours, t_vmap, t_bmm, t_loop, t_floop = (t[k] for k in ("ours", "vmap", "bmm", "loop", "floop"))
+        t_ours, t_vmap, t_bmm, t_loop, t_floop = (
+            t[k] for k in ("ours", "vmap", "bmm", "loop", "floop"))
     print("\n(a) one observation per member (RL regime), time per population forward")
     print(f"  per-member loop (load member, model(obs[i]))  {t_loop * 1e6:9.0f} us")
     print(f"  per-member loop of functional_call            {t_floop * 1e6:9.0f} us")
@@ -170,14 +172,19 @@ def main() -> None:
         t = race({"ours": lambda: batched_forward(model, pop, x),
                   "vmap": lambda: vmap(lambda p: functional_call(model, p, (x,)))(params),
                   "dense": lambda: A @ Bm, "single": lambda: model(big)}, 2, args.repeats)
-        t_batched, t_generic, t_dense, t_single = (t[k] for k in ("ours", "vmap", "dense", "single"))
+        t_batched, t_generic, t_dense, t_single = (
+            t[k] for k in ("ours", "vmap", "dense", "single"))
     rate = flops / t_batched
     print(f"\n(b) shared batch of {B} rows, {flops / 1e6:.0f} MFLOP per population forward")
     print(f"  evoopt.batched_forward        {t_batched * 1e3:7.2f} ms  {rate / 1e9:6.1f} GFLOP/s")
-    print(f"  torch.func.vmap (generic)     {t_generic * 1e3:7.2f} ms  {flops / t_generic / 1e9:6.1f} GFLOP/s")
-    print(f"  dense {n}x{n} @ {n}x{n} matmul    {t_dense * 1e3:7.2f} ms  {2 * n**3 / t_dense / 1e9:6.1f} GFLOP/s")
-    print(f"  one model on P*B={P * B} rows {t_single * 1e3:7.2f} ms  {flops / t_single / 1e9:6.1f} GFLOP/s")
-    print(f"  ratio batched / dense matmul FLOP/s:     {rate / (2 * n**3 / t_dense):.2f} (target >= 0.5)")
+    print(f"  torch.func.vmap (generic)     {t_generic * 1e3:7.2f} ms  "
+          f"{flops / t_generic / 1e9:6.1f} GFLOP/s")
+    print(f"  dense {n}x{n} @ {n}x{n} matmul    {t_dense * 1e3:7.2f} ms  "
+          f"{2 * n**3 / t_dense / 1e9:6.1f} GFLOP/s")
+    print(f"  one model on P*B={P * B} rows {t_single * 1e3:7.2f} ms  "
+          f"{flops / t_single / 1e9:6.1f} GFLOP/s")
+    print(f"  ratio batched / dense matmul FLOP/s:     {rate / (2 * n**3 / t_dense):.2f} "
+          f"(target >= 0.5)")
     print(f"  ratio batched / one-model dense forward: {rate / (flops / t_single):.2f}")
 
 
@@ -197,7 +204,8 @@ def main() -> None:
 
     def sliced(cs):
         f = vmap(member)
-        return lambda: torch.cat([f({k: v[a:a + cs] for k, v in cparams.items()}) for a in range(0, P, cs)])
+        return lambda: torch.cat([f({k: v[a:a + cs] for k, v in cparams.items()})
+                                  for a in range(0, P, cs)])
 
     def chunked(cs):
         return lambda: vmap(member, chunk_size=cs)(cparams)

@@ -45,7 +45,8 @@ EVAL_SEED, EVAL_EPISODES, TARGET, BUDGET = 10_000, 20, 475.0, 100_000
 
 def evaluate(act) -> float:
     """Mean return of ``act(obs [N, 4]) -> actions [N]`` over 20 episodes (one per env)."""
-    env = gym.make_vec("CartPole-v1", num_envs=EVAL_EPISODES, vectorization_mode="vector_entry_point")
+    env = gym.make_vec("CartPole-v1", num_envs=EVAL_EPISODES,
+                       vectorization_mode="vector_entry_point")
     obs, _ = env.reset(seed=EVAL_SEED)
     ret, alive = np.zeros(EVAL_EPISODES), np.ones(EVAL_EPISODES, bool)
     while alive.any():
@@ -78,9 +79,10 @@ def run_ours(seed: int, native: bool) -> tuple[float, float]:
         torch.manual_seed(seed)
         agent = ActorCritic(4, envs.single_action_space, hidden=(64, 64))
     clock = Clock()
-    ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), num_steps=32, gamma=0.98,
-              gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0, clip_coef=0.2,
-              anneal_lr=True, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0, seed=seed)
+    ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), num_steps=32,
+              gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
+              clip_coef=0.2, anneal_lr=True, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0,
+              seed=seed)
     solved = [math.inf]
 
     def act(obs):
@@ -109,9 +111,9 @@ def run_sb3(seed: int) -> tuple[float, float]:
 
     clock = Clock()
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    model = SB3PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
-                   ent_coef=0.0, learning_rate=lambda f: 1e-3 * f, clip_range=lambda f: 0.2 * f,
-                   seed=seed, device="cpu", verbose=0)
+    model = SB3PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
+                   n_epochs=20, ent_coef=0.0, learning_rate=lambda f: 1e-3 * f,
+                   clip_range=lambda f: 0.2 * f, seed=seed, device="cpu", verbose=0)
     solved = [math.inf]
 
     def act(obs):
@@ -178,7 +180,8 @@ def throughput(iterations: int = 20, rounds: int = 3) -> dict[str, float]:
     from stable_baselines3.common.env_util import make_vec_env
 
     def ours(native):
-        envs = (gym.make_vec("CartPole-v1", num_envs=8, vectorization_mode="vector_entry_point") if native
+        envs = (gym.make_vec("CartPole-v1", num_envs=8, vectorization_mode="vector_entry_point")
+                if native
                 else gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(8)]))
         agent = ActorCritic(4, envs.single_action_space, hidden=(64, 64))
         ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), num_steps=32,
@@ -188,8 +191,9 @@ def throughput(iterations: int = 20, rounds: int = 3) -> dict[str, float]:
         return lambda: [ppo.iterate() for _ in range(iterations)]
 
     def sb3():
-        model = SB3PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=0), n_steps=32, batch_size=256,
-                       gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, device="cpu", verbose=0)
+        model = SB3PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=0), n_steps=32,
+                       batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+                       device="cpu", verbose=0)
         model.learn(256)
         return lambda: model.learn(256 * iterations, reset_num_timesteps=False)
 
@@ -231,7 +235,8 @@ def main():
     med = {}
     for name, rs in results.items():
         med[name] = (statistics.median(s for s, _ in rs), statistics.median(t for _, t in rs))
-        print(f"  {name:12s} median steps {med[name][0]:>9}  median wall time {med[name][1]:7.2f} s")
+        print(f"  {name:12s} median steps {med[name][0]:>9}  "
+              f"median wall time {med[name][1]:7.2f} s")
     for ours in ("ours-native", "ours-sync"):
         print(f"  ratio sb3 / {ours} wall time: {med['sb3'][1] / med[ours][1]:.2f}x "
               f"(steps: {med['sb3'][0] / med[ours][0]:.2f}x)")
@@ -244,9 +249,11 @@ def main():
         print(f"  {name:12s} {ms:6.3f} ms per env step (training, all seeds pooled)")
     for ours in ("ours-native", "ours-sync"):
         if ours in per_step and "sb3" in per_step:
-            print(f"  ratio sb3 / {ours} time per env step: {per_step['sb3'] / per_step[ours]:.2f}x")
+            print(f"  ratio sb3 / {ours} time per env step: "
+                  f"{per_step['sb3'] / per_step[ours]:.2f}x")
     best = throughput()
-    print("\nthroughput, seconds per PPO iteration (256 env steps + 20 epochs), best of 3 interleaved rounds:")
+    print("\nthroughput, seconds per PPO iteration (256 env steps + 20 epochs), "
+          "best of 3 interleaved rounds:")
     for name, sec in best.items():
         print(f"  {name:12s} {sec * 1e3:7.1f} ms")
     for ours in ("ours-native", "ours-sync"):

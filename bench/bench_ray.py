@@ -7,7 +7,8 @@
    D=1000 and D=100000 (float32): one chunk per actor, and one row per task (the per-task
    cost), vs the same empty objective in process.
 
-    PYTHONPATH=. python bench/bench_ray.py [--popsize 32] [--steps 1000] [--generations 3] [--actors 2]
+    PYTHONPATH=. python bench/bench_ray.py [--popsize 32] [--steps 1000] [--generations 3]
+        [--actors 2]
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def main() -> None:
     first = torch.equal(ref[0], got[0])
     rel = max(float(((a - b).abs() / a.abs().clamp(min=1e-12)).max()) for a, b in zip(ref, got))
     print(
-        f"  Ray, {args.actors} actors         : {sps_ray:9.0f} env steps/s   {gen_ray:6.2f} s/generation"
+        f"  Ray, {args.actors} actors         : {sps_ray:9.0f} env steps/s   "
+        f"{gen_ray:6.2f} s/generation"
         f"   ratio Ray/in-process {sps_ray / sps_local:.2f}x"
     )
     print(
@@ -127,9 +129,11 @@ def main() -> None:
         per_row, _ = overhead(D, args.actors, 1, max(2, args.reps // 2))
         mb = 256 * D * 4 / 1e6
         print(
-            f"  D={D:>6} ({mb:6.1f} MB/generation): {1e3 * chunked:8.1f} ms with {args.actors} chunks, "
+            f"  D={D:>6} ({mb:6.1f} MB/generation): "
+            f"{1e3 * chunked:8.1f} ms with {args.actors} chunks, "
             f"{1e3 * per_row:8.1f} ms with 256 one-row tasks "
-            f"({1e3 * per_row / (256 / args.actors):.2f} ms per task per actor); in process {1e3 * local:.3f} ms"
+            f"({1e3 * per_row / (256 / args.actors):.2f} ms per task per actor); "
+            f"in process {1e3 * local:.3f} ms"
         )
     ray.shutdown()
 

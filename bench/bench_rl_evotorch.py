@@ -110,8 +110,10 @@ def main() -> None:
             r = fn(seed, args.budget)
             rows[name].append(r)
             print(f"{name:9s} seed {seed}: solved={r['solved']} gens={r['generations']:3d} "
-                  f"episodes={r['episodes']:5d} env_steps={r['steps']:7d} train_wall={r['wall']:7.2f}s "
-                  f"steps/s={r['steps'] / r['wall']:9.0f} center_return={r['center_return']:.1f}", flush=True)
+                  f"episodes={r['episodes']:5d} env_steps={r['steps']:7d} "
+                  f"train_wall={r['wall']:7.2f}s "
+                  f"steps/s={r['steps'] / r['wall']:9.0f} "
+                  f"center_return={r['center_return']:.1f}", flush=True)
     print()
     for name, rs in rows.items():
         print(f"{name:9s} solved {sum(r['solved'] for r in rs)}/{len(rs)}; median train wall "
@@ -119,7 +121,8 @@ def main() -> None:
               f"{statistics.median(r['episodes'] for r in rs):.0f}; env steps/s "
               f"{sum(r['steps'] for r in rs) / sum(r['wall'] for r in rs):.0f}")
     ours, theirs = rows["evoopt"], rows["evotorch"]
-    wall_ratio = statistics.median(r["wall"] for r in theirs) / statistics.median(r["wall"] for r in ours)
+    wall_ratio = (statistics.median(r["wall"] for r in theirs)
+                  / statistics.median(r["wall"] for r in ours))
     tput = (sum(r["steps"] for r in ours) / sum(r["wall"] for r in ours)) / (
         sum(r["steps"] for r in theirs) / sum(r["wall"] for r in theirs))
     print(f"\nratio wall-to-solve (median, EvoTorch / evoopt): {wall_ratio:.1f}x")

@@ -71,7 +71,8 @@ def race(fns: dict, number: int, repeats: int) -> dict:
 
 
 def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    return nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
+                         nn.Linear(64, 10))
 
 
 def cnn() -> nn.Module:
@@ -117,13 +118,14 @@ def compare(name: str, model: nn.Module, P: int, rows: int, repeats: int, chunk_
         for theirs in (evotorch_ne(), fitness(flat)):
             err = float((torch.as_tensor(theirs) - ours).abs().max())
             assert err < 1e-5, f"results differ by {err}"
-        t = race({"ours": lambda: objective(pop), "chunked": lambda: chunked(pop), "ne": evotorch_ne,
-                  "func": lambda: fitness(flat)}, number=2, repeats=repeats)
+        t = race({"ours": lambda: objective(pop), "chunked": lambda: chunked(pop),
+                  "ne": evotorch_ne, "func": lambda: fitness(flat)}, number=2, repeats=repeats)
     print(f"\n{name}: D={layout.num_params}, P={P}, {rows} rows of data, cross-entropy")
     print(f"  evoopt.vmap_objective                 {t['ours'] * 1e3:8.2f} ms")
     print(f"  {f'evoopt.vmap_objective(chunk_size={chunk_size})':37s} {t['chunked'] * 1e3:8.2f} ms")
     print(f"  EvoTorch SupervisedNE.evaluate        {t['ne'] * 1e3:8.2f} ms   ours is "
-          f"{t['ne'] / t['ours']:5.1f}x faster ({t['ne'] / t['chunked']:.1f}x chunked) (target >= 1.5x)")
+          f"{t['ne'] / t['ours']:5.1f}x faster ({t['ne'] / t['chunked']:.1f}x chunked) "
+          f"(target >= 1.5x)")
     print(f"  EvoTorch make_functional_module+vmap  {t['func'] * 1e3:8.2f} ms   ours is "
           f"{t['func'] / t['ours']:5.1f}x faster ({t['func'] / t['chunked']:.1f}x chunked)")
 
@@ -149,7 +151,8 @@ def main() -> None:
     logging.getLogger("evotorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="evotorch")
 
-    print(f"torch {torch.__version__}, evotorch {evotorch.__version__}, threads={torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, evotorch {evotorch.__version__}, "
+          f"threads={torch.get_num_threads()}")
     for rows in args.rows:
         for name, make in (("MLP 64-64-64-10", mlp), ("CNN conv3x3(8)-maxpool-linear", cnn)):
             torch.manual_seed(0)

@@ -30,23 +30,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--env", default="HalfCheetah-v5")
     ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tiny", action="store_true", help="2 generations of 8 members, 50-step episodes")
+    ap.add_argument("--tiny", action="store_true",
+                    help="2 generations of 8 members, 50-step episodes")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    popsize, num_top, generations, limit = (8, 2, 2, 50) if args.tiny else (16, 4, args.generations, None)
+    popsize, num_top, generations, limit = ((8, 2, 2, 50) if args.tiny
+                                            else (16, 4, args.generations, None))
 
     env = gym.make(args.env)
     norm = RunningNorm(env.observation_space.shape, std_rule="ars")  # ARS V2: normalised states
     policy = make_policy(env, kind="linear", obs_norm=norm, bias=False, squash="none")
     opt = evoopt.ARS(policy.parameters(), popsize=popsize, num_top=num_top, lr=0.02, sigma=0.03,
                      maximize=False, seed=args.seed)
-    objective = PopulationRollout(args.env, policy, popsize, seed=args.seed, max_episode_steps=limit)
+    objective = PopulationRollout(args.env, policy, popsize, seed=args.seed,
+                                  max_episode_steps=limit)
     history = []
     for generation in range(1, generations + 1):
         opt.step(objective)
         center = float(objective.evaluate_center(num_episodes=3, seed=10_000).mean())
-        history.append({"generation": generation, "center_return": center, "env_steps": objective.total_steps})
-        print(f"generation {generation:3d}  center return {center:9.1f}  env steps {objective.total_steps}")
+        history.append({"generation": generation, "center_return": center,
+                        "env_steps": objective.total_steps})
+        print(f"generation {generation:3d}  center return {center:9.1f}  "
+              f"env steps {objective.total_steps}")
     return {"history": history}
 
 

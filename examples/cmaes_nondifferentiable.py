@@ -27,7 +27,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generations", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tiny", action="store_true", default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
+    ap.add_argument("--tiny", action="store_true",
+                    default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
                     help="a tiny budget (also with EVOOPT_EXAMPLE_TINY=1)")
     args = ap.parse_args(argv)
     generations = 15 if args.tiny else args.generations
@@ -35,7 +36,8 @@ def main(argv=None) -> dict:
     x, y, x_test, y_test = load_digits_split()
     gen = torch.Generator().manual_seed(args.seed)
     model = nn.Linear(64, 10)
-    with torch.no_grad():  # a seeded generator of our own: the run does not depend on the global seed
+    # a seeded generator of our own: the run does not depend on the global seed
+    with torch.no_grad():
         model.weight.copy_(0.1 * torch.randn(10, 64, generator=gen))
         model.bias.zero_()
 

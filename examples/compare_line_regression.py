@@ -89,7 +89,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/examples", help="directory for the plot")
     ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--tiny", action="store_true", default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
+    ap.add_argument("--tiny", action="store_true",
+                    default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
                     help="a tiny budget (also with EVOOPT_EXAMPLE_TINY=1)")
     args = ap.parse_args(argv)
     budget = 60 if args.tiny else args.budget

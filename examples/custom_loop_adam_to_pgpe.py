@@ -63,7 +63,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--optimizer", choices=["adam", "pgpe", "both"], default="both")
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps (PGPE: generations)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tiny", action="store_true", default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
+    ap.add_argument("--tiny", action="store_true",
+                    default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
                     help="a tiny budget (also with EVOOPT_EXAMPLE_TINY=1)")
     args = ap.parse_args(argv)
     steps = 8 if args.tiny else args.steps

@@ -30,15 +30,17 @@ def main(argv=None) -> dict:
 
     policy = make_policy(gym.make("CartPole-v1"), kind="linear", obs_norm=True)
     lr = 0.75 * MAX_SPEED
-    opt = evoopt.PGPE(policy.parameters(), popsize=popsize, lr=lr, radius_init=15 * MAX_SPEED, seed=args.seed,
-                      optimizer=lambda groups: evoopt.ClipUp(groups, lr=lr, momentum=0.9, max_speed=MAX_SPEED))
+    opt = evoopt.PGPE(policy.parameters(), popsize=popsize, lr=lr, radius_init=15 * MAX_SPEED,
+                      seed=args.seed,
+                      optimizer=lambda groups: evoopt.ClipUp(groups, lr=lr, momentum=0.9,
+                                                             max_speed=MAX_SPEED))
     objective = PopulationRollout("CartPole-v1", policy, popsize, seed=args.seed)
     history = []
     for generation in range(1, generations + 1):
         loss = opt.step(objective)                    # mean loss = -(mean return) of the population
         center = float(objective.evaluate_center(num_episodes=20, seed=10_000).mean())
-        history.append({"generation": generation, "population_return": -float(loss), "center_return": center,
-                        "env_steps": objective.total_steps})
+        history.append({"generation": generation, "population_return": -float(loss),
+                        "center_return": center, "env_steps": objective.total_steps})
         print(f"generation {generation:3d}  population {-float(loss):7.1f}  center {center:7.1f}  "
               f"env steps {objective.total_steps}")
         if center >= 475:

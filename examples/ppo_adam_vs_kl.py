@@ -21,8 +21,9 @@ from rl.algorithms import PPO
 from rl.policies import ActorCritic
 from rl.rollout import PopulationRollout
 
-ZOO = dict(num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20, ent_coef=0.0,
-           clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0)  # = SB3's 0.5 * mse
+# vf_coef 1.0 = SB3's 0.5 * mse
+ZOO = dict(num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20,
+           ent_coef=0.0, clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0)
 
 
 def run(optimizer: str, seed: int, budget: int) -> dict:
@@ -31,10 +32,11 @@ def run(optimizer: str, seed: int, budget: int) -> dict:
         torch.manual_seed(seed)
         agent = ActorCritic(4, envs.single_action_space, hidden=(64, 64))
     if optimizer == "adam":
-        ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), anneal_lr=True,
-                  seed=seed, **ZOO)
+        ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5),
+                  anneal_lr=True, seed=seed, **ZOO)
     else:
-        ppo = PPO(envs, agent, lambda p: KLAdaptive(torch.optim.Adam(p, lr=1e-3, eps=1e-5), target_kl=0.01),
+        ppo = PPO(envs, agent,
+                  lambda p: KLAdaptive(torch.optim.Adam(p, lr=1e-3, eps=1e-5), target_kl=0.01),
                   seed=seed, **ZOO)
     evaluator = PopulationRollout("CartPole-v1", agent, 1)
     result = {"optimizer": optimizer, "solved_at": math.inf, "eval_return": math.nan}
@@ -43,7 +45,8 @@ def run(optimizer: str, seed: int, budget: int) -> dict:
     def check(m):
         last = ppo.global_step >= budget
         if m["iteration"] % 10 == 0 or last:
-            result["eval_return"] = float(evaluator.evaluate_center(num_episodes=20, seed=10_000).mean())
+            result["eval_return"] = float(
+                evaluator.evaluate_center(num_episodes=20, seed=10_000).mean())
             if result["eval_return"] >= 475:
                 result["solved_at"] = m["global_step"]
                 return True
@@ -65,7 +68,8 @@ def main(argv=None) -> list[dict]:
     results = [run(name, args.seed, budget) for name in ("adam", "kl_adaptive")]
     for r in results:
         print(f"PPO + {r['optimizer']:12s} solved at {r['solved_at']} env steps "
-              f"({r['seconds']:.1f} s); last eval return {r['eval_return']:.1f}, final lr {r['final_lr']:.2e}")
+              f"({r['seconds']:.1f} s); last eval return {r['eval_return']:.1f}, "
+              f"final lr {r['final_lr']:.2e}")
     return results
 
 

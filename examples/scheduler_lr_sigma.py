@@ -42,7 +42,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generations", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tiny", action="store_true", default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
+    ap.add_argument("--tiny", action="store_true",
+                    default=bool(os.environ.get("EVOOPT_EXAMPLE_TINY")),
                     help="a tiny budget (also with EVOOPT_EXAMPLE_TINY=1)")
     args = ap.parse_args(argv)
     generations = 30 if args.tiny else args.generations

@@ -218,7 +218,8 @@ def test_a_refused_param_group_is_not_added():
     x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     opt = evoopt.ARS([x], popsize=6, seed=0)
     with pytest.raises(ValueError, match=r"Invalid sigma: -1.0"):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], "sigma": -1.0})
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))],
+                             "sigma": -1.0})
     assert len(opt.param_groups) == 1 and opt.num_params == 3
     opt.step(lambda pop: (pop.flat**2).sum(1))
     assert opt.generation == 1

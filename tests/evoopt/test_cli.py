@@ -15,7 +15,8 @@ def test_list_prints_every_optimizer_and_task(capsys):
     out = capsys.readouterr().out
     for name in list(OPTIMIZERS) + list(TASKS) + ["sgd-momentum"]:
         assert f"  {name} " in out, name
-    assert out.index("population optimizers:") < out.index("gradient optimizers:") < out.index("tasks:")
+    assert (out.index("population optimizers:") < out.index("gradient optimizers:")
+            < out.index("tasks:"))
 
 
 def test_compare_writes_files_prints_the_table_and_exits_0(tmp_path, capsys):
@@ -45,7 +46,8 @@ def test_compare_without_arguments_is_the_quick_digits_comparison(monkeypatch, t
     assert main(["compare"]) == 1  # the fake raised: a runtime failure
     assert seen["task"] == "digits" and seen["seeds"] == [0, 1]
     assert seen["budget_evals"] == 3000 and seen["budget_seconds"] is None
-    assert seen["labels"] == [n for n in DEFAULT_OPTIMIZERS if n in OPTIMIZERS or n == "sgd-momentum"]
+    assert seen["labels"] == [n for n in DEFAULT_OPTIMIZERS
+                              if n in OPTIMIZERS or n == "sgd-momentum"]
     assert {"adam", "sgd-momentum", "pgpe", "cmaes", "snes"} <= set(seen["labels"])
     main(["compare", "--quick"])
     assert seen["budget_evals"] == 600 and seen["seeds"] == [0]
@@ -54,11 +56,14 @@ def test_compare_without_arguments_is_the_quick_digits_comparison(monkeypatch, t
 @pytest.mark.parametrize("argv, match", [
     (["compare", "--optimizers", "adam,nope"], "Unknown optimizer 'nope' (expected one of: "),
     (["compare", "--task", "nope"], "Unknown task 'nope' (expected one of: line, digits, digits01"),
-    (["compare", "--budget-evals", "0"], "argument --budget-evals: invalid value '0' (expected an integer >= 1)"),
+    (["compare", "--budget-evals", "0"],
+     "argument --budget-evals: invalid value '0' (expected an integer >= 1)"),
     (["compare", "--budget-evals", "ten"], "argument --budget-evals: invalid value 'ten'"),
-    (["compare", "--budget-seconds", "-2"], "argument --budget-seconds: invalid value '-2' (expected a finite number > 0)"),
+    (["compare", "--budget-seconds", "-2"],
+     "argument --budget-seconds: invalid value '-2' (expected a finite number > 0)"),
     (["compare", "--seeds", "a,b"], "argument --seeds: invalid value 'a,b'"),
-    (["compare", "--task", "line", "--optimizers", "adam:foo=1"], "Invalid hyperparameters for 'adam:foo=1': ['foo']"),
+    (["compare", "--task", "line", "--optimizers", "adam:foo=1"],
+     "Invalid hyperparameters for 'adam:foo=1': ['foo']"),
     (["compare", "--task", "rastrigin:dim"], "is not key=value"),
     (["compare", "--task", "line", "--optimizers", "adam:lr=-1.0"], "Invalid learning rate: -1.0"),
     (["bench", "--dir", "/nonexistent"], "no bench/*.py scripts there"),
@@ -99,7 +104,8 @@ def test_train_and_evaluate_are_registered():
 
 
 def test_optimizer_list_splitting():
-    assert _split_list("adam,pgpe:lr=0.1,popsize=50, cmaes") == ["adam", "pgpe:lr=0.1:popsize=50", "cmaes"]
+    assert (_split_list("adam,pgpe:lr=0.1,popsize=50, cmaes")
+            == ["adam", "pgpe:lr=0.1:popsize=50", "cmaes"])
     assert _split_list("sgd-momentum,,adam") == ["sgd-momentum", "adam"]
 
 
@@ -111,7 +117,8 @@ def test_bench_runs_the_scripts_of_a_directory_and_reports_failures(tmp_path, ca
     assert main(["bench", "--dir", str(tmp_path)]) == 1
     assert "bench_bad.py failed with exit code 3" in capfd.readouterr().out
     assert main(["bench", "--dir", str(tmp_path), "nope"]) == 2
-    assert "unknown benchmark(s) ['nope'] (expected some of: bench_bad, bench_ok)" in capfd.readouterr().err
+    assert ("unknown benchmark(s) ['nope'] (expected some of: bench_bad, bench_ok)"
+            in capfd.readouterr().err)
 
 
 def test_compare_out_that_cannot_be_written_is_refused_before_any_run(

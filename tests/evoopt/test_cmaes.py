@@ -405,7 +405,8 @@ def test_a_refused_param_group_is_not_added():
     x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     opt = evoopt.CMAES([x], popsize=6, seed=0)
     with pytest.raises(ValueError, match=r"Invalid sigma: -1.0"):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], "sigma": -1.0})
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))],
+                             "sigma": -1.0})
     assert len(opt.param_groups) == 1 and opt.num_params == 3
     opt.step(lambda pop: (pop.flat**2).sum(1))
     assert opt.generation == 1
@@ -415,7 +416,8 @@ def test_a_param_group_outside_the_bounds_is_taken_back_out():
     x = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     opt = evoopt.CMAES([x], popsize=6, bounds=(-1.0, 1.0), seed=0)
     with pytest.raises(ValueError, match=r"lie outside them at coordinates \[3, 4\]"):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.full((2,), 5.0, dtype=torch.float64))]})
+        opt.add_param_group(
+            {"params": [torch.nn.Parameter(torch.full((2,), 5.0, dtype=torch.float64))]})
     assert len(opt.param_groups) == 1 and opt.num_params == 3 and opt.popsize == 6
     opt.step(lambda pop: (pop.flat**2).sum(1))
     assert opt.generation == 1

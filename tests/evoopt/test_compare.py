@@ -194,7 +194,8 @@ def test_a_diverging_gradient_run_is_marked_and_stopped():
 
 def test_parse_optimizer_specs():
     s = parse_optimizer("sgd-momentum:lr=0.05")
-    assert (s.label, s.name, s.kwargs) == ("sgd-momentum:lr=0.05", "sgd", {"momentum": 0.9, "lr": 0.05})
+    assert (s.label, s.name, s.kwargs) == ("sgd-momentum:lr=0.05", "sgd",
+                                           {"momentum": 0.9, "lr": 0.05})
     s = parse_optimizer(("adam", {"lr": 1e-3}))
     assert (s.name, s.kwargs, s.family) == ("adam", {"lr": 1e-3}, "gradient")
     assert parse_optimizer("_bestof:popsize=4:sigma=0.5").kwargs == {"popsize": 4, "sigma": 0.5}
@@ -202,7 +203,8 @@ def test_parse_optimizer_specs():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(optimizers=["nope"]), r"Unknown optimizer 'nope' \(expected one of: .*adam.*sgd-momentum"),
+    (dict(optimizers=["nope"]),
+     r"Unknown optimizer 'nope' \(expected one of: .*adam.*sgd-momentum"),
     (dict(optimizers=["adam:lr"]), r"'lr' is not key=value"),
     (dict(optimizers=["adam", "adam"]), r"Invalid optimizers: \['adam'\] given more than once"),
     (dict(optimizers=[]), r"Invalid optimizers: empty"),
@@ -233,7 +235,8 @@ class _Elsewhere(torch.optim.SGD):
 
 def test_an_optimizer_that_does_not_own_the_models_parameters_is_refused(monkeypatch):
     monkeypatch.setitem(OPTIMIZERS, "_elsewhere", _Elsewhere)
-    with pytest.raises(ValueError, match=r"Invalid optimizer '_elsewhere': _Elsewhere\(model.parameters\(\), "
+    with pytest.raises(ValueError, match=r"Invalid optimizer '_elsewhere': "
+                                         r"_Elsewhere\(model.parameters\(\), "
                                          r"\*\*\{\}\) does not optimize the model's parameters"):
         compare("line", ["_elsewhere"], seeds=[0], budget_evals=5)
 
@@ -295,7 +298,8 @@ def test_without_matplotlib_the_numbers_are_saved_and_a_warning_says_why(tmp_pat
 
     res = compare("line", ["sgd"], seeds=[0], budget_evals=5, progress=False)
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    with pytest.warns(RuntimeWarning, match=r"plotting needs matplotlib: pip install 'evoopt\[plot\]'"):
+    with pytest.warns(RuntimeWarning,
+                      match=r"plotting needs matplotlib: pip install 'evoopt\[plot\]'"):
         paths = res.save(tmp_path, plot=True)
     assert set(paths) == {"csv", "summary_csv", "json", "table"}
     assert json.loads((tmp_path / "results.json").read_text())["runs"][0]["num_evals"] == 5

@@ -98,7 +98,8 @@ def _train_policy(opt, logits, target_probs, steps):
 
 def test_keeps_the_measured_kl_in_the_band():
     logits = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
-    target = torch.softmax(torch.tensor([3.0, -2.0, 0.0, 1.0, -1.0, 2.0], dtype=torch.float64) * 3, -1)
+    target = torch.softmax(
+        torch.tensor([3.0, -2.0, 0.0, 1.0, -1.0, 2.0], dtype=torch.float64) * 3, -1)
     opt = KLAdaptive(torch.optim.SGD([logits], lr=1e-5), target_kl=1e-3, lr_min=1e-6, lr_max=1e3)
     kls = _train_policy(opt, logits, target, 60)
     # from lr 1e-5 the KL starts ~1e-12 and the lr grows by 1.5 per step until the band is reached
@@ -130,7 +131,8 @@ def test_state_dict_resumes_exactly_and_loads_weights_only():
     resumed = _train_policy(ob, lb, target, 15)
     assert resumed == full
     torch.testing.assert_close(la, lb, rtol=0, atol=0)
-    assert (ob.lr, ob.num_increases, ob.num_decreases) == (oa.lr, oa.num_increases, oa.num_decreases)
+    assert ((ob.lr, ob.num_increases, ob.num_decreases)
+            == (oa.lr, oa.num_increases, oa.num_decreases))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -161,7 +163,8 @@ def test_bad_kl_and_bad_checkpoint():
 
 
 def test_wraps_an_evolution_strategy_and_adapts_its_lr_to_the_search_distribution_kl():
-    # OpenAI-ES with fixed sigma: KL(N(m_old, s^2 I) || N(m_new, s^2 I)) = |m_new - m_old|^2 / (2 s^2)
+    # OpenAI-ES with fixed sigma:
+    # KL(N(m_old, s^2 I) || N(m_new, s^2 I)) = |m_new - m_old|^2 / (2 s^2)
     import evoopt
 
     x = torch.nn.Parameter(torch.full((10,), 3.0, dtype=torch.float64))
@@ -187,7 +190,8 @@ def test_wraps_an_evolution_strategy_and_adapts_its_lr_to_the_search_distributio
     buf = io.BytesIO()
     torch.save(opt.state_dict(), buf)
     buf.seek(0)
-    es2 = evoopt.OpenAIES([torch.nn.Parameter(x.detach().clone())], popsize=20, lr=1e-4, sigma=sigma, seed=0)
+    es2 = evoopt.OpenAIES([torch.nn.Parameter(x.detach().clone())], popsize=20, lr=1e-4,
+                          sigma=sigma, seed=0)
     opt2 = KLAdaptive(es2, target_kl=0.05, lr_min=1e-5, lr_max=1.0)
     opt2.load_state_dict(torch.load(buf, weights_only=True))
     assert opt2.lr == opt.lr and torch.equal(es2.mean, es.mean)

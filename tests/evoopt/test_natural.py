@@ -22,7 +22,8 @@ def test_cg_solves_spd_system():
 
 
 def test_cg_exact_after_as_many_iterations_as_distinct_eigenvalues():
-    Q, _ = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(1), dtype=D64))
+    Q, _ = torch.linalg.qr(
+        torch.randn(12, 12, generator=torch.Generator().manual_seed(1), dtype=D64))
     A = Q @ torch.diag(torch.tensor([1.0, 2.0, 5.0] * 4, dtype=D64)) @ Q.T  # 3 distinct eigenvalues
     b = torch.arange(1.0, 13.0, dtype=D64)
     x = conjugate_gradient(lambda v: A @ v, b, iters=3, residual_tol=0.0)
@@ -36,10 +37,12 @@ def _gaussian_problem(n=50, k=3, a=2, sigma=0.7, seed=0):
     W_old = W.detach().clone()
     c = torch.randn(a, k, generator=g, dtype=D64)
 
-    def kl_fn():  # KL(N(S W_old^T, s^2) || N(S W^T, s^2)), mean over states, summed over action dims
+    # KL(N(S W_old^T, s^2) || N(S W^T, s^2)), mean over states, summed over action dims
+    def kl_fn():
         return (((S @ (W - W_old).T) ** 2).sum(1) / (2 * sigma**2)).mean()
 
-    F = torch.kron(torch.eye(a, dtype=D64), S.T @ S / (n * sigma**2))  # Hessian of kl_fn, row-major vec(W)
+    # Hessian of kl_fn, row-major vec(W)
+    F = torch.kron(torch.eye(a, dtype=D64), S.T @ S / (n * sigma**2))
     return S, W, W_old, c, kl_fn, F
 
 
@@ -47,7 +50,8 @@ def _gaussian_problem(n=50, k=3, a=2, sigma=0.7, seed=0):
 def test_step_equals_closed_form_for_linear_gaussian_policy(damping):
     S, W, W_old, c, kl_fn, F = _gaussian_problem()
     max_kl = 0.02
-    opt = NaturalGradient([W], max_kl=max_kl, cg_iters=6, damping=damping, line_search=False, kl_fn=kl_fn)
+    opt = NaturalGradient([W], max_kl=max_kl, cg_iters=6, damping=damping, line_search=False,
+                          kl_fn=kl_fn)
     opt.zero_grad()
     (c * W).sum().backward()           # a linear loss: g = vec(c)
     opt.step()
@@ -63,7 +67,8 @@ def test_line_search_accepts_full_step_on_a_quadratic_and_maximize_mirrors():
     results = []
     for maximize in (False, True):
         S, W, W_old, c, kl_fn, F = _gaussian_problem(seed=2)
-        opt = NaturalGradient([W], max_kl=0.01, cg_iters=6, damping=0.1, kl_fn=kl_fn, maximize=maximize)
+        opt = NaturalGradient([W], max_kl=0.01, cg_iters=6, damping=0.1, kl_fn=kl_fn,
+                              maximize=maximize)
 
         def closure():
             opt.zero_grad()
@@ -123,11 +128,13 @@ def test_respects_max_kl_on_a_categorical_policy(max_kl):
 
 def test_without_line_search_the_quadratic_model_predicts_the_kl():
     W, kl_fn, surrogate = _categorical_problem(seed=1)
-    opt = NaturalGradient([W], max_kl=1e-4, damping=0.0, cg_iters=12, line_search=False, kl_fn=kl_fn)
+    opt = NaturalGradient([W], max_kl=1e-4, damping=0.0, cg_iters=12, line_search=False,
+                          kl_fn=kl_fn)
     opt.zero_grad()
     surrogate().backward()
     opt.step()
-    assert float(kl_fn().detach()) == pytest.approx(1e-4, rel=0.05)  # small step: KL ~ 1/2 s.F s = max_kl
+    # small step: KL ~ 1/2 s.F s = max_kl
+    assert float(kl_fn().detach()) == pytest.approx(1e-4, rel=0.05)
 
 
 def test_rejects_a_step_that_makes_things_worse():
@@ -153,7 +160,8 @@ def test_rejects_a_step_that_makes_things_worse():
     (dict(max_kl=0.0), "Invalid max_kl: 0.0"),
     (dict(cg_iters=0), "Invalid cg_iters: 0"),
     (dict(damping=-0.1), "Invalid damping: -0.1"),
-    (dict(backtrack_coef=1.0), r"Invalid backtrack_coef: 1.0 \(expected a number in \(0.0, 1.0\)\)"),
+    (dict(backtrack_coef=1.0),
+     r"Invalid backtrack_coef: 1.0 \(expected a number in \(0.0, 1.0\)\)"),
     (dict(backtrack_iters=0), "Invalid backtrack_iters"),
     (dict(kl_fn=3), "Invalid kl_fn: 3"),
     # regression: bool("False") is True, so maximize="False" used to maximise silently
@@ -186,6 +194,7 @@ def test_groups_with_different_hyperparameters_are_refused_not_ignored():
     opt.zero_grad()
     ((c * W).sum() + b.sum()).backward()
     before = W.detach().clone()
-    with pytest.raises(ValueError, match=r"Invalid max_kl: 0.5 in param group 1 but 0.01 in group 0"):
+    with pytest.raises(ValueError,
+                       match=r"Invalid max_kl: 0.5 in param group 1 but 0.01 in group 0"):
         opt.step()
     assert torch.equal(W.detach(), before)

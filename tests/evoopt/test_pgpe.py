@@ -280,7 +280,8 @@ def test_bad_param_group_is_refused_before_it_is_added():
 @pytest.mark.parametrize(
     "key, value, match",
     [
-        ("stdev_max_change", 1.0, r"Invalid stdev_max_change: 1.0 \(expected a number in \(0.0, 1.0\)\)"),
+        ("stdev_max_change", 1.0,
+         r"Invalid stdev_max_change: 1.0 \(expected a number in \(0.0, 1.0\)\)"),
         ("stdev_lr", -0.1, r"Invalid stdev_lr: -0.1 \(expected a finite number >= 0\)"),
         ("weight_decay", float("nan"), r"Invalid weight_decay: nan"),
         ("lr", -0.1, r"Invalid lr: -0.1 \(expected a finite number >= 0\)"),
@@ -297,7 +298,8 @@ def test_group_values_changed_mid_run_are_validated_before_they_reach_the_state(
     with pytest.raises(ValueError, match=match):
         opt.step(lambda pop: (pop.flat**2).sum(1))
     after = opt.state_dict()
-    assert torch.equal(after["state"]["population"]["stdev"], before["state"]["population"]["stdev"])
+    assert torch.equal(after["state"]["population"]["stdev"],
+                       before["state"]["population"]["stdev"])
     assert after["state"]["population"]["generation"] == 1
     opt.param_groups[0][key] = before["param_groups"][0][key]
     opt.param_groups[0]["lr"] = 0.0  # a schedule may anneal lr to 0

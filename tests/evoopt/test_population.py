@@ -126,10 +126,12 @@ def test_nonfinite_losses_rank_worst_with_warning_and_all_nan_leaves_state():
 
     before = opt.state_dict()
     opt.ask()
-    with pytest.raises(ValueError, match="all 8 losses .* NaN or infinite; the optimizer's state is unchanged"):
+    with pytest.raises(ValueError,
+                       match="all 8 losses .* NaN or infinite; the optimizer's state is unchanged"):
         opt.tell(torch.full((8,), math.nan))
     after = opt.state_dict()
-    torch.testing.assert_close(before["state"]["population"]["mean"], after["state"]["population"]["mean"])
+    torch.testing.assert_close(before["state"]["population"]["mean"],
+                               after["state"]["population"]["mean"])
     assert after["state"]["population"]["generation"] == before["state"]["population"]["generation"]
 
 
@@ -202,7 +204,8 @@ def test_parameter_errors():
 
 def test_groups_have_their_own_sigma_and_names_come_from_named_parameters():
     m = _quadratic_model()
-    opt = EliteRS([{"params": m[0].parameters(), "sigma": 1.0}, {"params": m[1].parameters(), "sigma": 0.0}], seed=0)
+    opt = EliteRS([{"params": m[0].parameters(), "sigma": 1.0},
+                   {"params": m[1].parameters(), "sigma": 0.0}], seed=0)
     pop = opt.ask()
     n0 = sum(p.numel() for p in m[0].parameters())
     assert float((pop.flat[:, :n0] - opt.mean[:n0]).abs().max()) > 0.1
@@ -233,7 +236,8 @@ def test_state_dict_refuses_other_optimizer_and_other_shapes():
     with pytest.raises(ValueError, match="saved popsize=8, this optimizer has popsize=4"):
         EliteRS(_quadratic_model().parameters(), popsize=4).load_state_dict(sd)
     with pytest.raises(ValueError, match="not saved by an evoopt population optimizer"):
-        EliteRS(_quadratic_model().parameters()).load_state_dict(torch.optim.SGD(m.parameters(), lr=0.1).state_dict())
+        EliteRS(_quadratic_model().parameters()).load_state_dict(
+            torch.optim.SGD(m.parameters(), lr=0.1).state_dict())
     sd["evoopt"]["optimizer"] = "PGPE"
     with pytest.raises(ValueError, match="saved by 'PGPE', not 'EliteRS'"):
         EliteRS(_quadratic_model().parameters()).load_state_dict(sd)
@@ -284,7 +288,8 @@ def test_cmaes_gets_float64_losses_from_float32_parameters():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_load_copies_into_one_parameter_of_any_layout_and_dtype(dtype):
     base = torch.zeros(3, 2, dtype=dtype)
-    for p in (torch.nn.Parameter(base.clone()), torch.nn.Parameter(base.clone().t())):  # non-contiguous too
+    # non-contiguous too
+    for p in (torch.nn.Parameter(base.clone()), torch.nn.Parameter(base.clone().t())):
         layout = ParamLayout([p])
         flat = torch.arange(6, dtype=dtype)
         layout.load_(flat)

@@ -122,7 +122,8 @@ def test_test_functions_at_their_optima_and_known_points():
     assert float(levy(one)) == pytest.approx(0.0, abs=1e-12)
     # Styblinski-Tang: -39.16617 per coordinate before the shift
     x = torch.full((3,), STYBLINSKI_TANG_ARGMIN, dtype=torch.float64)
-    assert float(styblinski_tang(x)) - 3 * 39.16616570377142 == pytest.approx(-117.4984971, abs=1e-6)
+    assert (float(styblinski_tang(x)) - 3 * 39.16616570377142
+            == pytest.approx(-117.4984971, abs=1e-6))
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))

@@ -53,7 +53,8 @@ def ars_step_ref(w, deltas, r_plus, r_minus, b, lr):
 
 def test_ars_std_rule_equals_the_authors_mean_std_filter():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(500, 4)) * np.array([1.0, 1e-3, 0.0, 3.0]) + np.array([0.5, 2.0, 7.0, -1.0])
+    x = (rng.normal(size=(500, 4)) * np.array([1.0, 1e-3, 0.0, 3.0])
+         + np.array([0.5, 2.0, 7.0, -1.0]))
     x[:, 2] += rng.normal(size=500) * 1e-9  # sample std ~1e-9 < 1e-7: zeroed by ARS
     ref = MeanStdFilterRef(4)
     for row in x[:300]:
@@ -61,7 +62,8 @@ def test_ars_std_rule_equals_the_authors_mean_std_filter():
     ref.stats_increment()
     norm = RunningNorm(4, std_rule="ars")
     probe = torch.from_numpy(x[300:])
-    torch.testing.assert_close(norm(probe), probe / (1 + 1e-8), rtol=1e-15, atol=0)  # no data: ~identity
+    # no data: ~identity
+    torch.testing.assert_close(norm(probe), probe / (1 + 1e-8), rtol=1e-15, atol=0)
     norm.update(torch.from_numpy(x[:300]))
     got = norm(probe).numpy()
     np.testing.assert_allclose(got, ref(x[300:]), rtol=1e-9, atol=1e-12)
@@ -70,7 +72,8 @@ def test_ars_std_rule_equals_the_authors_mean_std_filter():
     floor = RunningNorm(4)
     floor.update(torch.from_numpy(x[:300]))
     assert np.abs(floor(probe).numpy()[:, 1]).max() < 0.05
-    with pytest.raises(ValueError, match=r"Invalid std_rule: 'ddof1' \(expected 'floor' or 'ars'\)"):
+    with pytest.raises(ValueError,
+                       match=r"Invalid std_rule: 'ddof1' \(expected 'floor' or 'ars'\)"):
         RunningNorm(4, std_rule="ddof1")
 
 
@@ -126,7 +129,8 @@ def test_ars_v2t_iterations_on_swimmer_equal_the_authors_training_loop():
         np.testing.assert_allclose(-losses.numpy(), rewards, rtol=1e-9)
         opt.tell(losses)
         W = ars_step_ref(W.reshape(-1), deltas, rewards[:N], rewards[N:], b, lr).reshape(2, 8)
-        np.testing.assert_allclose(policy.layers[0].weight.detach().numpy(), W, rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(policy.layers[0].weight.detach().numpy(), W,
+                                   rtol=1e-7, atol=1e-12)
         for row in pushed:  # the learner: merge all workers' states, then stats_increment
             filt.push(row)
         filt.stats_increment()
@@ -137,4 +141,5 @@ def test_ars_v2t_iterations_on_swimmer_equal_the_authors_training_loop():
     # evaluation rollouts use the statistics but never update them (ARS: update_filter = False)
     before = policy.obs_norm.stats()
     ro.evaluate_center(num_episodes=2, seed=0)
-    assert torch.equal(policy.obs_norm.count, before["count"]) and torch.equal(policy.obs_norm.m2, before["m2"])
+    assert (torch.equal(policy.obs_norm.count, before["count"])
+            and torch.equal(policy.obs_norm.m2, before["m2"]))

@@ -106,7 +106,8 @@ def test_corrupted_newest_falls_back_to_previous(tmp_path, corrupt, why):
     corrupt(tmp_path / "ck.pt.prev") if why != "sha256 digest does not match" else (
         tmp_path / "ck.pt.prev"
     ).write_bytes(b"junk")
-    with pytest.raises(ValueError, match="Invalid checkpoint: .*; and the previous one: .*Neither can be resumed"):
+    with pytest.raises(ValueError, match="Invalid checkpoint: .*; and the previous one: "
+                                         ".*Neither can be resumed"):
         load_checkpoint(path)
     os.unlink(tmp_path / "ck.pt.prev")
     with pytest.raises(ValueError, match="no previous checkpoint"):
@@ -196,7 +197,8 @@ SCRIPT = textwrap.dedent("""
         while opt.generation < generations and not stop.requested:
             opt.step(rastrigin)
             history.append(opt.last.losses.clone())
-            save_checkpoint({"optimizer": opt.state_dict(), "history": history}, path, header=header)
+            save_checkpoint({"optimizer": opt.state_dict(), "history": history}, path,
+                            header=header)
             time.sleep(delay)
 """)
 

@@ -9,7 +9,8 @@ from rl.normalization import RunningNorm
 
 def _data(seed=0, n=257, d=5):
     rng = np.random.default_rng(seed)
-    return rng.normal(loc=[1.0, -2.0, 3e3, 0.0, 5.0][:d], scale=[0.1, 2.0, 50.0, 1e-3, 7.0][:d], size=(n, d))
+    return rng.normal(loc=[1.0, -2.0, 3e3, 0.0, 5.0][:d], scale=[0.1, 2.0, 50.0, 1e-3, 7.0][:d],
+                      size=(n, d))
 
 
 def test_chunked_updates_equal_numpy_mean_and_var():
@@ -98,7 +99,8 @@ def test_state_dict_round_trips_exactly_with_weights_only_load():
         (lambda: RunningNorm(3).merge({"count": 2.0, "mean": torch.zeros(2), "m2": torch.zeros(2)}),
          r"statistics of shape \(2,\)"),
         (lambda: RunningNorm(3).merge([1, 2]), "expected a RunningNorm or a dict"),
-        (lambda: RunningNorm(3).merge({"count": -1.0, "mean": torch.zeros(3), "m2": torch.zeros(3)}),
+        (lambda: RunningNorm(3).merge({"count": -1.0, "mean": torch.zeros(3),
+                                       "m2": torch.zeros(3)}),
          "count -1.0"),
     ],
 )

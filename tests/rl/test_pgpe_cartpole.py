@@ -36,5 +36,6 @@ def solve_cartpole(seed: int, budget: int = BUDGET):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pgpe_solves_cartpole_within_budget(seed):
     generation, mean_return = solve_cartpole(seed)
-    assert generation is not None, f"seed {seed}: center return {mean_return} after {BUDGET} generations"
+    assert generation is not None, (f"seed {seed}: center return {mean_return} "
+                                    f"after {BUDGET} generations")
     assert mean_return >= 475

@@ -10,7 +10,8 @@ from gymnasium import spaces
 from rl.normalization import RunningNorm
 from rl.policies import ActorCritic, LinearPolicy, MLPPolicy, Policy, make_policy
 
-BOX = spaces.Box(low=np.array([-2.0, 0.0], dtype=np.float32), high=np.array([2.0, 1.0], dtype=np.float32))
+BOX = spaces.Box(low=np.array([-2.0, 0.0], dtype=np.float32),
+                 high=np.array([2.0, 1.0], dtype=np.float32))
 
 
 def test_make_policy_for_cartpole_is_a_zero_linear_argmax_policy():
@@ -36,7 +37,8 @@ def test_discrete_start_offset_is_added_in_to_env():
 def test_box_actions_are_clipped_or_tanh_squashed_into_the_bounds():
     raw = torch.tensor([[-5.0, 0.5], [1.0, 3.0], [0.0, -1.0]])
     clip = Policy(3, BOX, squash="clip")
-    torch.testing.assert_close(clip.to_env(raw), torch.tensor([[-2.0, 0.5], [1.0, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(clip.to_env(raw),
+                               torch.tensor([[-2.0, 0.5], [1.0, 1.0], [0.0, 0.0]]))
     tanh = Policy(3, BOX, squash="tanh")
     low, high = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
     torch.testing.assert_close(tanh.to_env(raw), low + (torch.tanh(raw) + 1) / 2 * (high - low))
@@ -46,7 +48,8 @@ def test_box_actions_are_clipped_or_tanh_squashed_into_the_bounds():
     with torch.no_grad():
         none.layers[0].weight.copy_(torch.tensor([[3.0, 0.0, 0.0], [0.0, -2.0, 0.0]]))
     assert none.predict(np.array([1.0, 1.0, 0.0], dtype=np.float32)).tolist() == [3.0, -2.0]
-    assert Policy(3, spaces.Box(-np.inf, np.inf, (2,)), squash="none").to_env(raw).tolist() == raw.tolist()
+    assert (Policy(3, spaces.Box(-np.inf, np.inf, (2,)), squash="none").to_env(raw).tolist()
+            == raw.tolist())
 
 
 def test_gaussian_log_prob_and_entropy_match_the_formula():
@@ -54,9 +57,11 @@ def test_gaussian_log_prob_and_entropy_match_the_formula():
     obs = torch.randn(10, 3)
     a = torch.randn(10, 2)
     mu, log_std = p(obs), p.log_std
-    expected = (-0.5 * ((a - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    expected = (-0.5 * ((a - mu) / log_std.exp()) ** 2 - log_std
+                - 0.5 * math.log(2 * math.pi)).sum(-1)
     torch.testing.assert_close(p.log_prob(obs, a), expected)
-    torch.testing.assert_close(p.entropy(obs), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum().expand(10))
+    torch.testing.assert_close(p.entropy(obs),
+                               (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum().expand(10))
     p.log_prob(obs, a).sum().backward()
     assert p.log_std.grad is not None and p.layers[0].weight.grad is not None
 
@@ -80,13 +85,15 @@ def test_categorical_samples_follow_softmax():
         p.layers[0].bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
     a = p.act(torch.zeros(30000, 2), generator=torch.Generator().manual_seed(0))
     freq = torch.bincount(a, minlength=3).double() / a.numel()
-    torch.testing.assert_close(freq, torch.softmax(torch.tensor([0.0, 1.0, -1.0]), 0).double(), atol=0.01, rtol=0)
+    torch.testing.assert_close(freq, torch.softmax(torch.tensor([0.0, 1.0, -1.0]), 0).double(),
+                               atol=0.01, rtol=0)
     logp = p.log_prob(torch.zeros(3, 2), torch.tensor([0, 1, 2]))
     torch.testing.assert_close(logp, torch.log_softmax(torch.tensor([0.0, 1.0, -1.0]), 0))
 
 
 def _members(policy, P, gen):
-    return {n: torch.randn(P, *t.shape, generator=gen, dtype=t.dtype) for n, t in policy.named_parameters()}
+    return {n: torch.randn(P, *t.shape, generator=gen, dtype=t.dtype)
+            for n, t in policy.named_parameters()}
 
 
 @pytest.mark.parametrize("hidden", [(), (16, 8)])
@@ -144,8 +151,10 @@ def test_mlp_initialisation_is_orthogonal_with_small_output_gain():
         (lambda: Policy(0, BOX), "Invalid obs_dim: 0"),
         (lambda: Policy(3, spaces.MultiBinary(2)), "Invalid action_space: MultiBinary"),
         (lambda: Policy(3, BOX, activation="sigmoid"), "Invalid activation: 'sigmoid'"),
-        (lambda: Policy(3, BOX, squash="sin"), r"Invalid squash: 'sin' \(expected 'clip', 'tanh' or 'none'\)"),
-        (lambda: Policy(3, spaces.Box(-np.inf, np.inf, (2,)), squash="tanh"), "needs finite bounds"),
+        (lambda: Policy(3, BOX, squash="sin"),
+         r"Invalid squash: 'sin' \(expected 'clip', 'tanh' or 'none'\)"),
+        (lambda: Policy(3, spaces.Box(-np.inf, np.inf, (2,)), squash="tanh"),
+         "needs finite bounds"),
         (lambda: Policy(3, BOX, hidden=(4, 0)), "Invalid hidden"),
         (lambda: Policy(3, BOX, init="xavier"), "Invalid init: 'xavier'"),
         (lambda: Policy(3, BOX, obs_norm=RunningNorm(4)), r"Invalid obs_norm: shape \(4,\)"),

@@ -24,7 +24,8 @@ from ._envs import TargetEnv, vector
 
 # rl-zoo hyperparameters for CartPole-v1 PPO: n_envs 8, n_steps 32, batch 256 (one minibatch),
 # gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0, lr linear 1e-3, clip_range linear 0.2,
-# SB3's value loss without clipping: SB3 minimises vf_coef 0.5 * mse, ours vf_coef * 0.5 * mse -> 1.0
+# SB3's value loss without clipping: SB3 minimises vf_coef 0.5 * mse, ours vf_coef * 0.5 * mse
+# -> 1.0
 ZOO = dict(num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20,
            ent_coef=0.0, clip_coef=0.2, anneal_clip_coef=True, clip_vloss=False, vf_coef=1.0)
 
@@ -60,7 +61,8 @@ def test_ppo_adam_solves_cartpole_within_100k_steps():
     torch.set_num_threads(1)
     envs = cartpole()
     agent = make_agent(envs, seed=0)
-    ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), anneal_lr=True, seed=0, **ZOO)
+    ppo = PPO(envs, agent, functools.partial(torch.optim.Adam, lr=1e-3, eps=1e-5), anneal_lr=True,
+              seed=0, **ZOO)
     t = time.perf_counter()
     steps = steps_to_solve(ppo, agent)
     print(f"PPO+Adam solved CartPole-v1 in {steps} steps, {time.perf_counter() - t:.1f} s")
@@ -94,7 +96,8 @@ def test_ppo_learns_a_continuous_action_task(name):
     envs = vector(TargetEnv, 8)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        agent = ActorCritic(2, envs.single_action_space, hidden=(), critic_hidden=(16,), log_std_init=-0.5)
+        agent = ActorCritic(2, envs.single_action_space, hidden=(), critic_hidden=(16,),
+                            log_std_init=-0.5)
     ppo = PPO(envs, agent, OPTIMIZERS[name], num_steps=16, num_minibatches=2,
               update_epochs=4, ent_coef=0.0, seed=1)
     ppo.learn(8 * 16 * 60)
@@ -104,7 +107,8 @@ def test_ppo_learns_a_continuous_action_task(name):
 
 
 def test_first_minibatch_ratio_is_one_with_obs_norm():
-    # old and new log-probs use the same (frozen) normaliser: one epoch, one minibatch -> no change yet
+    # old and new log-probs use the same (frozen) normaliser: one epoch, one minibatch
+    # -> no change yet
     envs = cartpole(4)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -160,7 +164,8 @@ def test_same_seed_same_run_and_no_global_rng_use():
 def test_bootstraps_truncated_episodes():
     # CartPole truncated after 5 steps with a constant value 10: every step's return target
     # includes the bootstrap gamma^k * 10, and the reset step after the truncation is dropped
-    envs = gym.make_vec("CartPole-v1", num_envs=1, vectorization_mode="vector_entry_point", max_episode_steps=5)
+    envs = gym.make_vec("CartPole-v1", num_envs=1, vectorization_mode="vector_entry_point",
+                        max_episode_steps=5)
 
     class ConstValue(torch.nn.Module):
         def __init__(self):
@@ -173,7 +178,8 @@ def test_bootstraps_truncated_episodes():
         def value(self, obs):
             return torch.full(obs.shape[:-1], 10.0)
 
-    ppo = PPO(envs, ConstValue(), num_steps=6, gamma=0.5, gae_lambda=1.0, update_epochs=1, num_minibatches=1)
+    ppo = PPO(envs, ConstValue(), num_steps=6, gamma=0.5, gae_lambda=1.0, update_epochs=1,
+              num_minibatches=1)
     ppo._reset_envs()
     b = ppo._collect()
     if b["valid"].all():  # the pole fell before the limit: not this test's case
@@ -191,7 +197,8 @@ def test_bootstraps_truncated_episodes():
     (dict(clip_coef=0.0), "Invalid clip_coef: 0.0"),
     (dict(ent_coef=-0.01), "Invalid ent_coef"),
     (dict(max_grad_norm=0.0), "Invalid max_grad_norm"),
-    (dict(num_minibatches=1000, num_steps=4), r"Invalid num_minibatches: 1000 \(expected <= num_envs"),
+    (dict(num_minibatches=1000, num_steps=4),
+     r"Invalid num_minibatches: 1000 \(expected <= num_envs"),
     (dict(update_epochs=0), "Invalid update_epochs"),
     (dict(target_kl=-1.0), "Invalid target_kl"),
 ])

@@ -192,7 +192,8 @@ def test_train_with_ray_actors_equals_the_in_process_run(tmp_path):
     assert [r["train_return"] for r in remote.history] == [r["train_return"] for r in local.history]
     assert remote.final_eval == local.final_eval
     with pytest.raises(ValueError, match="Invalid num_actors for 'ppo'"):
-        train("CartPole-v1", optimizer="ppo", iterations=1, rollout_kwargs={"num_actors": 2}, progress=False)
+        train("CartPole-v1", optimizer="ppo", iterations=1, rollout_kwargs={"num_actors": 2},
+              progress=False)
 
 
 def test_torch_backend_on_actors_equals_in_process():

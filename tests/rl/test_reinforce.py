@@ -38,7 +38,8 @@ def test_reinforce_solves_cartpole_within_100k_steps():
     solved = []
 
     def check(m):
-        if m["iteration"] % 10 == 0 and evaluator.evaluate_center(num_episodes=20, seed=10_000).mean() >= 475:
+        if (m["iteration"] % 10 == 0
+                and evaluator.evaluate_center(num_episodes=20, seed=10_000).mean() >= 475):
             solved.append(m["global_step"])
             return True
         return False
@@ -53,7 +54,8 @@ def test_bandit_best_arm_with_sgd():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         agent = make_policy(envs, "linear", stochastic=True)
-    algo = Reinforce(envs, agent, functools.partial(torch.optim.SGD, lr=0.5), baseline="mean", seed=0)
+    algo = Reinforce(envs, agent, functools.partial(torch.optim.SGD, lr=0.5), baseline="mean",
+                     seed=0)
     algo.learn(16 * 60)
     probs = agent.distribution(torch.ones(1, 1)).probs[0].detach()
     assert float(probs[0]) > 0.95, probs
@@ -78,7 +80,8 @@ def test_value_baseline_and_kl_adaptive_on_bandit():
 def test_resume_reproduces_the_uninterrupted_run():
     def build():
         envs = cartpole(4)
-        return Reinforce(envs, make_agent(envs, 2), functools.partial(torch.optim.Adam, lr=1e-2), seed=4)
+        return Reinforce(envs, make_agent(envs, 2), functools.partial(torch.optim.Adam, lr=1e-2),
+                         seed=4)
 
     a = build()
     for _ in range(2):

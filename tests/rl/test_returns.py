@@ -28,7 +28,8 @@ def _segment_end(term, trunc, t, T):
 
 
 def _reference(rewards, values, next_values, term, trunc, gamma, lam):
-    """Explicit sums: A_t = sum_l (gamma*lam)^l delta_{t+l};  G_t = sum_l gamma^l r_{t+l} + gamma^(k+1) V_boot."""
+    """Explicit sums: A_t = sum_l (gamma*lam)^l delta_{t+l};
+    G_t = sum_l gamma^l r_{t+l} + gamma^(k+1) V_boot."""
     T, N = rewards.shape
     adv = [[0.0] * N for _ in range(T)]
     ret = [[0.0] * N for _ in range(T)]
@@ -40,7 +41,8 @@ def _reference(rewards, values, next_values, term, trunc, gamma, lam):
             end = _segment_end(te, tr, t, T)
             adv[t][n] = sum((gamma * lam) ** (k - t) * delta[k] for k in range(t, end + 1))
             boot = 0.0 if te[end] else nv[end]
-            ret[t][n] = sum(gamma ** (k - t) * r[k] for k in range(t, end + 1)) + gamma ** (end + 1 - t) * boot
+            ret[t][n] = (sum(gamma ** (k - t) * r[k] for k in range(t, end + 1))
+                         + gamma ** (end + 1 - t) * boot)
     return torch.tensor(adv, dtype=torch.float64), torch.tensor(ret, dtype=torch.float64)
 
 

@@ -46,7 +46,8 @@ def _pop(policy, P, scale, seed=0, dtype=torch.float32):
 def test_cartpole_rollout_equals_each_member_alone_in_gymnasium(vectorization):
     policy = make_policy(gym.make("CartPole-v1"), kind="mlp", hidden=(8,))
     pop = _pop(policy, 5, 0.7)
-    ro = PopulationRollout("CartPole-v1", policy, 5, episodes_per_member=2, seed=11, vectorization=vectorization)
+    ro = PopulationRollout("CartPole-v1", policy, 5, episodes_per_member=2, seed=11,
+                           vectorization=vectorization)
     assert ro.native == (vectorization == "native")
     losses = ro(pop)
     seeds = ro.last.seeds.numpy()
@@ -136,7 +137,8 @@ def test_env_raising_in_step_fails_that_member_only_and_the_generation_completes
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(env="CartPol-v1"), r"unknown Gymnasium id 'CartPol-v1'; close matches: .*CartPole-v1"),
+        (dict(env="CartPol-v1"),
+         r"unknown Gymnasium id 'CartPol-v1'; close matches: .*CartPole-v1"),
         (dict(env="NoSuchThing-v0"), r"unknown Gymnasium id 'NoSuchThing-v0'"),
         (dict(env=3), "Invalid env: 3"),
         (dict(popsize=0), "Invalid popsize: 0"),
@@ -329,7 +331,8 @@ def test_evaluate_center_equals_gymnasium_loop_with_seed_plus_j():
     ref = _reference_returns("CartPole-v1", policy, center[None], np.arange(100, 106)[None])
     assert np.array_equal(got.numpy(), ref[0])
     assert torch.equal(ro.evaluate_center(center * 1.0, num_episodes=6, seed=100), got)
-    a, b = ro.evaluate_center(num_episodes=4), ro.evaluate_center(num_episodes=4)  # fresh seeds each call
+    # fresh seeds each call
+    a, b = ro.evaluate_center(num_episodes=4), ro.evaluate_center(num_episodes=4)
     assert ro.num_evaluations == 4 and a.shape == b.shape == (4,)
     # a policy module is evaluated as it is, with its own normaliser
     saved = make_policy(gym.make("CartPole-v1"), kind="linear", obs_norm=True)
@@ -346,13 +349,14 @@ def test_evaluate_center_equals_gymnasium_loop_with_seed_plus_j():
 def test_reward_shift_common_seeds_and_action_noise():
     policy = make_policy(gym.make("Pendulum-v1"), kind="linear")
     pop = _pop(policy, 4, 0.5, seed=3)
-    ro = PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30, reward_shift=-1.0,
-                           common_seeds=True)
+    ro = PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30,
+                           reward_shift=-1.0, common_seeds=True)
     losses = ro(pop)
     seeds = ro.last.seeds
     assert (seeds == seeds[0]).all()
     torch.testing.assert_close(-losses, ro.last.episode_returns[:, 0] - 30.0, rtol=0, atol=1e-9)
-    noisy = [PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30, action_noise=0.3)
+    noisy = [PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30,
+                               action_noise=0.3)
              for _ in range(2)]
     plain = PopulationRollout("Pendulum-v1", policy, 4, seed=0, max_episode_steps=30)
     n1, n2, p0 = noisy[0](pop), noisy[1](pop), plain(pop)
@@ -386,7 +390,8 @@ def test_population_from_an_optimizer_over_some_parameters_keeps_the_others():
 
     policy = make_policy(gym.make("CartPole-v1"), kind="mlp", hidden=(6,))
     head = list(policy.layers[1].parameters())
-    opt = evoopt.PGPE([("layers.1.weight", head[0]), ("layers.1.bias", head[1])], popsize=6, sigma=1.0, seed=0)
+    opt = evoopt.PGPE([("layers.1.weight", head[0]), ("layers.1.bias", head[1])], popsize=6,
+                      sigma=1.0, seed=0)
     pop = opt.ask()
     body = torch.cat([p.detach().reshape(-1) for p in policy.layers[0].parameters()])
     full = torch.cat([body.expand(6, -1), pop.flat], dim=1)  # policy.parameters() order

@@ -30,8 +30,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, optimizer, kwargs):
     common = dict(optimizer=optimizer, seed=3, eval_every=2, eval_episodes=3, checkpoint_every=2,
                   progress=False, plot=False, **kwargs)
     full = train("CartPole-v1", run_dir=str(tmp_path / "full"), **common)
-    # stopped at 5, between checkpoints (every 2): PPO resumes from its checkpoint at 4 (its envs are
-    # reset there), PGPE from 5 (saved when stopped); both must end exactly as the uninterrupted run
+    # stopped at 5, between checkpoints (every 2): PPO resumes from its checkpoint at 4
+    # (its envs are reset there), PGPE from 5 (saved when stopped); both must end exactly as the
+    # uninterrupted run
     part = train("CartPole-v1", run_dir=str(tmp_path / "part"), callback=_stop_at(5), **common)
     assert len(part.history) == 5
     ck = load_checkpoint(str(tmp_path / "part" / "checkpoint.pt"))
@@ -47,8 +48,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, optimizer, kwargs):
 
 def test_outputs_and_saved_policy(tmp_path):
     run = str(tmp_path / "run")
-    res = train("CartPole-v1", optimizer="pgpe", policy="linear", popsize=10, iterations=3, eval_every=3,
-                eval_episodes=4, eval_seed=50, seed=1, run_dir=run, progress=False)
+    res = train("CartPole-v1", optimizer="pgpe", policy="linear", popsize=10, iterations=3,
+                eval_every=3, eval_episodes=4, eval_seed=50, seed=1, run_dir=run, progress=False)
     with open(os.path.join(run, "metrics.csv")) as f:
         assert f.readline().strip().split(",") == list(COLUMNS)
     rows = read_csv(os.path.join(run, "metrics.csv"))
@@ -70,15 +71,19 @@ def test_ars_policy_settings_are_saved_with_the_policy(tmp_path):
     from evoopt.cli import main
 
     run = str(tmp_path / "ars")
-    assert main(["train", "Pendulum-v1", "--optimizer", "ars", "--policy", "linear", "--popsize", "4",
-                 "--iterations", "2", "--eval-every", "2", "--eval-episodes", "2", "--run-dir", run,
-                 "--no-progress", "--no-bias", "--squash", "none", "--obs-norm-rule", "ars"]) == 0
+    assert main(["train", "Pendulum-v1", "--optimizer", "ars", "--policy", "linear",
+                 "--popsize", "4", "--iterations", "2", "--eval-every", "2", "--eval-episodes", "2",
+                 "--run-dir", run, "--no-progress", "--no-bias", "--squash", "none",
+                 "--obs-norm-rule", "ars"]) == 0
     policy, spec = load_policy(os.path.join(run, "policy.pt"))
-    assert spec["policy_kwargs"] == {"bias": False, "squash": "none"} and spec["obs_std_rule"] == "ars"
-    assert policy.layers[0].bias is None and policy.squash == "none" and policy.obs_norm.std_rule == "ars"
+    assert (spec["policy_kwargs"] == {"bias": False, "squash": "none"}
+            and spec["obs_std_rule"] == "ars")
+    assert (policy.layers[0].bias is None and policy.squash == "none"
+            and policy.obs_norm.std_rule == "ars")
     assert float(policy.obs_norm.count) > 0
     rows = read_csv(os.path.join(run, "metrics.csv"))
-    assert float(np.mean(evaluate(os.path.join(run, "policy.pt"), episodes=2, seed=1_000_000))) == rows[-1]["eval_return"]
+    assert (float(np.mean(evaluate(os.path.join(run, "policy.pt"), episodes=2, seed=1_000_000)))
+            == rows[-1]["eval_return"])
     with pytest.raises(ValueError, match=r"Invalid policy_kwargs: \['hidden'\]"):
         train("Pendulum-v1", iterations=1, policy_kwargs={"hidden": (3,)}, progress=False)
     with pytest.raises(ValueError, match="Invalid obs_std_rule: 'none'"):
@@ -104,8 +109,9 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     from evoopt.cli import main
 
     run = str(tmp_path / "cli")
-    rc = main(["train", "CartPole-v1", "--optimizer", "reinforce", "--policy", "linear", "--iterations", "2",
-               "--eval-every", "1", "--eval-episodes", "2", "--run-dir", run, "--no-progress"])
+    rc = main(["train", "CartPole-v1", "--optimizer", "reinforce", "--policy", "linear",
+               "--iterations", "2", "--eval-every", "1", "--eval-episodes", "2", "--run-dir", run,
+               "--no-progress"])
     assert rc == 0
     assert "reinforce on CartPole-v1: 2 iterations" in capsys.readouterr().out
     assert main(["evaluate", os.path.join(run, "policy.pt"), "--episodes", "3"]) == 0
@@ -116,7 +122,8 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(iterations=0), "Invalid iterations: 0"),
-    (dict(iterations=1, optimizer="adamw"), r"Invalid optimizer: 'adamw' \(expected one of \[.*'ppo'"),
+    (dict(iterations=1, optimizer="adamw"),
+     r"Invalid optimizer: 'adamw' \(expected one of \[.*'ppo'"),
     (dict(iterations=1, policy="cnn"), "Invalid policy: 'cnn'"),
     (dict(iterations=1, resume=True), "Invalid resume: True needs run_dir"),
     (dict(iterations=1, eval_every=0), "Invalid eval_every: 0"),
@@ -132,14 +139,15 @@ def test_bad_env_id_and_mismatched_checkpoint(tmp_path):
     run = str(tmp_path / "r")
     train("CartPole-v1", optimizer="pgpe", policy="linear", popsize=4, iterations=1, run_dir=run,
           progress=False, plot=False)
-    with pytest.raises(ValueError, match="Invalid checkpoint: .* does not match this run .*policy: saved "
+    with pytest.raises(ValueError, match="Invalid checkpoint: .* does not match this run "
+                                         ".*policy: saved "
                                          "'LinearPolicy', expected 'MLPPolicy'"):
         train("CartPole-v1", optimizer="pgpe", policy="mlp", popsize=4, iterations=2, run_dir=run,
               resume=True, progress=False)
 
 
-PGPE_SMALL = dict(optimizer="pgpe", policy="linear", popsize=10, seed=3, eval_every=2, eval_episodes=3,
-                  checkpoint_every=1, progress=False, plot=False)
+PGPE_SMALL = dict(optimizer="pgpe", policy="linear", popsize=10, seed=3, eval_every=2,
+                  eval_episodes=3, checkpoint_every=1, progress=False, plot=False)
 
 
 def test_corrupted_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
@@ -160,7 +168,8 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     run = str(tmp_path / "run")
     train("CartPole-v1", iterations=2, run_dir=run, **PGPE_SMALL)
     with pytest.raises(ValueError, match="popsize"):
-        train("CartPole-v1", iterations=4, run_dir=run, resume=True, **{**PGPE_SMALL, "popsize": 12})
+        train("CartPole-v1", iterations=4, run_dir=run, resume=True,
+              **{**PGPE_SMALL, "popsize": 12})
     assert os.path.exists(os.path.join(run, "checkpoint.pt"))  # the good one is kept
 
 
@@ -187,7 +196,8 @@ def test_sigkill_mid_run_then_cli_resume_reproduces_the_uninterrupted_run(tmp_pa
 
     full = train("CartPole-v1", iterations=6, run_dir=str(tmp_path / "full"), **PGPE_SMALL)
     run, marker = str(tmp_path / "run"), str(tmp_path / "marker")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, run, marker], env=env)
     deadline = time.time() + 120
     while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
@@ -195,10 +205,12 @@ def test_sigkill_mid_run_then_cli_resume_reproduces_the_uninterrupted_run(tmp_pa
     assert os.path.exists(marker), "the child never reached iteration 3"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(load_checkpoint(os.path.join(run, "checkpoint.pt"))["history"]) == 2  # 3 was not saved
-    cmd = [sys.executable, "-m", "evoopt.cli", "train", "CartPole-v1", "--optimizer", "pgpe", "--policy",
-           "linear", "--popsize", "10", "--seed", "3", "--iterations", "6", "--eval-every", "2",
-           "--eval-episodes", "3", "--checkpoint-every", "1", "--run-dir", run, "--resume", "--no-progress"]
+    # 3 was not saved
+    assert len(load_checkpoint(os.path.join(run, "checkpoint.pt"))["history"]) == 2
+    cmd = [sys.executable, "-m", "evoopt.cli", "train", "CartPole-v1", "--optimizer", "pgpe",
+           "--policy", "linear", "--popsize", "10", "--seed", "3", "--iterations", "6",
+           "--eval-every", "2", "--eval-episodes", "3", "--checkpoint-every", "1", "--run-dir", run,
+           "--resume", "--no-progress"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     np.testing.assert_equal(_strip(read_csv(os.path.join(run, "metrics.csv"))),
