@@ -83,7 +83,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import check_int, check_positive
+from .checks import check_int, check_positive
 from .population import ParamLayout, Population
 
 __all__ = ["RayEvaluator", "import_ray"]

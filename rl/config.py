@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import evoopt
-from evoopt._validation import check_choice, check_int
+from evoopt.checks import check_choice, check_int
 from evoopt.compare import check_kwargs
 
 from .algorithms import PPO, Reinforce

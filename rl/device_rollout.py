@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evoopt._validation import check_choice
+from evoopt.checks import check_choice
 
 from . import envs as device_envs
 from .actor import DeviceActor

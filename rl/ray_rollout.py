@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from evoopt._validation import check_int
+from evoopt.checks import check_int
 from evoopt.distributed import RayEvaluator
 
 from .normalization import RunningNorm

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from evoopt._validation import check_range
+from evoopt.checks import check_range
 
 __all__ = ["compute_gae", "discounted_returns", "next_values_from"]
 

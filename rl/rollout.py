@@ -97,7 +97,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from evoopt._validation import check_choice, check_int, check_positive
+from evoopt.checks import check_choice, check_int, check_positive
 
 from .normalization import RunningNorm
 from .actor import Actor, DeviceActor, expand_members, member_params

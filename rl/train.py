@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 import evoopt
-from evoopt._validation import check_int
+from evoopt.checks import check_int
 from evoopt.compare import stop_reasons
 
 from .algorithms import PPO, Reinforce

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from .._validation import check_positive, check_range
+from ..checks import check_positive, check_range
 from ..registry import register
 
 __all__ = ["ClipUp"]

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .._validation import check_positive
+from ..checks import check_positive
 from ..registry import register
 
 __all__ = ["KLAdaptive"]

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .._validation import check_int, check_positive, check_range
+from ..checks import check_int, check_positive, check_range
 from ..registry import register
 
 __all__ = ["NaturalGradient", "conjugate_gradient"]

@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int
+from ..checks import check_choice, check_int
 from .base import Task
 
 __all__ = ["FUNCTIONS", "Function", "FunctionTask", "VectorModel"] + [

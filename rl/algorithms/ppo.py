@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evoopt._validation import check_int, check_positive, check_range
+from evoopt.checks import check_int, check_positive, check_range
 
 from ..returns import compute_gae, next_values_from
 from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evoopt._validation import check_choice, check_int, check_positive, check_range
+from evoopt.checks import check_choice, check_int, check_positive, check_range
 
 from ..returns import discounted_returns
 from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
