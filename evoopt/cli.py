@@ -89,7 +89,7 @@ def _split_list(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------ commands
 def _parse_task(text: str):
-    from .compare import _parse_value
+    from .compare import parse_value
     from .tasks import get_task
 
     name, *items = text.split(":")
@@ -98,7 +98,7 @@ def _parse_task(text: str):
         key, eq, value = item.partition("=")
         if not eq:
             raise UsageError(f"invalid task {text!r}: {item!r} is not key=value (e.g. 'rastrigin:dim=30')")
-        kwargs[key.strip()] = _parse_value(value.strip())
+        kwargs[key.strip()] = parse_value(value.strip())
     try:
         return get_task(name.strip(), **kwargs)
     except ValueError as e:

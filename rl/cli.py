@@ -35,7 +35,7 @@ string."""
 def _kv(text: str) -> dict:
     """``a=1,b=None,c=(1, 2),d=adam`` -> {"a": 1, "b": None, "c": (1, 2), "d": "adam"}:
     values are Python literals, else strings; commas inside brackets do not split."""
-    from evoopt.compare import _parse_value
+    from evoopt.compare import parse_value
 
     parts, depth, cur = [], 0, ""
     for ch in text:
@@ -52,7 +52,7 @@ def _kv(text: str) -> dict:
         k, eq, v = part.partition("=")
         if not eq or not k.strip().isidentifier():
             raise argparse.ArgumentTypeError(f"expected key=value, got {part!r}")
-        out[k.strip()] = _parse_value(v.strip())
+        out[k.strip()] = parse_value(v.strip())
     return out
 
 

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import evoopt
-from evoopt.checks import check_choice, check_int
-from evoopt.compare import check_kwargs
+from evoopt.checks import check_choice, check_int, check_kwargs
 
 from .algorithms import PPO, Reinforce
 from .defaults import DEFAULT_OPTIMIZER, PRESETS
