@@ -85,6 +85,7 @@ from torch import Tensor
 
 from .checks import check_int, check_positive
 from .population import ParamLayout, Population
+from .protocols import AcceptsStats, ReportsStats, RowObjective
 
 __all__ = ["RayEvaluator", "import_ray"]
 
@@ -126,12 +127,12 @@ class _Worker:
     ):
         obj = self.objective
         if version != self.version:
-            if state is not None and hasattr(obj, "set_stats"):
+            if state is not None and isinstance(obj, AcceptsStats):
                 obj.set_stats(state)
             self.version = version
         x = torch.from_numpy(np.array(rows))  # Ray's arrays are read-only views of its store
         idx = torch.from_numpy(np.array(members))
-        if hasattr(obj, "evaluate_rows"):
+        if isinstance(obj, RowObjective):
             out = obj.evaluate_rows(x, idx, int(generation))
         else:
             out = obj(Population(x, self._layout(layout_spec, x)))
@@ -144,7 +145,7 @@ class _Worker:
                 f"the objective returned {losses.shape[0]} losses for {len(members)} rows "
                 "(expected one loss per row)"
             )
-        stats = obj.get_stats() if hasattr(obj, "get_stats") else None
+        stats = obj.get_stats() if isinstance(obj, ReportsStats) else None
         return losses.numpy(), info, stats
 
     def _layout(self, spec, x: Tensor) -> ParamLayout:

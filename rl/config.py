@@ -29,6 +29,7 @@ from typing import Any
 
 import evoopt
 from evoopt.checks import check_choice, check_int, check_kwargs
+from evoopt.protocols import KLAware
 
 from .algorithms import PPO, Reinforce
 from .defaults import DEFAULT_OPTIMIZER, PRESETS
@@ -352,7 +353,7 @@ def _gradient_config(common: dict, opt_kw: dict, grad_optimizer, num_envs, algo_
     alg_kw = _merge("algo_kwargs", algo_kwargs, preset, src)
     check_kwargs(f"algo_kwargs for {optimizer!r}", algo, alg_kw,
                  taken=("self", "envs", "agent", "optimizer", "seed"))
-    if hasattr(opt_cls, "update_kl") and algo is PPO:  # the KL sets the lr: no annealing on top
+    if issubclass(opt_cls, KLAware) and algo is PPO:  # the KL sets the lr: no annealing on top
         if (algo_kwargs or {}).get("anneal_lr"):
             raise ValueError(f"Invalid anneal_lr=True with grad_optimizer {grad_optimizer!r} "
                              "(its KL target sets the learning rate; expected anneal_lr=False)")

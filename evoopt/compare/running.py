@@ -29,6 +29,7 @@ import torch
 
 from ..checks import check_choice, check_int, check_positive
 from ..population import PopulationOptimizer
+from ..protocols import Stoppable
 from ..tasks import Task, get_task, params_hash
 from .reporting import Comparison, Run
 from .specs import OptimizerSpec, parse_optimizer, resolve_hyperparameters
@@ -41,7 +42,9 @@ def stop_reasons(opt) -> dict[str, Any]:
     """Why ``opt`` has stopped for good (``opt.stopped``, e.g. CMA-ES after pycma's
     termination criteria) as plain values; empty while it runs on, and for optimizers
     without the attribute (torch's)."""
-    stopped = getattr(opt, "stopped", None)
+    if not isinstance(opt, Stoppable):
+        return {}
+    stopped = opt.stopped
     if callable(stopped):
         stopped = stopped()
     return {str(k): (v if isinstance(v, (int, float, str, bool)) else repr(v))

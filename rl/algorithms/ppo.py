@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from evoopt.checks import check_int, check_positive, check_range
+from evoopt.protocols import KLAware
 
 from ..returns import compute_gae, next_values_from
 from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
@@ -247,7 +248,7 @@ class PPO:
                 if self.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
                 self.optimizer.step()
-                if hasattr(self.optimizer, "update_kl"):
+                if isinstance(self.optimizer, KLAware):
                     self.optimizer.update_kl(float(approx_kl))
             if self.target_kl is not None and float(approx_kl) > self.target_kl:
                 stop = True

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from evoopt.checks import check_choice, check_int, check_positive, check_range
+from evoopt.protocols import KLAware
 
 from ..returns import discounted_returns
 from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
@@ -168,7 +169,7 @@ class Reinforce:
         with torch.no_grad():
             logratio = self.agent.distribution(obs).log_prob(actions) - b["logprobs"][valid]
             approx_kl = float(((logratio.exp() - 1) - logratio).mean())
-        if hasattr(self.optimizer, "update_kl"):
+        if isinstance(self.optimizer, KLAware):
             self.optimizer.update_kl(approx_kl)
         if self.obs_norm is not None:
             self.obs_norm.update(obs)
