@@ -281,7 +281,7 @@ def _cmd_evaluate(args) -> int:
 
 def _gl_hint(env_id: str) -> str:
     """MuJoCo renders through OpenGL: without a display it needs a headless backend."""
-    from .rollout import resolve_env_id
+    from .gym_envs import resolve_env_id
 
     entry = str(resolve_env_id(env_id).entry_point)
     if "mujoco" not in entry or os.environ.get("MUJOCO_GL"):

@@ -34,7 +34,7 @@ from evoopt.protocols import KLAware
 from .algorithms import PPO, Reinforce
 from .defaults import DEFAULT_OPTIMIZER, PRESETS
 from .normalization import STD_RULES
-from .rollout import resolve_env_id
+from .gym_envs import resolve_env_id
 
 __all__ = ["TrainConfig", "make_config", "GENERIC", "DEFAULT_BUDGET", "FALLBACK_OPTIMIZER",
            "GRADIENT_METHODS", "POLICY_KWARGS", "PRESET_KEYS", "SAME_MEANING"]

@@ -57,6 +57,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from .gym_envs import make_env, resolve_env_id
 from .normalization import RunningNorm
 
 __all__ = ["Policy", "LinearPolicy", "MLPPolicy", "ActorCritic", "make_policy", "ACTIVATIONS", "SQUASH"]
@@ -358,8 +359,6 @@ class ActorCritic(Policy):
 
 def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
     if isinstance(env_or_spaces, str):  # an env id: read the spaces off one instance
-        from .rollout import make_env, resolve_env_id
-
         resolve_env_id(env_or_spaces)
         env = make_env(env_or_spaces)
         try:
