@@ -6,7 +6,9 @@
 ``evoopt list``      the optimizers and tasks by name;
 ``evoopt bench``     the scripts in ``bench/`` (or a short built-in micro-benchmark);
 ``evoopt train`` / ``evoopt evaluate``  Gymnasium training, provided by the ``rl``
-                     package (``rl.cli.register(subparsers)``, imported lazily).
+                     package: each module of :data:`SUBCOMMANDS` is imported lazily and
+                     adds its subcommands (``register(subparsers)``); it imports the
+                     shared pieces from :mod:`evoopt.cliargs`, never this module.
 
 Exit codes: 0 success, 1 runtime failure (a run raised, a benchmark failed),
 2 usage error (unknown name, bad value); errors list the valid names.
@@ -15,6 +17,7 @@ Exit codes: 0 success, 1 runtime failure (a run raised, a benchmark failed),
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import os
 import subprocess
@@ -24,6 +27,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .cliargs import UsageError, positive_float, positive_int, seed_list
+
 __all__ = ["DEFAULT_OPTIMIZERS", "UsageError", "build_parser", "main"]
 
 #: What ``evoopt compare`` runs without ``--optimizers`` (those registered are used).
@@ -31,46 +36,10 @@ DEFAULT_OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "rmsprop",
                       "pgpe", "openai_es", "snes", "cem", "cmaes", "ars")
 DEFAULT_TASK = "digits"
 
-
-class UsageError(Exception):
-    """A bad command line: reported with the command's name, exit code 2."""
-
-
-# ---------------------------------------------------------------- argument types
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 1)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 1)")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a number > 0)") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a finite number > 0)")
-    return value
-
-
-def _seeds(text: str) -> list[int]:
-    """``"0,1,2"`` or a range ``"0-4"`` (inclusive)."""
-    try:
-        if "-" in text and "," not in text:
-            a, b = (int(x) for x in text.split("-", 1))
-            seeds = list(range(a, b + 1))
-        else:
-            seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r} (expected integers >= 0: '0,1,2' or a range '0-4')")
-    return seeds
+#: Modules that add subcommands (``register(subparsers)``), imported when the command line
+#: is parsed, with the subcommands they provide (offered with an install hint when the
+#: module cannot be imported).
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {"rl.cli": ("train", "evaluate")}
 
 
 def _split_list(text: str) -> list[str]:
@@ -89,7 +58,7 @@ def _split_list(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------ commands
 def _parse_task(text: str):
-    from .compare import _parse_value
+    from .compare import parse_value
     from .tasks import get_task
 
     name, *items = text.split(":")
@@ -97,8 +66,9 @@ def _parse_task(text: str):
     for item in items:
         key, eq, value = item.partition("=")
         if not eq:
-            raise UsageError(f"invalid task {text!r}: {item!r} is not key=value (e.g. 'rastrigin:dim=30')")
-        kwargs[key.strip()] = _parse_value(value.strip())
+            raise UsageError(f"invalid task {text!r}: {item!r} is not key=value "
+                             "(e.g. 'rastrigin:dim=30')")
+        kwargs[key.strip()] = parse_value(value.strip())
     try:
         return get_task(name.strip(), **kwargs)
     except ValueError as e:
@@ -193,7 +163,8 @@ def cmd_list(args) -> int:
 
 
 def _bench_dir(arg: str | None) -> Path | None:
-    candidates = [Path(arg)] if arg else [Path("bench"), Path(__file__).resolve().parent.parent / "bench"]
+    here = Path(__file__).resolve().parent.parent / "bench"
+    candidates = [Path(arg)] if arg else [Path("bench"), here]
     for c in candidates:
         if c.is_dir() and any(c.glob("*.py")):
             return c
@@ -211,7 +182,8 @@ def cmd_bench(args) -> int:
         by_name = {p.stem: p for p in scripts}
         unknown = [n for n in args.names if n not in by_name]
         if unknown:
-            raise UsageError(f"unknown benchmark(s) {unknown} (expected some of: {', '.join(by_name)})")
+            raise UsageError(f"unknown benchmark(s) {unknown} "
+                             f"(expected some of: {', '.join(by_name)})")
         scripts = [by_name[n] for n in args.names]
     status = 0
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -287,6 +259,20 @@ def _rl_missing(exc: ImportError):
     return fn
 
 
+def _register_subcommands(sub) -> None:
+    """Let every module of :data:`SUBCOMMANDS` add its subcommands; one that cannot be
+    imported (``rl`` without gymnasium) leaves commands that say how to install it."""
+    for module, names in SUBCOMMANDS.items():
+        try:  # lazy: gymnasium is imported only for train/evaluate
+            register = importlib.import_module(module).register
+        except ImportError as e:
+            for name in names:
+                p = sub.add_parser(name, help=f"{name} on Gymnasium (needs the rl package)")
+                p.set_defaults(func=_rl_missing(e))
+        else:
+            register(sub)
+
+
 # -------------------------------------------------------------------------- parser
 def _version() -> str:
     try:
@@ -314,17 +300,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--optimizers", metavar="A,B,...",
                    help="comma-separated names, hyperparameters after colons, e.g. "
                         f"adam:lr=0.01,pgpe:popsize=50 (default: {','.join(DEFAULT_OPTIMIZERS)})")
-    p.add_argument("--seeds", type=_seeds, metavar="0,1,2", help="seeds, or a range 0-4 (default: 0,1; with --quick: 0)")
-    p.add_argument("--budget-evals", type=_positive_int, metavar="N",
+    p.add_argument("--seeds", type=seed_list, metavar="0,1,2",
+                   help="seeds, or a range 0-4 (default: 0,1; with --quick: 0)")
+    p.add_argument("--budget-evals", type=positive_int, metavar="N",
                    help="evaluations per run (default: the task's; 1 evaluation = the training "
                         "loss of one parameter vector on the whole training set)")
-    p.add_argument("--budget-seconds", type=_positive_float, metavar="S",
+    p.add_argument("--budget-seconds", type=positive_float, metavar="S",
                    help="wall time per run inside opt.step")
     p.add_argument("--out", metavar="DIR", help="output directory (default: runs/compare-<task>)")
     p.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
     p.add_argument("--quick", action="store_true",
                    help="one seed and a fifth of the task's default budget (a smoke run)")
-    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="torch threads (default: 1, fastest for these small models)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
@@ -344,14 +331,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser, sub = build_parser()
-    try:
-        from rl.cli import register  # lazy: gymnasium is imported only for train/evaluate
-    except ImportError as e:
-        for name in ("train", "evaluate"):
-            p = sub.add_parser(name, help=f"{name} on Gymnasium (needs the rl package)")
-            p.set_defaults(func=_rl_missing(e))
-    else:
-        register(sub)
+    _register_subcommands(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
@@ -375,8 +355,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # `python -m evoopt.cli`: run the imported module's main, so that rl.cli raises the same
-    # UsageError class that main catches (this file's classes are __main__'s copies here)
-    from evoopt.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

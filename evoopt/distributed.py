@@ -83,8 +83,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import check_int, check_positive
+from .checks import check_int, check_positive
 from .population import ParamLayout, Population
+from .protocols import AcceptsStats, ReportsStats, RowObjective
 
 __all__ = ["RayEvaluator", "import_ray"]
 
@@ -115,23 +116,16 @@ class _Worker:
     def ready(self) -> int:
         return os.getpid()
 
-    def run(
-        self,
-        rows: np.ndarray,
-        members: np.ndarray,
-        generation: int,
-        layout_spec,
-        state,
-        version: int,
-    ):
+    def run(self, rows: np.ndarray, members: np.ndarray, generation: int, layout_spec, state,
+            version: int):
         obj = self.objective
         if version != self.version:
-            if state is not None and hasattr(obj, "set_stats"):
+            if state is not None and isinstance(obj, AcceptsStats):
                 obj.set_stats(state)
             self.version = version
         x = torch.from_numpy(np.array(rows))  # Ray's arrays are read-only views of its store
         idx = torch.from_numpy(np.array(members))
-        if hasattr(obj, "evaluate_rows"):
+        if isinstance(obj, RowObjective):
             out = obj.evaluate_rows(x, idx, int(generation))
         else:
             out = obj(Population(x, self._layout(layout_spec, x)))
@@ -140,11 +134,9 @@ class _Worker:
             out, info = out
         losses = torch.as_tensor(out).detach().to("cpu", torch.float64).reshape(-1)
         if losses.shape[0] != len(members):
-            raise ValueError(
-                f"the objective returned {losses.shape[0]} losses for {len(members)} rows "
-                "(expected one loss per row)"
-            )
-        stats = obj.get_stats() if hasattr(obj, "get_stats") else None
+            raise ValueError(f"the objective returned {losses.shape[0]} losses for "
+                             f"{len(members)} rows (expected one loss per row)")
+        stats = obj.get_stats() if isinstance(obj, ReportsStats) else None
         return losses.numpy(), info, stats
 
     def _layout(self, spec, x: Tensor) -> ParamLayout:
@@ -212,10 +204,8 @@ class RayEvaluator:
         runtime_env: dict | None = None,
     ):
         if not callable(objective_factory):
-            raise ValueError(
-                f"Invalid objective_factory: {objective_factory!r} (expected a picklable "
-                "zero-argument callable that builds the objective)"
-            )
+            raise ValueError(f"Invalid objective_factory: {objective_factory!r} (expected a "
+                             "picklable zero-argument callable that builds the objective)")
         if num_actors is not None:
             check_int("num_actors", num_actors)
         check_positive("num_cpus_per_actor", num_cpus_per_actor)
@@ -229,9 +219,8 @@ class RayEvaluator:
         if merge_stats is not None and not callable(merge_stats):
             raise ValueError(f"Invalid merge_stats: {merge_stats!r} (expected a callable or None)")
         if address is not None and not isinstance(address, str):
-            raise ValueError(
-                f"Invalid address: {address!r} (expected a Ray address string or None)"
-            )
+            raise ValueError(f"Invalid address: {address!r} (expected a Ray address string or "
+                             "None)")
         self.merge_stats = merge_stats
 
         ray = import_ray()
@@ -288,27 +277,14 @@ class RayEvaluator:
         """The live actor handles (a replaced actor's handle leaves this list)."""
         return [s.handle for s in self._slots]
 
-    def _event(
-        self, kind: str, slot: _Slot, error: str, members, attempt: int, generation: int
-    ) -> None:
-        ev = {
-            "generation": generation,
-            "kind": kind,
-            "actor": slot.wid,
-            "error": error,
-            "members": [int(m) for m in members],
-            "attempt": attempt,
-        }
+    def _event(self, kind: str, slot: _Slot, error: str, members, attempt: int,
+               generation: int) -> None:
+        ev = {"generation": generation, "kind": kind, "actor": slot.wid, "error": error,
+              "members": [int(m) for m in members], "attempt": attempt}
         self.events.append(ev)
-        logger.warning(
-            "generation %d: actor %d %s (%s); members %s %s",
-            generation,
-            slot.wid,
-            kind,
-            error,
-            _short(ev["members"]),
-            "re-sent" if kind != "gave_up" else f"get loss {self.worst}",
-        )
+        logger.warning("generation %d: actor %d %s (%s); members %s %s", generation, slot.wid,
+                       kind, error, _short(ev["members"]),
+                       "re-sent" if kind != "gave_up" else f"get loss {self.worst}")
 
     # -------------------------------------------------------------- state
     def set_stats(self, state: Any) -> None:
@@ -322,9 +298,8 @@ class RayEvaluator:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("generation"), int):
-            raise ValueError(
-                "Invalid state_dict: expected {'generation': int} from RayEvaluator.state_dict()"
-            )
+            raise ValueError("Invalid state_dict: expected {'generation': int} from "
+                             "RayEvaluator.state_dict()")
         self.generation = state_dict["generation"]
 
     # ------------------------------------------------------------ evaluate
@@ -337,138 +312,23 @@ class RayEvaluator:
         """Losses [P] (float64) of the rows of ``pop`` (a Population or a [P, D] tensor)."""
         if self._closed:
             raise RuntimeError("RayEvaluator is closed")
-        if isinstance(pop, Population):
-            flat, spec = pop.flat, (list(pop.layout.names), [list(s) for s in pop.layout.shapes])
-        elif isinstance(pop, Tensor) and pop.dim() == 2:
-            flat, spec = pop, (["0"], [[pop.shape[1]]])
-        else:
-            raise ValueError(
-                f"Invalid population: {type(pop).__name__} (expected an evoopt Population or a [P, D] tensor)"
-            )
-        rows = flat.detach().cpu().numpy()
-        if rows.dtype not in (np.float32, np.float64):
-            rows = rows.astype(np.float64)
-        P = rows.shape[0]
-        size = self.chunk_size or max(1, math.ceil(P / self.num_actors))
-        todo = collections.deque(
-            _Chunk(np.arange(a, min(a + size, P), dtype=np.int64)) for a in range(0, P, size)
-        )
+        rows, spec = _rows_of(pop)
         if self._state_ref is None and self._state is not None:
             self._state_ref = self._ray.put(self._state)
-        losses = torch.full((P,), self.worst, dtype=torch.float64)
-        done: list[tuple[np.ndarray, Any, Any]] = []
-        fails_in_a_row, limit = 0, 2 * (self.max_retries + 1) * self.num_actors + 1
-        first_error = None
-
-        def failed(slot: _Slot, kind: str, error: str, chunk: _Chunk | None) -> None:
-            nonlocal fails_in_a_row, first_error
-            fails_in_a_row += 1
-            first_error = first_error or error
-            members = chunk.members if chunk is not None else []
-            attempt = 0
-            if chunk is not None:
-                chunk.attempts += 1
-                attempt = chunk.attempts
-            self._event(kind, slot, error, members, attempt, generation)
-            self._replace(slot)
-            if chunk is not None:
-                if chunk.attempts <= self.max_retries:
-                    todo.appendleft(chunk)
-                elif len(chunk.members) > 1:
-                    todo.extendleft(
-                        _Chunk(chunk.members[i : i + 1])
-                        for i in reversed(range(len(chunk.members)))
-                    )
-                else:
-                    self._event("gave_up", slot, error, members, attempt, generation)
-            if fails_in_a_row >= limit:
-                raise RuntimeError(
-                    f"RayEvaluator: {fails_in_a_row} evaluations failed in a row without one success "
-                    f"(first error: {first_error}); the objective or its factory is broken"
-                )
-
-        while todo or any(s.busy is not None for s in self._slots):
-            for slot in self._slots:  # hand out chunks to idle, started actors
-                if todo and slot.busy is None and slot.ready_ref is None:
-                    chunk = todo.popleft()
-                    ref = slot.handle.run.remote(
-                        rows[chunk.members],
-                        chunk.members,
-                        generation,
-                        spec,
-                        self._state_ref,
-                        self._state_version,
-                    )
-                    slot.busy = (ref, chunk, time.monotonic())
-            waiting = {}
-            for slot in self._slots:
-                if slot.ready_ref is not None:
-                    waiting[slot.ready_ref] = slot
-                if slot.busy is not None:
-                    waiting[slot.busy[0]] = slot
-            deadlines = [
-                s.busy[2] + self.timeout for s in self._slots if s.busy and self.timeout is not None
-            ]
-            deadlines += [
-                s.started + self.startup_timeout for s in self._slots if s.ready_ref is not None
-            ]
-            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            ready, _ = self._ray.wait(list(waiting), num_returns=1, timeout=wait_s)
-            for ref in ready:
-                slot = waiting[ref]
-                if ref is slot.ready_ref:
-                    try:
-                        self._ray.get(ref)
-                        slot.ready_ref = None
-                    except Exception as e:  # noqa: BLE001 - the factory raised or the actor died
-                        failed(slot, "start_failed", _error_text(e), None)
-                    continue
-                _, chunk, _ = slot.busy
-                slot.busy = None
-                try:
-                    out, info, stats = self._ray.get(ref)
-                except self._ray.exceptions.RayActorError as e:
-                    failed(slot, "died", _error_text(e), chunk)
-                    continue
-                except Exception as e:  # noqa: BLE001 - the objective raised in the actor
-                    failed(slot, "raised", _error_text(e), chunk)
-                    continue
-                fails_in_a_row = 0
-                losses[torch.from_numpy(chunk.members)] = torch.tensor(out, dtype=torch.float64)
-                done.append((chunk.members, info, stats))
-            now = time.monotonic()
-            for slot in list(self._slots):
-                if (
-                    self.timeout is not None
-                    and slot.busy is not None
-                    and now - slot.busy[2] > self.timeout
-                ):
-                    _, chunk, t0 = slot.busy
-                    slot.busy = None
-                    failed(
-                        slot,
-                        "timeout",
-                        f"no result after {now - t0:.1f} s (timeout={self.timeout} s)",
-                        chunk,
-                    )
-                elif slot.ready_ref is not None and now - slot.started > self.startup_timeout:
-                    failed(
-                        slot,
-                        "start_failed",
-                        f"not started after {now - slot.started:.0f} s "
-                        f"(startup_timeout={self.startup_timeout} s; are there num_actors x "
-                        "num_cpus_per_actor free CPUs in the cluster?)",
-                        None,
-                    )
-
-        done.sort(key=lambda d: int(d[0][0]))
+        run = _Generation(self, rows, spec, generation)
+        while run.todo or any(s.busy is not None for s in self._slots):
+            run.dispatch()
+            for ref, slot in run.wait():
+                run.collect(ref, slot)
+            run.check_deadlines()
+        done = sorted(run.done, key=lambda d: int(d[0][0]))
         self.last_info = [(m, info) for m, info, _ in done]
         self.last_stats = [s for _, _, s in done]
         if self.merge_stats is not None:
             state = self.merge_stats(self.last_stats)
             if state is not None:
                 self.set_stats(state)
-        return losses
+        return run.losses
 
     # -------------------------------------------------------------- close
     def close(self) -> None:
@@ -492,10 +352,135 @@ class RayEvaluator:
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"RayEvaluator(num_actors={self.num_actors}, chunk_size={self.chunk_size}, "
-            f"timeout={self.timeout}, max_retries={self.max_retries}, events={len(self.events)})"
-        )
+        return (f"RayEvaluator(num_actors={self.num_actors}, chunk_size={self.chunk_size}, "
+                f"timeout={self.timeout}, max_retries={self.max_retries}, "
+                f"events={len(self.events)})")
+
+
+def _rows_of(pop) -> tuple[np.ndarray, tuple[list, list]]:
+    """The rows of ``pop`` as a float32/float64 numpy array, and the layout spec (names,
+    shapes) the actors rebuild a Population with."""
+    if isinstance(pop, Population):
+        flat, spec = pop.flat, (list(pop.layout.names), [list(s) for s in pop.layout.shapes])
+    elif isinstance(pop, Tensor) and pop.dim() == 2:
+        flat, spec = pop, (["0"], [[pop.shape[1]]])
+    else:
+        raise ValueError(f"Invalid population: {type(pop).__name__} (expected an evoopt "
+                         "Population or a [P, D] tensor)")
+    rows = flat.detach().cpu().numpy()
+    if rows.dtype not in (np.float32, np.float64):
+        rows = rows.astype(np.float64)
+    return rows, spec
+
+
+class _Generation:
+    """One :meth:`RayEvaluator.evaluate` call, in steps: hand chunks to idle actors
+    (:meth:`dispatch`), wait for a result or a deadline (:meth:`wait`), take a result or a
+    failure in (:meth:`collect`), replace actors past their deadlines
+    (:meth:`check_deadlines`). A failed chunk is re-sent first, then split into members;
+    too many failures in a row raise."""
+
+    def __init__(self, ev: RayEvaluator, rows: np.ndarray, spec, generation: int):
+        self.ev, self.rows, self.spec, self.generation = ev, rows, spec, generation
+        P = rows.shape[0]
+        size = ev.chunk_size or max(1, math.ceil(P / ev.num_actors))
+        self.todo = collections.deque(
+            _Chunk(np.arange(a, min(a + size, P), dtype=np.int64)) for a in range(0, P, size))
+        self.losses = torch.full((P,), ev.worst, dtype=torch.float64)
+        self.done: list[tuple[np.ndarray, Any, Any]] = []
+        self.fails_in_a_row, self.first_error = 0, None
+        self.limit = 2 * (ev.max_retries + 1) * ev.num_actors + 1
+
+    def dispatch(self) -> None:
+        """Hand out chunks to idle, started actors."""
+        ev = self.ev
+        for slot in ev._slots:
+            if self.todo and slot.busy is None and slot.ready_ref is None:
+                chunk = self.todo.popleft()
+                ref = slot.handle.run.remote(self.rows[chunk.members], chunk.members,
+                                             self.generation, self.spec, ev._state_ref,
+                                             ev._state_version)
+                slot.busy = (ref, chunk, time.monotonic())
+
+    def wait(self) -> list[tuple[Any, _Slot]]:
+        """The first reference ready (an actor started or a chunk done), or none when the
+        nearest deadline passed first."""
+        ev = self.ev
+        waiting = {}
+        for slot in ev._slots:
+            if slot.ready_ref is not None:
+                waiting[slot.ready_ref] = slot
+            if slot.busy is not None:
+                waiting[slot.busy[0]] = slot
+        deadlines = [s.busy[2] + ev.timeout for s in ev._slots
+                     if s.busy and ev.timeout is not None]
+        deadlines += [s.started + ev.startup_timeout for s in ev._slots if s.ready_ref is not None]
+        wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        ready, _ = ev._ray.wait(list(waiting), num_returns=1, timeout=wait_s)
+        return [(ref, waiting[ref]) for ref in ready]
+
+    def collect(self, ref, slot: _Slot) -> None:
+        """An actor's start, or a chunk's losses (or the failure that ended either)."""
+        ray = self.ev._ray
+        if ref is slot.ready_ref:
+            try:
+                ray.get(ref)
+                slot.ready_ref = None
+            except Exception as e:  # noqa: BLE001 - the factory raised or the actor died
+                self.failed(slot, "start_failed", _error_text(e), None)
+            return
+        _, chunk, _ = slot.busy
+        slot.busy = None
+        try:
+            out, info, stats = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            return self.failed(slot, "died", _error_text(e), chunk)
+        except Exception as e:  # noqa: BLE001 - the objective raised in the actor
+            return self.failed(slot, "raised", _error_text(e), chunk)
+        self.fails_in_a_row = 0
+        self.losses[torch.from_numpy(chunk.members)] = torch.tensor(out, dtype=torch.float64)
+        self.done.append((chunk.members, info, stats))
+
+    def check_deadlines(self) -> None:
+        """Replace actors whose chunk ran past ``timeout`` or that did not start in time."""
+        ev, now = self.ev, time.monotonic()
+        for slot in list(ev._slots):
+            if ev.timeout is not None and slot.busy is not None and now - slot.busy[2] > ev.timeout:
+                _, chunk, t0 = slot.busy
+                slot.busy = None
+                self.failed(slot, "timeout",
+                            f"no result after {now - t0:.1f} s (timeout={ev.timeout} s)", chunk)
+            elif slot.ready_ref is not None and now - slot.started > ev.startup_timeout:
+                self.failed(slot, "start_failed",
+                            f"not started after {now - slot.started:.0f} s "
+                            f"(startup_timeout={ev.startup_timeout} s; are there num_actors x "
+                            "num_cpus_per_actor free CPUs in the cluster?)", None)
+
+    def failed(self, slot: _Slot, kind: str, error: str, chunk: _Chunk | None) -> None:
+        """Log the event, replace the actor, and re-send, split or give up the chunk."""
+        ev = self.ev
+        self.fails_in_a_row += 1
+        self.first_error = self.first_error or error
+        members = chunk.members if chunk is not None else []
+        attempt = 0
+        if chunk is not None:
+            chunk.attempts += 1
+            attempt = chunk.attempts
+        ev._event(kind, slot, error, members, attempt, self.generation)
+        ev._replace(slot)
+        if chunk is not None:
+            if chunk.attempts <= ev.max_retries:
+                self.todo.appendleft(chunk)
+            elif len(chunk.members) > 1:
+                self.todo.extendleft(_Chunk(chunk.members[i:i + 1])
+                                     for i in reversed(range(len(chunk.members))))
+            else:
+                ev._event("gave_up", slot, error, members, attempt, self.generation)
+        if self.fails_in_a_row >= self.limit:
+            raise RuntimeError(
+                f"RayEvaluator: {self.fails_in_a_row} evaluations failed in a row without one "
+                f"success (first error: {self.first_error}); the objective or its factory is "
+                "broken")
 
 
 def _error_text(e: BaseException) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 
 from torch.optim import Optimizer
 
-from ._validation import check_int, check_positive
+from .checks import check_int, check_positive
 
 __all__ = [
     "SigmaScheduler",

@@ -47,6 +47,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from evoopt.protocols import SearchesPopulation
+
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
@@ -75,9 +77,8 @@ def describe(
     if optimizer is not None:
         h["optimizer"] = type(optimizer).__name__
         h["param_shapes"] = [list(p.shape) for g in optimizer.param_groups for p in g["params"]]
-        for key in ("popsize", "maximize"):
-            if hasattr(optimizer, key):
-                h[key] = getattr(optimizer, key)
+        if isinstance(optimizer, SearchesPopulation):
+            h["popsize"], h["maximize"] = optimizer.popsize, optimizer.maximize
     if policy is not None:
         h["policy"] = type(policy).__name__
         h["policy_shapes"] = {k: list(v.shape) for k, v in policy.state_dict().items()}

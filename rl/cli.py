@@ -1,7 +1,8 @@
 """``evoopt train`` and ``evoopt evaluate``: the command-line edge of :mod:`rl.train`.
 
-``evoopt.cli`` calls :func:`register` lazily; gymnasium and torch are imported only when one
-of these commands runs.
+``evoopt.cli`` calls :func:`register` lazily (its ``SUBCOMMANDS``); this module imports
+only :mod:`evoopt.cliargs` from there. Gymnasium and torch are imported only when one of
+these commands runs.
 
     evoopt train CartPole-v1                      # the env's default optimizer and budget
     evoopt train CartPole-v1 --optimizer ppo --timesteps 100000 --run-dir runs/ppo
@@ -20,7 +21,7 @@ import os
 import shlex
 import sys
 
-from evoopt.cli import UsageError, _positive_int
+from evoopt.cliargs import UsageError, non_negative_int, positive_int
 
 __all__ = ["register"]
 
@@ -35,7 +36,7 @@ string."""
 def _kv(text: str) -> dict:
     """``a=1,b=None,c=(1, 2),d=adam`` -> {"a": 1, "b": None, "c": (1, 2), "d": "adam"}:
     values are Python literals, else strings; commas inside brackets do not split."""
-    from evoopt.compare import _parse_value
+    from evoopt.compare import parse_value
 
     parts, depth, cur = [], 0, ""
     for ch in text:
@@ -52,7 +53,7 @@ def _kv(text: str) -> dict:
         k, eq, v = part.partition("=")
         if not eq or not k.strip().isidentifier():
             raise argparse.ArgumentTypeError(f"expected key=value, got {part!r}")
-        out[k.strip()] = _parse_value(v.strip())
+        out[k.strip()] = parse_value(v.strip())
     return out
 
 
@@ -66,16 +67,6 @@ def _hidden(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 0)")
-    return value
-
-
 def register(subparsers) -> None:
     """Add the ``train`` and ``evaluate`` subcommands to an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -87,16 +78,16 @@ def register(subparsers) -> None:
                    "(default: the env's preset optimizer, else pgpe)")
     p.add_argument("--policy", choices=["linear", "mlp"], help="policy network (default: mlp)")
     p.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 64,64 (default: 64,64)")
-    p.add_argument("--timesteps", type=_positive_int, metavar="N",
+    p.add_argument("--timesteps", type=positive_int, metavar="N",
                    help="budget in env steps (default: the preset's, else 1,000,000)")
-    p.add_argument("--iterations", type=_positive_int, metavar="N",
+    p.add_argument("--iterations", type=positive_int, metavar="N",
                    help="budget in iterations (generations / PPO iterations)")
-    p.add_argument("--popsize", type=_positive_int, help="population size (population optimizers)")
+    p.add_argument("--popsize", type=positive_int, help="population size (population optimizers)")
     p.add_argument("--lr", type=float,
                    help="learning rate (the optimizer's, or the torch optimizer's)")
     p.add_argument("--grad-optimizer", metavar="NAME", help="torch optimizer for ppo/reinforce: "
                    "adam, sgd, clipup, kl_adaptive, ... (default: adam)")
-    p.add_argument("--num-envs", type=_positive_int,
+    p.add_argument("--num-envs", type=positive_int,
                    help="parallel envs for ppo/reinforce (default: 8)")
     p.add_argument("--obs-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="observation normalisation (default: on for population optimizers)")
@@ -107,12 +98,12 @@ def register(subparsers) -> None:
     p.add_argument("--squash", choices=["clip", "tanh", "none"],
                    help="Box actions into bounds: clip (default), tanh, or none "
                    "(ARS: the raw action)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--eval-every", type=positive_int, default=None, metavar="N",
                    help="evaluate every N iterations (default: the preset's, else 10)")
-    p.add_argument("--eval-episodes", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--eval-episodes", type=positive_int, default=None, metavar="N",
                    help="episodes per evaluation (default: the preset's, else 10)")
-    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="default 10 (50 for ppo)")
     p.add_argument("--target-return", type=float,
                    help="stop when an evaluation reaches this mean return (default: the preset's; "
@@ -125,8 +116,8 @@ def register(subparsers) -> None:
                    help="the optimizer's (population) or the torch optimizer's (ppo/reinforce) "
                    "arguments, e.g. sigma=0.05,radius_init=None")
     p.add_argument("--algo-kwargs", type=_kv, metavar="K=V,...", help="PPO/Reinforce settings")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
-    p.add_argument("--ray-actors", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--ray-actors", type=positive_int, metavar="N",
                    help="evaluate the population on N Ray actors (population optimizers; "
                    "pip install evoopt[ray])")
     p.add_argument("--backend", choices=("gymnasium", "torch", "warp", "auto"),
@@ -143,8 +134,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("evaluate", help="run a saved policy (and render it to a GIF)")
     p.add_argument("policy_path", help="a run folder of `evoopt train`, or its policy.pt")
-    p.add_argument("--episodes", type=_positive_int, default=10)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--episodes", type=positive_int, default=10)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--gif", help="write the first episode to this GIF (rgb_array envs)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -290,7 +281,7 @@ def _cmd_evaluate(args) -> int:
 
 def _gl_hint(env_id: str) -> str:
     """MuJoCo renders through OpenGL: without a display it needs a headless backend."""
-    from .rollout import resolve_env_id
+    from .gym_envs import resolve_env_id
 
     entry = str(resolve_env_id(env_id).entry_point)
     if "mujoco" not in entry or os.environ.get("MUJOCO_GL"):

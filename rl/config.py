@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import evoopt
-from evoopt._validation import check_choice, check_int
-from evoopt.compare import check_kwargs
+from evoopt.checks import check_choice, check_int, check_kwargs
+from evoopt.protocols import KLAware
 
 from .algorithms import PPO, Reinforce
 from .defaults import DEFAULT_OPTIMIZER, PRESETS
 from .normalization import STD_RULES
-from .rollout import resolve_env_id
+from .gym_envs import resolve_env_id
 
 __all__ = ["TrainConfig", "make_config", "GENERIC", "DEFAULT_BUDGET", "FALLBACK_OPTIMIZER",
            "GRADIENT_METHODS", "POLICY_KWARGS", "PRESET_KEYS", "SAME_MEANING"]
@@ -287,6 +287,38 @@ def make_config(
                          f"(expected some of {list(PRESET_KEYS)}; see rl/defaults.py)")
     seed = check_int("seed", seed, minimum=0)
     total_timesteps, iterations = _budget(total_timesteps, iterations, preset, src)
+    policy_settings = _policy_settings(policy, hidden, obs_norm, obs_std_rule, policy_kwargs,
+                                       preset, gradient, src)
+    user_lr, user_kw = _split_lr(lr, dict(optimizer_kwargs or {}), "the user")
+    preset_lr, preset_kw = _split_lr(preset.get("lr"), preset.get("optimizer_kwargs", {}),
+                                     "the preset")
+    lr = _layer("lr", user_lr, {"lr": preset_lr} if preset_lr is not None else {}, None, src)
+    opt_kw = _merge("optimizer_kwargs", user_kw, {"optimizer_kwargs": preset_kw}, src)
+    roll_kw = _merge("rollout_kwargs", rollout_kwargs, preset, src)
+    if roll_kw.get("num_actors") is not None:
+        check_int("num_actors", roll_kw["num_actors"])
+    target = _layer("target_return", target_return, preset, None, src)
+    if checkpoint_every is None:  # PPO resets its envs at checkpoints: not too often
+        checkpoint_every = 50 if optimizer == "ppo" else 10
+    common = dict(env_id=env_id, optimizer=optimizer, **policy_settings, lr=lr,
+                  rollout_kwargs=roll_kw,
+                  total_timesteps=total_timesteps, iterations=iterations,
+                  target_return=None if target is None else float(target), seed=seed,
+                  eval_every=check_int("eval_every", _layer(
+                      "eval_every", eval_every, preset, GENERIC["eval_every"], src)),
+                  eval_episodes=check_int("eval_episodes", _layer(
+                      "eval_episodes", eval_episodes, preset, GENERIC["eval_episodes"], src)),
+                  eval_seed=check_int("eval_seed", eval_seed, minimum=0),
+                  checkpoint_every=check_int("checkpoint_every", checkpoint_every), sources=src)
+    if gradient:
+        return _gradient_config(common, opt_kw, grad_optimizer, num_envs, algo_kwargs, preset)
+    return _population_config(common, opt_kw, popsize, preset)
+
+
+def _policy_settings(policy, hidden, obs_norm, obs_std_rule, policy_kwargs, preset: dict,
+                     gradient: bool, src: dict) -> dict[str, Any]:
+    """The policy's settings of a config (``policy``, ``hidden``, ``obs_norm``,
+    ``obs_std_rule``, ``policy_kwargs``): the user's, else the preset's, else generic."""
     pol = _layer("policy", policy, preset, GENERIC["policy"], src)
     if pol not in ("linear", "mlp"):
         raise ValueError(f"Invalid policy: {pol!r} (expected 'linear' or 'mlp')")
@@ -307,29 +339,12 @@ def make_config(
     if unknown:
         raise ValueError(f"Invalid policy_kwargs: {unknown} "
                          f"(expected keys among {list(POLICY_KWARGS)})")
-    user_lr, user_kw = _split_lr(lr, dict(optimizer_kwargs or {}), "the user")
-    preset_lr, preset_kw = _split_lr(preset.get("lr"), preset.get("optimizer_kwargs", {}),
-                                     "the preset")
-    lr = _layer("lr", user_lr, {"lr": preset_lr} if preset_lr is not None else {}, None, src)
-    opt_kw = _merge("optimizer_kwargs", user_kw, {"optimizer_kwargs": preset_kw}, src)
-    roll_kw = _merge("rollout_kwargs", rollout_kwargs, preset, src)
-    if roll_kw.get("num_actors") is not None:
-        check_int("num_actors", roll_kw["num_actors"])
-    target = _layer("target_return", target_return, preset, None, src)
-    if checkpoint_every is None:  # PPO resets its envs at checkpoints: not too often
-        checkpoint_every = 50 if optimizer == "ppo" else 10
-    common = dict(env_id=env_id, optimizer=optimizer, policy=pol, hidden=hidden, obs_norm=obs_norm,
-                  obs_std_rule=obs_std_rule, policy_kwargs=pol_kw, lr=lr, rollout_kwargs=roll_kw,
-                  total_timesteps=total_timesteps, iterations=iterations,
-                  target_return=None if target is None else float(target), seed=seed,
-                  eval_every=check_int("eval_every", _layer(
-                      "eval_every", eval_every, preset, GENERIC["eval_every"], src)),
-                  eval_episodes=check_int("eval_episodes", _layer(
-                      "eval_episodes", eval_episodes, preset, GENERIC["eval_episodes"], src)),
-                  eval_seed=check_int("eval_seed", eval_seed, minimum=0),
-                  checkpoint_every=check_int("checkpoint_every", checkpoint_every), sources=src)
-    if gradient:
-        return _gradient_config(common, opt_kw, grad_optimizer, num_envs, algo_kwargs, preset)
+    return dict(policy=pol, hidden=hidden, obs_norm=obs_norm, obs_std_rule=obs_std_rule,
+                policy_kwargs=pol_kw)
+
+
+def _population_config(common: dict, opt_kw: dict, popsize, preset: dict) -> TrainConfig:
+    src, optimizer, lr = common["sources"], common["optimizer"], common["lr"]
     for k in ("popsize", "seed"):
         if k in opt_kw:
             raise ValueError(f"Invalid optimizer_kwargs: {k!r} (give it as {k}=, --{k})")
@@ -353,7 +368,7 @@ def _gradient_config(common: dict, opt_kw: dict, grad_optimizer, num_envs, algo_
     alg_kw = _merge("algo_kwargs", algo_kwargs, preset, src)
     check_kwargs(f"algo_kwargs for {optimizer!r}", algo, alg_kw,
                  taken=("self", "envs", "agent", "optimizer", "seed"))
-    if hasattr(opt_cls, "update_kl") and algo is PPO:  # the KL sets the lr: no annealing on top
+    if issubclass(opt_cls, KLAware) and algo is PPO:  # the KL sets the lr: no annealing on top
         if (algo_kwargs or {}).get("anneal_lr"):
             raise ValueError(f"Invalid anneal_lr=True with grad_optimizer {grad_optimizer!r} "
                              "(its KL target sets the learning rate; expected anneal_lr=False)")

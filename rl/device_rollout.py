@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evoopt._validation import check_choice
+from evoopt.checks import check_choice
 
 from . import envs as device_envs
 from .actor import DeviceActor
@@ -354,6 +354,14 @@ def device_rollout(
     returns, lengths, bad_output, stats_state = slots.finish(carry, stats_state)
     if stats is not None:
         stats.state = stats_state
+    return _results(returns, lengths, bad_output, reward_shift, group, stats)
+
+
+def _results(returns: Tensor, lengths: Tensor, bad_output: Tensor, reward_shift: float,
+             group: int, stats: SlotObsStats | None) -> dict[str, Any]:
+    """The rollout's dict (numpy arrays) from the slots' returns, lengths and bad outputs:
+    a slot fails on a NaN/inf output or a non-finite return; the statistics keep only the
+    members none of whose slots failed."""
     shifted = returns + reward_shift * lengths
     nonfinite = ~torch.isfinite(returns) | ~torch.isfinite(shifted)
     failed = bad_output | nonfinite

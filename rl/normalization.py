@@ -71,14 +71,18 @@ class RunningNorm(nn.Module):
             sample std + 1e-8, coordinates with std < 1e-7 zeroed); see the module docstring.
     """
 
-    def __init__(self, shape, clip: float | None = None, min_var: float = 1e-2, std_rule: str = "floor"):
+    def __init__(self, shape, clip: float | None = None, min_var: float = 1e-2,
+                 std_rule: str = "floor"):
         super().__init__()
         shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
         if any(s < 1 for s in shape):
             raise ValueError(f"Invalid shape: {shape} (expected positive sizes)")
-        if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+        positive = isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0
+        if clip is not None and not positive:
             raise ValueError(f"Invalid clip: {clip!r} (expected None or a finite number > 0)")
-        if isinstance(min_var, bool) or not (isinstance(min_var, (int, float)) and math.isfinite(min_var) and min_var > 0):
+        positive = (isinstance(min_var, (int, float)) and math.isfinite(min_var)
+                    and min_var > 0)
+        if isinstance(min_var, bool) or not positive:
             raise ValueError(f"Invalid min_var: {min_var!r} (expected a finite number > 0)")
         if std_rule not in STD_RULES:
             raise ValueError(f"Invalid std_rule: {std_rule!r} (expected 'floor' or 'ars')")
@@ -103,7 +107,8 @@ class RunningNorm(nn.Module):
 
     def extra_repr(self) -> str:
         rule = "" if self.std_rule == "floor" else f", std_rule={self.std_rule!r}"
-        return f"shape={self.shape}, clip={self.clip}, min_var={self.min_var}{rule}, count={int(self.count)}"
+        return (f"shape={self.shape}, clip={self.clip}, min_var={self.min_var}{rule}, "
+                f"count={int(self.count)}")
 
     # ------------------------------------------------------------------ stats
     @property
@@ -150,7 +155,8 @@ class RunningNorm(nn.Module):
         x = torch.as_tensor(x)
         if tuple(x.shape[x.dim() - len(self.shape):]) != self.shape:
             raise ValueError(
-                f"Invalid x: shape {tuple(x.shape)} (expected [..., {', '.join(map(str, self.shape))}])"
+                f"Invalid x: shape {tuple(x.shape)} (expected [..., "
+                f"{', '.join(map(str, self.shape))}])"
             )
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ValueError("Invalid x: it holds NaN or infinite values (expected finite "

@@ -57,9 +57,11 @@ from gymnasium import spaces
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from .gym_envs import make_env, resolve_env_id
 from .normalization import RunningNorm
 
-__all__ = ["Policy", "LinearPolicy", "MLPPolicy", "ActorCritic", "make_policy", "ACTIVATIONS", "SQUASH"]
+__all__ = ["Policy", "LinearPolicy", "MLPPolicy", "ActorCritic", "make_policy", "ACTIVATIONS",
+           "SQUASH"]
 
 #: How ``Policy.to_env`` maps a Box action into the env (module docstring).
 SQUASH = ("clip", "tanh", "none")
@@ -80,7 +82,8 @@ def _check_hidden(hidden) -> tuple[int, ...]:
     try:
         hidden = tuple(hidden)
     except TypeError:
-        raise ValueError(f"Invalid hidden: {hidden!r} (expected a sequence of layer widths)") from None
+        raise ValueError(
+            f"Invalid hidden: {hidden!r} (expected a sequence of layer widths)") from None
     for h in hidden:
         if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
             raise ValueError(f"Invalid hidden: {hidden!r} (expected positive integer widths)")
@@ -140,19 +143,23 @@ class Policy(nn.Module):
         self.obs_dim = _check_obs_dim(obs_dim)
         self.hidden = _check_hidden(hidden)
         if activation not in ACTIVATIONS:
-            raise ValueError(f"Invalid activation: {activation!r} (expected one of {sorted(ACTIVATIONS)})")
+            raise ValueError(f"Invalid activation: {activation!r} (expected one of "
+                             f"{sorted(ACTIVATIONS)})")
         if squash not in SQUASH:
             raise ValueError(f"Invalid squash: {squash!r} (expected 'clip', 'tanh' or 'none')")
         if init is None:
             init = "zeros" if not self.hidden else "orthogonal"
         if init not in ("zeros", "orthogonal", "torch"):
-            raise ValueError(f"Invalid init: {init!r} (expected 'zeros', 'orthogonal', 'torch' or None)")
+            raise ValueError(f"Invalid init: {init!r} (expected 'zeros', 'orthogonal', 'torch' or "
+                             "None)")
         if not isinstance(stochastic, bool):
             raise ValueError(f"Invalid stochastic: {stochastic!r} (expected True or False)")
         if obs_norm is not None and not isinstance(obs_norm, RunningNorm):
-            raise ValueError(f"Invalid obs_norm: {type(obs_norm).__name__} (expected a RunningNorm or None)")
+            raise ValueError(f"Invalid obs_norm: {type(obs_norm).__name__} (expected a RunningNorm "
+                             "or None)")
         if obs_norm is not None and obs_norm.shape != (self.obs_dim,):
-            raise ValueError(f"Invalid obs_norm: shape {obs_norm.shape} (expected ({self.obs_dim},))")
+            raise ValueError(f"Invalid obs_norm: shape {obs_norm.shape} (expected "
+                             f"({self.obs_dim},))")
 
         self.action_space = action_space
         self.activation = activation
@@ -165,13 +172,15 @@ class Policy(nn.Module):
             self.action_start = int(action_space.start)
         elif isinstance(action_space, spaces.Box):
             if not np.issubdtype(action_space.dtype, np.floating):
-                raise ValueError(f"Invalid action_space: {action_space} (expected a floating-point Box)")
+                raise ValueError(f"Invalid action_space: {action_space} (expected a floating-point "
+                                 "Box)")
             self.discrete = False
             self.act_dim = int(np.prod(action_space.shape))
             low = np.asarray(action_space.low, dtype=np.float64).reshape(-1)
             high = np.asarray(action_space.high, dtype=np.float64).reshape(-1)
             if squash == "tanh" and not (np.isfinite(low).all() and np.isfinite(high).all()):
-                raise ValueError(f"Invalid squash: 'tanh' needs finite bounds, but the action space is {action_space}")
+                raise ValueError("Invalid squash: 'tanh' needs finite bounds, but the action "
+                                 f"space is {action_space}")
             self.register_buffer("action_low", torch.as_tensor(low, dtype=torch.float32))
             self.register_buffer("action_high", torch.as_tensor(high, dtype=torch.float32))
         else:
@@ -215,7 +224,8 @@ class Policy(nn.Module):
         if self.discrete:
             return Categorical(logits=out)
         if self.log_std is None:
-            raise ValueError("this Box policy is deterministic (stochastic=False): it has no distribution")
+            raise ValueError("this Box policy is deterministic (stochastic=False): it has no "
+                             "distribution")
         return Independent(Normal(out, self.log_std.exp().expand_as(out)), 1)
 
     def _sample(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -224,7 +234,8 @@ class Policy(nn.Module):
             idx = torch.multinomial(probs, 1, generator=generator)
             return idx.reshape(out.shape[:-1])
         if self.log_std is None:
-            raise ValueError("this Box policy is deterministic (stochastic=False): it cannot sample")
+            raise ValueError("this Box policy is deterministic (stochastic=False): it cannot "
+                             "sample")
         eps = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
         return out + self.log_std.exp() * eps
 
@@ -253,7 +264,10 @@ class Policy(nn.Module):
     def action_from_output(self, out: Tensor, deterministic: bool = True,
                            generator: torch.Generator | None = None) -> Tensor:
         """The env action for a forward's output ``out`` (used by population rollouts)."""
-        raw = (out.argmax(-1) if self.discrete else out) if deterministic else self._sample(out, generator)
+        if deterministic:
+            raw = out.argmax(-1) if self.discrete else out
+        else:
+            raw = self._sample(out, generator)
         return self.to_env(raw)
 
     def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
@@ -321,10 +335,12 @@ class LinearPolicy(Policy):
 class MLPPolicy(Policy):
     """An MLP policy (``Policy`` with hidden layers, default ``(64, 64)``, tanh)."""
 
-    def __init__(self, obs_dim: int, action_space: spaces.Space, hidden: Sequence[int] = (64, 64), **kwargs):
+    def __init__(self, obs_dim: int, action_space: spaces.Space,
+                 hidden: Sequence[int] = (64, 64), **kwargs):
         hidden = _check_hidden(hidden)
         if not hidden:
-            raise ValueError("Invalid hidden: () (expected at least one hidden layer; use LinearPolicy)")
+            raise ValueError("Invalid hidden: () (expected at least one hidden layer; use "
+                             "LinearPolicy)")
         super().__init__(obs_dim, action_space, hidden=hidden, **kwargs)
 
 
@@ -340,7 +356,8 @@ class ActorCritic(Policy):
     def __init__(self, obs_dim: int, action_space: spaces.Space, hidden: Sequence[int] = (64, 64),
                  critic_hidden: Sequence[int] | None = None, **kwargs):
         if kwargs.pop("stochastic", True) is not True:
-            raise ValueError("Invalid stochastic for ActorCritic: False (an actor-critic samples actions)")
+            raise ValueError("Invalid stochastic for ActorCritic: False (an actor-critic samples "
+                             "actions)")
         super().__init__(obs_dim, action_space, hidden=hidden, stochastic=True, **kwargs)
         critic_hidden = self.hidden if critic_hidden is None else _check_hidden(critic_hidden)
         self.critic_hidden = critic_hidden
@@ -358,8 +375,6 @@ class ActorCritic(Policy):
 
 def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
     if isinstance(env_or_spaces, str):  # an env id: read the spaces off one instance
-        from .rollout import make_env, resolve_env_id
-
         resolve_env_id(env_or_spaces)
         env = make_env(env_or_spaces)
         try:
@@ -382,7 +397,8 @@ def _spaces_of(env_or_spaces) -> tuple[spaces.Space, spaces.Space]:
 
 def make_policy(env_or_spaces, kind: str = "linear", hidden: Sequence[int] = (64, 64),
                 stochastic: bool = False, obs_norm: bool | RunningNorm = False,
-                actor_critic: bool = False, obs_clip: float | None = None, obs_std_rule: str = "floor",
+                actor_critic: bool = False, obs_clip: float | None = None,
+                obs_std_rule: str = "floor",
                 **kwargs) -> Policy:
     """Build a policy for a Gymnasium env id, env, vector env, or ``(obs_space, action_space)``.
 

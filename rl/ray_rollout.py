@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from evoopt._validation import check_int
+from evoopt.checks import check_int
 from evoopt.distributed import RayEvaluator
 
 from .normalization import RunningNorm
@@ -122,8 +122,8 @@ class _RolloutWorker:
             actor = _SlotNoiseActor(
                 r.policy, r.action_space, slots, P * K, noise_seed, r.action_noise
             )
-        stats = RunningNorm(r._obs_dim) if (r.obs_norm is not None and r.update_obs_norm) else None
-        res = r._run(
+        stats = RunningNorm(r.obs_dim) if (r.obs_norm is not None and r.update_obs_norm) else None
+        res = r.run_slots(
             expand_members(params, K),
             (r.generation_seeds(generation) if device else seeds).reshape(-1).tolist(),
             slots=slots if device else None,
@@ -229,7 +229,7 @@ class RayPopulationRollout(PopulationRollout):
         given_up = sorted(set(range(P)) - {int(i) for m, _ in self.evaluator.last_info for i in m})
         errors += [f"member {i}: its evaluation kept failing on Ray actors" for i in given_up]
         if norm is not None and self.update_obs_norm:
-            combined = RunningNorm(self._obs_dim)
+            combined = RunningNorm(self.obs_dim)
             for delta in self.evaluator.last_stats:
                 if delta is not None:
                     combined.merge(delta)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from evoopt._validation import check_range
+from evoopt.checks import check_range
 
 __all__ = ["compute_gae", "discounted_returns", "next_values_from"]
 
@@ -66,7 +66,8 @@ def next_values_from(values: Tensor, last_value: Tensor) -> Tensor:
     at ``t``, the observation at ``t + 1`` is the final observation (the step that
     follows only resets), so ``values[t + 1]`` is the value of the true next state.
     """
-    return torch.cat([values[1:], torch.as_tensor(last_value, dtype=values.dtype).reshape(1, *values.shape[1:])])
+    last = torch.as_tensor(last_value, dtype=values.dtype).reshape(1, *values.shape[1:])
+    return torch.cat([values[1:], last])
 
 
 def compute_gae(
@@ -88,7 +89,8 @@ def compute_gae(
     next_values = torch.as_tensor(next_values, dtype=rewards.dtype, device=rewards.device)
     for name, v in (("values", values), ("next_values", next_values)):
         if v.shape != rewards.shape:
-            raise ValueError(f"Invalid {name}: shape {tuple(v.shape)} (expected {tuple(rewards.shape)}, "
+            raise ValueError(f"Invalid {name}: shape {tuple(v.shape)} (expected "
+                             f"{tuple(rewards.shape)}, "
                              "the shape of rewards)")
     term = _as_float_mask(terminated, rewards, "terminated")
     trunc = _as_float_mask(truncated, rewards, "truncated")

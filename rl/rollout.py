@@ -80,12 +80,8 @@ and EvoTorch subtract the alive bonus, e.g. ``reward_shift=-1.0`` on Hopper);
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
-import os
-import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,13 +93,18 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from evoopt._validation import check_choice, check_int, check_positive
+from evoopt.checks import check_choice, check_int, check_positive
 
-from .normalization import RunningNorm
 from .actor import Actor, DeviceActor, expand_members, member_params
 from .device_rollout import DeviceEnvs, as_device, device_rollout, resolve_backend
+from .gym_envs import NATIVE_CLASSES, EnvPool, make_env, resolve_env_id
+from .gym_rollout import add_obs_rows, gym_rollout
+from .normalization import RunningNorm
 
-__all__ = ["PopulationRollout", "RolloutResult", "WORST_RETURN", "make_env", "resolve_env_id"]
+__all__ = ["MIN_EVAL_SLOTS", "PopulationRollout", "RolloutResult", "WORST_RETURN", "make_env",
+           "resolve_env_id"]
+
+_add_obs_rows = add_obs_rows  # the name tests/rl/test_device_rollout.py imports
 
 #: The return given to a member whose actions are NaN/inf, whose env raised, or whose
 #: return is not finite. ``-inf`` becomes a loss of ``+inf``, which every evoopt
@@ -111,13 +112,9 @@ __all__ = ["PopulationRollout", "RolloutResult", "WORST_RETURN", "make_env", "re
 #: number for optimizers that use raw fitness values.
 WORST_RETURN = -math.inf
 
-_NATIVE_CLASSES = {"CartPoleVectorEnv"}
-_OBS_FLUSH_ROWS = 1 << 16
 #: ``evaluate_center`` plays its episodes in batches of at most
-#: ``max(popsize * episodes_per_member, _MIN_EVAL_SLOTS)``, on the envs training made.
-_MIN_EVAL_SLOTS = 10
-#: Lines envs printed on stderr while being built that were passed on already (once each).
-_SEEN_STDERR_LINES: set[str] = set()
+#: ``max(popsize * episodes_per_member, MIN_EVAL_SLOTS)``, on the envs training made.
+MIN_EVAL_SLOTS = 10
 
 
 @dataclass
@@ -138,241 +135,6 @@ class RolloutResult:
     seeds: Tensor
     num_steps: int
     errors: list[str]
-
-
-def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The registered spec of ``env_id``; a ``ValueError`` lists close matches otherwise."""
-    try:
-        return gym.spec(env_id)
-    except gym.error.Error:
-        close = difflib.get_close_matches(env_id, list(gym.envs.registry.keys()), n=5, cutoff=0.6)
-        hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise ValueError(f"Invalid env: unknown Gymnasium id {env_id!r}{hint}") from None
-
-
-# --------------------------------------------------------------------------- envs
-def make_env(env, **kwargs):
-    """``gymnasium.make(env, **kwargs)`` (or ``env()`` for a constructor), with what the
-    env's native code prints on stderr while it is built passed on once per process.
-
-    MuJoCo's compiler prints its warnings (HalfCheetah's "compiler attribute 'settotalmass'
-    is deprecated") from C, not through Python's ``warnings``, so they would repeat for
-    every env a run builds. The stderr file descriptor is captured during construction;
-    each line not seen before is written to stderr, a repeated line is dropped.
-    """
-    build = env if callable(env) else (lambda: gym.make(env, **kwargs))
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no stderr descriptor: build as is
-        return build()
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            return build()
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode(errors="replace")
-            new = [ln for ln in text.splitlines(keepends=True) if ln not in _SEEN_STDERR_LINES]
-            _SEEN_STDERR_LINES.update(new)
-            if new:
-                os.write(2, "".join(new).encode())
-
-
-class _EnvPool:
-    """A growing list of single envs (the synchronous backend) plus cached native vector
-    envs keyed by their number of slots."""
-
-    def __init__(self, env, env_kwargs: dict[str, Any], max_episode_steps: int | None):
-        self.env = env
-        self.env_kwargs = env_kwargs
-        self.max_episode_steps = max_episode_steps
-        self.envs: list[gym.Env] = []
-        self.native: dict[int, gym.vector.VectorEnv] = {}
-
-    def _kwargs(self) -> dict[str, Any]:
-        kw = dict(self.env_kwargs)
-        if self.max_episode_steps is not None:
-            kw["max_episode_steps"] = self.max_episode_steps
-        return kw
-
-    def make_one(self) -> gym.Env:
-        return make_env(self.env) if callable(self.env) else make_env(self.env, **self._kwargs())
-
-    def replace(self, j: int) -> None:
-        """Swap single env ``j`` (which raised) for a fresh one."""
-        try:
-            self.envs[j].close()
-        except Exception:  # noqa: BLE001 - a broken env may fail to close too
-            pass
-        self.envs[j] = self.make_one()
-
-    def singles(self, n: int) -> list[gym.Env]:
-        while len(self.envs) < n:
-            self.envs.append(self.make_one())
-        return self.envs[:n]
-
-    def vector(self, n: int) -> gym.vector.VectorEnv:
-        if n not in self.native:
-            self.native[n] = make_env(lambda: gym.make_vec(
-                self.env, num_envs=n, vectorization_mode="vector_entry_point", **self._kwargs()))
-        return self.native[n]
-
-    def close(self) -> None:
-        for e in self.envs:
-            e.close()
-        for v in self.native.values():
-            v.close()
-        self.envs, self.native = [], {}
-
-
-# ---------------------------------------------------------------------- the core
-@torch.no_grad()
-def _rollout(
-    pool: _EnvPool,
-    actor: Actor,
-    params: dict[str, Tensor],
-    seeds: list[int],
-    *,
-    native: bool,
-    max_episode_steps: int | None,
-    reward_shift: float = 0.0,
-    action_noise: float = 0.0,
-    noise_gen: torch.Generator | None = None,
-    obs_stats: RunningNorm | None = None,
-    group: int = 1,
-) -> dict[str, Any]:
-    """Play one episode in each of ``M = len(seeds)`` slots; slot j uses ``params[..][j]``
-    and ``env.reset(seed=seeds[j])``. Returns numpy arrays ``returns`` (the env's),
-    ``shifted``, ``lengths``, ``failed`` and ``num_steps``, ``errors``. When ``obs_stats``
-    is given, the observations the live slots act on are added to it after the episodes,
-    except those of a failed member (slots ``[g * group, (g + 1) * group)`` form member g)
-    and rows with a NaN/inf entry (:func:`_add_obs_rows`)."""
-    M = len(seeds)
-    returns = np.zeros(M)
-    shifted = np.zeros(M)
-    lengths = np.zeros(M, dtype=np.int64)
-    failed = np.zeros(M, dtype=bool)
-    alive = np.ones(M, dtype=bool)
-    errors: list[str] = []
-    obs_rows: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, their slots) per step
-
-    def record(obs: np.ndarray, mask: np.ndarray) -> None:
-        if obs_stats is not None:
-            obs_rows.append((obs[mask], np.flatnonzero(mask)))
-
-    def fail(j: int, err: BaseException) -> None:
-        failed[j] = True
-        alive[j] = False
-        if len(errors) < 5:
-            errors.append(f"slot {j}: {type(err).__name__}: {err}")
-
-    # ----- reset
-    if native:
-        venv = pool.vector(M)
-        single = pool.singles(1)[0]
-        venv.reset(seed=int(seeds[0]))
-        state = venv.unwrapped.state
-        obs = np.empty((M, *single.observation_space.shape), dtype=np.float32)
-        for j, s in enumerate(seeds):
-            obs[j], _ = single.reset(seed=int(s))
-            state[:, j] = single.unwrapped.state
-    else:
-        envs = pool.singles(M)
-        first = None
-        obs_list: list[Any] = [None] * M
-        for j, s in enumerate(seeds):
-            try:
-                obs_list[j], _ = envs[j].reset(seed=int(s))
-                if first is None:
-                    first = np.asarray(obs_list[j])
-            except Exception as e:  # noqa: BLE001 - one env must not lose the generation
-                fail(j, e)
-                pool.replace(j)
-        if first is None:
-            return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
-                    "num_steps": 0, "errors": errors}
-        obs = np.zeros((M, *first.shape), dtype=first.dtype)
-        for j in range(M):
-            if obs_list[j] is not None:
-                obs[j] = obs_list[j]
-
-    prepared = actor.prepare(params)
-    limit = max_episode_steps if max_episode_steps is not None else math.inf
-    num_steps = 0
-    t = 0
-    while alive.any() and t < limit:
-        record(obs, alive)
-        out = actor.outputs(prepared, obs)
-        out_np = out.cpu().numpy().reshape(M, -1)
-        if not np.isfinite(out_np.sum()):  # one reduction per step; per-row check only then
-            bad = ~np.isfinite(out_np).all(-1)
-            for j in np.flatnonzero(bad & alive):
-                fail(j, FloatingPointError("the policy's output is NaN or infinite"))
-        noise = None
-        if action_noise > 0:
-            noise = action_noise * torch.randn(out.shape, generator=noise_gen, dtype=torch.float64)
-        a_np = actor.actions(out, out_np, noise)
-        if native:
-            a = a_np.astype(np.int64)
-            a[~alive] = int(actor.space.start)
-            obs, r, term, trunc, _ = venv.step(a)
-            r = np.asarray(r, dtype=np.float64)
-            returns += np.where(alive, r, 0.0)
-            shifted += np.where(alive, r + reward_shift, 0.0)
-            lengths += alive
-            num_steps += int(np.count_nonzero(alive))
-            alive &= ~(term | trunc)
-        else:
-            for j in np.flatnonzero(alive):
-                aj = int(a_np[j]) if actor.discrete else a_np[j].astype(actor.space.dtype).reshape(actor.space.shape)
-                try:
-                    o, r, term, trunc, _ = envs[j].step(aj)
-                except Exception as e:  # noqa: BLE001
-                    fail(j, e)
-                    pool.replace(j)  # its state is unknown: the next call gets a fresh env
-                    continue
-                obs[j] = o
-                returns[j] += float(r)
-                shifted[j] += float(r) + reward_shift
-                lengths[j] += 1
-                num_steps += 1
-                if term or trunc:
-                    alive[j] = False
-        t += 1
-    nonfinite = ~np.isfinite(returns) | ~np.isfinite(shifted)
-    for j in np.flatnonzero(nonfinite & ~failed):
-        fail(j, FloatingPointError("the episode's return is not finite"))
-    if obs_stats is not None:
-        _add_obs_rows(obs_stats, obs_rows, ~failed.reshape(-1, group).any(1).repeat(group))
-    return {"returns": returns, "shifted": shifted, "lengths": lengths, "failed": failed,
-            "num_steps": num_steps, "errors": errors}
-
-
-def _add_obs_rows(stats: RunningNorm, chunks: list[tuple[np.ndarray, np.ndarray]],
-                  keep: np.ndarray) -> None:
-    """Add to ``stats`` the recorded rows whose slot is kept and whose entries are all
-    finite, in recording order, in batches of at least ``_OBS_FLUSH_ROWS`` rows (one
-    NaN observation must not poison a normaliser the whole population shares)."""
-    batch: list[np.ndarray] = []
-    nrows = 0
-    for i, (rows, slots) in enumerate(chunks):
-        rows = rows.reshape(rows.shape[0], -1)
-        ok = keep[slots]
-        if not np.isfinite(rows).all():
-            ok &= np.isfinite(rows).all(1)
-        rows = rows if ok.all() else rows[ok]
-        batch.append(rows)
-        nrows += rows.shape[0]
-        if nrows >= _OBS_FLUSH_ROWS or i == len(chunks) - 1:
-            stats.update(torch.from_numpy(np.concatenate(batch).astype(np.float64)))
-            batch, nrows = [], 0
 
 
 class PopulationRollout:
@@ -426,17 +188,20 @@ class PopulationRollout:
         device=None,
         compile: bool | str = False,
     ):
-        if isinstance(reward_shift, bool) or not isinstance(reward_shift, numbers.Real) or not math.isfinite(reward_shift):
+        real = isinstance(reward_shift, numbers.Real) and not isinstance(reward_shift, bool)
+        if not real or not math.isfinite(reward_shift):
             raise ValueError(f"Invalid reward_shift: {reward_shift!r} (expected a finite number)")
         if not isinstance(policy, nn.Module):
-            raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a torch.nn.Module)")
+            raise ValueError(f"Invalid policy: {type(policy).__name__} (expected a "
+                             "torch.nn.Module)")
         self.popsize = check_int("popsize", popsize)
         self.episodes_per_member = check_int("episodes_per_member", episodes_per_member)
         self.reward_shift = float(reward_shift)
         self.action_noise = check_positive("action_noise", action_noise, allow_zero=True)
         self.seed = check_int("seed", seed, minimum=0)
         if not isinstance(worst_return, (int, float)) or math.isnan(worst_return):
-            raise ValueError(f"Invalid worst_return: {worst_return!r} (expected a number, -inf allowed)")
+            raise ValueError(f"Invalid worst_return: {worst_return!r} (expected a number, -inf "
+                             "allowed)")
         self.worst_return = float(worst_return)
         if not isinstance(maximize, bool):
             raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
@@ -456,14 +221,15 @@ class PopulationRollout:
         else:
             self._init_device(env, policy, env_kwargs, device, common_seeds)
         if self.action_noise > 0 and isinstance(self.action_space, spaces.Discrete):
-            raise ValueError(f"Invalid action_noise: {action_noise!r} (only Box action spaces take action noise)")
+            raise ValueError(f"Invalid action_noise: {action_noise!r} (only Box action spaces take "
+                             "action noise)")
         self.policy = policy
         actor_cls = Actor if self.backend == "gymnasium" else DeviceActor
         self._actor = actor_cls(policy, self.action_space)
         self.update_obs_norm = bool(update_obs_norm)
         self.common_seeds = bool(common_seeds)
         obs_dim = int(np.prod(self.observation_space.shape))
-        self._obs_dim = obs_dim
+        self.obs_dim = obs_dim
         self.generation = 0
         self.num_evaluations = 0
         self.total_steps = 0
@@ -474,20 +240,24 @@ class PopulationRollout:
         """Gymnasium envs in-process: the native vector env or a list of single envs."""
         if isinstance(env, str):
             spec = resolve_env_id(env)
-            native_ok = bool(spec.vector_entry_point) and spec.vector_entry_point.rsplit(":", 1)[-1] in _NATIVE_CLASSES
+            vector = spec.vector_entry_point
+            native_ok = bool(vector) and vector.rsplit(":", 1)[-1] in NATIVE_CLASSES
             default_limit = spec.max_episode_steps
         elif callable(env):
             if env_kwargs:
-                raise ValueError("Invalid env_kwargs: only used with an env id (call your constructor with them)")
+                raise ValueError("Invalid env_kwargs: only used with an env id (call your "
+                                 "constructor with them)")
             native_ok, default_limit = False, None
         else:
-            raise ValueError(f"Invalid env: {env!r} (expected a Gymnasium id or a function returning an env)")
+            raise ValueError(f"Invalid env: {env!r} (expected a Gymnasium id or a function "
+                             "returning an env)")
         if vectorization == "native" and not native_ok:
             raise ValueError(
-                f"Invalid vectorization: 'native' needs an env id with a seedable native vector env "
-                f"(one of {sorted(_NATIVE_CLASSES)}); got {env!r}"
+                "Invalid vectorization: 'native' needs an env id with a seedable native vector "
+                "env "
+                f"(one of {sorted(NATIVE_CLASSES)}); got {env!r}"
             )
-        self.pool = _EnvPool(env, env_kwargs, self.max_episode_steps)
+        self.pool = EnvPool(env, env_kwargs, self.max_episode_steps)
         probe = self.pool.singles(1)[0]
         if default_limit is None and probe.spec is not None:
             default_limit = probe.spec.max_episode_steps
@@ -534,10 +304,13 @@ class PopulationRollout:
         return ss.generate_state(P * K).astype(np.int64).reshape(P, K)
 
     # ---------------------------------------------------------------- run
-    def _run(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats, actor=None,
-             slots=None):
+    def run_slots(self, params, seeds, *, reward_shift, action_noise, noise_seed, obs_stats,
+                  actor=None, slots=None) -> dict[str, Any]:
         """One episode per slot: ``seeds`` are all slots' seeds; ``slots`` (device backends,
-        a Ray chunk) plays only those slots of the batch, from the same initial states."""
+        a Ray chunk) plays only those slots of the batch, from the same initial states.
+        Returns the backend's dict (numpy ``returns``, ``shifted``, ``lengths``, ``failed``,
+        ``num_steps``, ``errors``; a device backend adds ``obs_stats``). Used by
+        :mod:`rl.ray_rollout` to play a chunk of the population."""
         actor = self._actor if actor is None else actor
         if self.backend != "gymnasium":
             env, obs = self._device_reset(seeds, slots)
@@ -549,11 +322,12 @@ class PopulationRollout:
         gen = None
         if action_noise > 0:
             gen = torch.Generator().manual_seed(int(noise_seed))
-        kw = dict(max_episode_steps=self._limit, reward_shift=reward_shift, action_noise=action_noise,
-                  noise_gen=gen, obs_stats=obs_stats, group=self.episodes_per_member)
+        kw = dict(max_episode_steps=self._limit, reward_shift=reward_shift,
+                  action_noise=action_noise, noise_gen=gen, obs_stats=obs_stats,
+                  group=self.episodes_per_member)
         if self.native:
             try:
-                return _rollout(self.pool, actor, params, seeds, native=True, **kw)
+                return gym_rollout(self.pool, actor, params, seeds, native=True, **kw)
             except Exception as e:  # noqa: BLE001 - fall back rather than lose the generation
                 warnings.warn(f"the native vector env raised ({type(e).__name__}: {e}); "
                               "switching to one env per member", RuntimeWarning, stacklevel=3)
@@ -562,7 +336,7 @@ class PopulationRollout:
                     gen.manual_seed(int(noise_seed))
                 if obs_stats is not None:
                     obs_stats.reset()
-        return _rollout(self.pool, actor, params, seeds, native=False, **kw)
+        return gym_rollout(self.pool, actor, params, seeds, native=False, **kw)
 
     def _device_reset(self, seeds, slots=None):
         """The device env reset for a batch whose slots' seeds are ``seeds``: its generator
@@ -587,13 +361,16 @@ class PopulationRollout:
         params = member_params(self.policy, pop)
         P = next(iter(params.values())).shape[0]
         if P != self.popsize:
-            raise ValueError(f"Invalid population: {P} members (this rollout has popsize={self.popsize})")
+            raise ValueError(f"Invalid population: {P} members (this rollout has "
+                             f"popsize={self.popsize})")
         K = self.episodes_per_member
         seeds = self.generation_seeds(self.generation)
-        noise_seed = int(np.random.SeedSequence([self.seed, self.generation, 1]).generate_state(1)[0])
+        noise_ss = np.random.SeedSequence([self.seed, self.generation, 1])
+        noise_seed = int(noise_ss.generate_state(1)[0])
         norm = self.obs_norm if self.update_obs_norm else None
-        stats = RunningNorm(self._obs_dim) if norm is not None else None
-        res = self._run(expand_members(params, K), seeds.reshape(-1).tolist(), reward_shift=self.reward_shift,
+        stats = RunningNorm(self.obs_dim) if norm is not None else None
+        res = self.run_slots(expand_members(params, K), seeds.reshape(-1).tolist(),
+                             reward_shift=self.reward_shift,
                         action_noise=self.action_noise, noise_seed=noise_seed, obs_stats=stats)
         if stats is not None:
             norm.merge(stats if self.backend == "gymnasium" else res["obs_stats"])
@@ -614,12 +391,14 @@ class PopulationRollout:
         if failed.any():
             warnings.warn(
                 f"{int(failed.sum())} of {P} members failed (NaN actions or env errors) and get "
-                f"return {self.worst_return}; first: {res['errors'][:1]}", RuntimeWarning, stacklevel=2)
+                f"return {self.worst_return}; first: {res['errors'][:1]}", RuntimeWarning,
+                stacklevel=2)
         out = torch.from_numpy(shifted)
         return out if self.maximize else -out
 
     # ------------------------------------------------------------ evaluation
-    def evaluate_center(self, params=None, num_episodes: int = 10, seed: int | None = None) -> Tensor:
+    def evaluate_center(self, params=None, num_episodes: int = 10,
+                        seed: int | None = None) -> Tensor:
         """The environment's returns of one policy over ``num_episodes`` episodes, run as a
         batch: ``params`` is None (the rollout's policy as it is now, i.e. the optimizer's
         center after a step), a flat ``[D]`` tensor in ``policy.parameters()`` order (with
@@ -629,7 +408,8 @@ class PopulationRollout:
         normaliser is updated. Failed episodes get ``worst_return``."""
         if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
             raise ValueError(f"Invalid num_episodes: {num_episodes!r} (expected an integer >= 1)")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+        if seed is not None and (not integer or seed < 0):
             raise ValueError(f"Invalid seed: {seed!r} (expected a non-negative integer or None)")
         module, actor = self.policy, self._actor
         if isinstance(params, nn.Module):
@@ -643,21 +423,22 @@ class PopulationRollout:
         else:
             flat = torch.as_tensor(params).detach().reshape(-1)
             if flat.numel() != D:
-                raise ValueError(f"Invalid params: {flat.numel()} numbers (expected {D}, the policy's parameters)")
+                raise ValueError(f"Invalid params: {flat.numel()} numbers (expected {D}, the "
+                                 "policy's parameters)")
         if seed is None:
             ss = np.random.SeedSequence([self.seed, 2**32 - 1, self.num_evaluations])
             seeds = ss.generate_state(num_episodes).astype(np.int64).tolist()
         else:
             seeds = [int(seed) + j for j in range(num_episodes)]
         self.num_evaluations += 1
-        batch = max(self.popsize * self.episodes_per_member, _MIN_EVAL_SLOTS)  # the envs made
+        batch = max(self.popsize * self.episodes_per_member, MIN_EVAL_SLOTS)  # the envs made
         if self.backend != "gymnasium":
             batch = num_episodes  # one batch: the device env is built for it
         out = torch.empty(num_episodes, dtype=torch.float64)
         for a in range(0, num_episodes, batch):
             part = seeds[a:a + batch]
             members = member_params(module, flat.to(named[0][1]).expand(len(part), D))
-            res = self._run(members, part, reward_shift=0.0, action_noise=0.0, noise_seed=0,
+            res = self.run_slots(members, part, reward_shift=0.0, action_noise=0.0, noise_seed=0,
                             obs_stats=None, actor=actor)
             returns = torch.from_numpy(res["returns"].copy())
             returns[torch.from_numpy(res["failed"])] = self.worst_return
@@ -676,19 +457,24 @@ class PopulationRollout:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        keys = {"seed", "popsize", "generation", "num_evaluations", "total_steps", "total_episodes", "obs_norm"}
+        keys = {"seed", "popsize", "generation", "num_evaluations", "total_steps",
+                "total_episodes", "obs_norm"}
         if not isinstance(state_dict, dict) or not keys <= set(state_dict):
-            raise ValueError(f"Invalid state_dict: expected a PopulationRollout state with keys {sorted(keys)}")
+            raise ValueError("Invalid state_dict: expected a PopulationRollout state with keys "
+                             f"{sorted(keys)}")
         if state_dict["popsize"] != self.popsize:
             raise ValueError(
-                f"Invalid state_dict: saved popsize={state_dict['popsize']}, this rollout has {self.popsize}")
+                f"Invalid state_dict: saved popsize={state_dict['popsize']}, this rollout has "
+                f"{self.popsize}")
         norm = self.obs_norm
         saved = state_dict["obs_norm"]
         if (saved is None) != (norm is None):
-            raise ValueError("Invalid state_dict: the saved rollout and this policy differ in having an obs_norm")
+            raise ValueError("Invalid state_dict: the saved rollout and this policy differ in "
+                             "having an obs_norm")
         if norm is not None:
             if tuple(saved["mean"].shape) != norm.shape:
-                raise ValueError(f"Invalid state_dict: obs_norm shape {tuple(saved['mean'].shape)}, expected {norm.shape}")
+                raise ValueError("Invalid state_dict: obs_norm shape "
+                                 f"{tuple(saved['mean'].shape)}, expected {norm.shape}")
             norm.reset()
             norm.merge(saved)
         self.seed = int(state_dict["seed"])

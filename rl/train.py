@@ -66,16 +66,17 @@ import numpy as np
 import torch
 
 import evoopt
-from evoopt._validation import check_int
+from evoopt.checks import check_int
 from evoopt.compare import stop_reasons
 
 from .algorithms import PPO, Reinforce
 from .checkpoint import GracefulExit, describe
 from .config import GRADIENT_METHODS, POLICY_KWARGS, TrainConfig, make_config  # noqa: F401
 from .defaults import DEFAULT_OPTIMIZER, PRESETS  # noqa: F401 (re-exported)
+from .gym_envs import make_env, resolve_env_id
 from .outputs import COLUMNS, RunOutputs, plot_curve, read_csv
 from .policies import make_policy
-from .rollout import PopulationRollout, make_env, resolve_env_id
+from .rollout import PopulationRollout
 
 __all__ = ["train", "train_config", "evaluate", "render_gif", "read_csv", "save_policy",
            "load_policy", "plot_curve", "COLUMNS", "TrainResult", "GRADIENT_METHODS", "PRESETS"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from .._validation import check_positive, check_range
+from ..checks import check_positive, check_range
 from ..registry import register
 
 __all__ = ["ClipUp"]
@@ -80,7 +80,8 @@ class ClipUp(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
-            _check_hyperparameters(group["lr"], group["momentum"], group["max_speed"], group["maximize"])
+            _check_hyperparameters(group["lr"], group["momentum"], group["max_speed"],
+                                   group["maximize"])
         except ValueError:
             self.param_groups.pop()
             raise

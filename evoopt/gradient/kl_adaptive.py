@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .._validation import check_positive
+from ..checks import check_positive
 from ..registry import register
 
 __all__ = ["KLAdaptive"]
@@ -101,7 +101,8 @@ class KLAdaptive(Optimizer):
         if not isinstance(optimizer, Optimizer):
             optimizer = optimizer_class(optimizer, **optimizer_kwargs)
         elif optimizer_kwargs:
-            raise ValueError(f"Invalid optimizer_kwargs: {sorted(optimizer_kwargs)} (only used when "
+            raise ValueError(f"Invalid optimizer_kwargs: {sorted(optimizer_kwargs)} (only used "
+                             "when "
                              "KLAdaptive builds the optimizer from parameters)")
         if isinstance(optimizer, KLAdaptive):
             raise ValueError("Invalid optimizer: a KLAdaptive (expected a plain optimizer to wrap)")
@@ -184,7 +185,8 @@ class KLAdaptive(Optimizer):
         inner = self.optimizer.state_dict()
         return {
             "optimizer": inner,
-            "param_groups": inner["param_groups"],  # for code that reads a torch state_dict's groups
+            # for code that reads a torch state_dict's groups
+            "param_groups": inner["param_groups"],
             "kl_adaptive": {
                 "target_kl": self.target_kl, "factor": self.factor, "threshold": self.threshold,
                 "lr_min": self.lr_min, "lr_max": self.lr_max, "last_kl": self.last_kl,
@@ -193,8 +195,10 @@ class KLAdaptive(Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not isinstance(state_dict, dict) or "kl_adaptive" not in state_dict or "optimizer" not in state_dict:
-            raise ValueError("KLAdaptive.load_state_dict: expected a state_dict saved by KLAdaptive "
+        ours = isinstance(state_dict, dict) and {"kl_adaptive", "optimizer"} <= state_dict.keys()
+        if not ours:
+            raise ValueError("KLAdaptive.load_state_dict: expected a state_dict saved by "
+                             "KLAdaptive "
                              "(keys 'optimizer' and 'kl_adaptive')")
         ours = state_dict["kl_adaptive"]
         # everything is checked before anything is loaded: a bad checkpoint changes nothing
@@ -202,17 +206,20 @@ class KLAdaptive(Optimizer):
         missing = [k for k in (*keys, "last_kl", "num_decreases", "num_increases")
                    if not isinstance(ours, dict) or k not in ours]
         if missing:
-            raise ValueError(f"KLAdaptive.load_state_dict: the saved 'kl_adaptive' entry lacks {missing}")
+            raise ValueError("KLAdaptive.load_state_dict: the saved 'kl_adaptive' entry lacks "
+                             f"{missing}")
         try:
             settings = _check_settings(*(ours[k] for k in keys))
         except ValueError as e:
             raise ValueError(f"KLAdaptive.load_state_dict: saved {e}") from None
         counts = [ours["num_decreases"], ours["num_increases"]]
         if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
-            raise ValueError(f"KLAdaptive.load_state_dict: saved num_decreases/num_increases {counts} "
+            raise ValueError("KLAdaptive.load_state_dict: saved num_decreases/num_increases "
+                             f"{counts} "
                              "(expected integers >= 0)")
         if isinstance(ours["last_kl"], bool) or not isinstance(ours["last_kl"], numbers.Real):
-            raise ValueError(f"KLAdaptive.load_state_dict: saved last_kl {ours['last_kl']!r} (expected a number)")
+            raise ValueError(f"KLAdaptive.load_state_dict: saved last_kl {ours['last_kl']!r} "
+                             "(expected a number)")
         self.optimizer.load_state_dict(state_dict["optimizer"])
         # torch's load_state_dict rebinds the inner groups list: share it again
         self.param_groups = self.optimizer.param_groups
@@ -222,5 +229,6 @@ class KLAdaptive(Optimizer):
         self.num_decreases, self.num_increases = counts
 
     def __repr__(self) -> str:
-        return (f"KLAdaptive(target_kl={self.target_kl}, factor={self.factor}, threshold={self.threshold}, "
+        return (f"KLAdaptive(target_kl={self.target_kl}, factor={self.factor}, "
+                f"threshold={self.threshold}, "
                 f"lr=[{self.lr_min}, {self.lr_max}], optimizer={self.optimizer!r})")

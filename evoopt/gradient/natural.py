@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .._validation import check_int, check_positive, check_range
+from ..checks import check_int, check_positive, check_range
 from ..registry import register
 
 __all__ = ["NaturalGradient", "conjugate_gradient"]
@@ -95,12 +95,14 @@ class NaturalGradient(Optimizer):
             max_kl=check_positive("max_kl", max_kl),
             cg_iters=check_int("cg_iters", cg_iters),
             damping=check_positive("damping", damping, allow_zero=True),
-            backtrack_coef=check_range("backtrack_coef", backtrack_coef, 0.0, 1.0, low_open=True, high_open=True),
+            backtrack_coef=check_range("backtrack_coef", backtrack_coef, 0.0, 1.0,
+                                       low_open=True, high_open=True),
             backtrack_iters=check_int("backtrack_iters", backtrack_iters),
             line_search=line_search, maximize=maximize,
         )
         if kl_fn is not None and not callable(kl_fn):
-            raise ValueError(f"Invalid kl_fn: {kl_fn!r} (expected a zero-argument callable returning the KL)")
+            raise ValueError(f"Invalid kl_fn: {kl_fn!r} (expected a zero-argument callable "
+                             "returning the KL)")
         self.kl_fn = kl_fn
         self.last: dict[str, float] | None = None
         super().__init__(params, defaults)
@@ -112,8 +114,10 @@ class NaturalGradient(Optimizer):
         """One trust-region step; returns the closure's loss (before the step) or None."""
         kl_fn = kl_fn if kl_fn is not None else self.kl_fn
         if kl_fn is None:
-            raise ValueError("NaturalGradient.step needs kl_fn (a zero-argument callable returning the mean "
-                             "KL between the old and the current policy), given here or to the constructor")
+            raise ValueError("NaturalGradient.step needs kl_fn (a zero-argument callable returning "
+                             "the mean "
+                             "KL between the old and the current policy), given here or to the "
+                             "constructor")
         hp = self.param_groups[0]
         for i, g in enumerate(self.param_groups[1:], 1):  # one step for all groups: one value each
             for key in self.defaults:
@@ -128,7 +132,8 @@ class NaturalGradient(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if any(p.grad is None for p in params):
-            raise ValueError("NaturalGradient.step: some parameters have no gradient (call backward, or pass "
+            raise ValueError("NaturalGradient.step: some parameters have no gradient (call "
+                             "backward, or pass "
                              "a closure that does)")
         g = torch.cat([p.grad.reshape(-1) for p in params])
         if hp["maximize"]:
@@ -149,8 +154,10 @@ class NaturalGradient(Optimizer):
         x = conjugate_gradient(Fvp, g.detach(), hp["cg_iters"])
         xFx = float(x.dot(Fvp(x)))
         if not (xFx > 0 and math.isfinite(xFx)):
-            raise ValueError(f"NaturalGradient.step: x.Fx = {xFx} (expected > 0): the KL's Hessian is not "
-                             "positive definite here; evaluate kl_fn at the old parameters or raise damping")
+            raise ValueError(f"NaturalGradient.step: x.Fx = {xFx} (expected > 0): the KL's Hessian "
+                             "is not "
+                             "positive definite here; evaluate kl_fn at the old parameters or "
+                             "raise damping")
         beta = math.sqrt(2.0 * hp["max_kl"] / xFx)
         full_step = -beta * x
         expected = float(-g.dot(full_step))  # first-order decrease of the loss

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_int, check_range
+from ..checks import check_int, check_range
 from ..evaluation import vmap_objective
 from .base import Task, build_uninitialized, init_uniform_
 
@@ -127,7 +127,8 @@ class Digits(Task):
 
     def __init__(self, hidden: int = 32, test_size: float = 0.25, split_seed: int = 0):
         self.hidden = check_int("hidden", hidden, minimum=1)
-        self.test_size = check_range("test_size", test_size, 0.0, 1.0, low_open=True, high_open=True)
+        self.test_size = check_range("test_size", test_size, 0.0, 1.0, low_open=True,
+                                     high_open=True)
         self.split_seed = check_int("split_seed", split_seed, minimum=0)
         self._data = None
 

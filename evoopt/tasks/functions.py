@@ -9,11 +9,13 @@ Bingham, *Virtual Library of Simulation Experiments* (https://www.sfu.ca/~ssurja
 - ellipsoid: :math:`\sum_i 10^{6 (i-1)/(D-1)} x_i^2` (condition number 1e6), minimum at 0;
 - rosenbrock: :math:`\sum_{i<D} 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2`, minimum at 1;
 - rastrigin: :math:`10 D + \sum_i x_i^2 - 10 \cos(2 \pi x_i)`, minimum at 0;
-- ackley: :math:`-20 e^{-0.2 \sqrt{\mathrm{mean}(x^2)}} - e^{\mathrm{mean}\cos(2\pi x)} + 20 + e`, minimum at 0;
+- ackley: :math:`-20 e^{-0.2 \sqrt{\mathrm{mean}(x^2)}} - e^{\mathrm{mean}\cos(2\pi x)} + 20 + e`,
+  minimum at 0;
 - styblinski_tang: :math:`\frac12 \sum_i (x_i^4 - 16 x_i^2 + 5 x_i) + 39.16616570377142\, D`,
   minimum at :math:`x_i = -2.903534...`;
 - levy: with :math:`w = 1 + (x - 1)/4`,
-  :math:`\sin^2(\pi w_1) + \sum_{i<D} (w_i - 1)^2 (1 + 10 \sin^2(\pi w_i + 1)) + (w_D - 1)^2 (1 + \sin^2(2 \pi w_D))`,
+  :math:`\sin^2(\pi w_1) + \sum_{i<D} (w_i - 1)^2 (1 + 10 \sin^2(\pi w_i + 1))
+  + (w_D - 1)^2 (1 + \sin^2(2 \pi w_D))`,
   minimum at 1.
 """
 
@@ -27,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int
+from ..checks import check_choice, check_int
 from .base import Task
 
 __all__ = ["FUNCTIONS", "Function", "FunctionTask", "VectorModel"] + [

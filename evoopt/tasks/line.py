@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_int, check_positive
+from ..checks import check_int, check_positive
 from ..evaluation import vmap_objective
 from .base import Task, build_uninitialized, init_uniform_
 

@@ -19,7 +19,8 @@ from torch import Tensor
 from torch.distributions import Categorical, Distribution, Independent, Normal
 from torch.optim import Optimizer
 
-__all__ = ["sample_action", "build_optimizer", "check_vector_env", "EpisodeTracker", "to_env_action"]
+__all__ = ["sample_action", "build_optimizer", "check_vector_env", "EpisodeTracker",
+           "to_env_action"]
 
 
 def sample_action(dist: Distribution, generator: torch.Generator) -> Tensor:
@@ -30,12 +31,15 @@ def sample_action(dist: Distribution, generator: torch.Generator) -> Tensor:
         return torch.multinomial(probs, 1, generator=generator).reshape(dist.probs.shape[:-1])
     base = dist.base_dist if isinstance(dist, Independent) else dist
     if isinstance(base, Normal):
-        eps = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
+        eps = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype,
+                          device=base.loc.device)
         return base.loc + base.scale * eps
-    raise ValueError(f"Invalid distribution: {type(dist).__name__} (expected Categorical or Normal)")
+    raise ValueError(f"Invalid distribution: {type(dist).__name__} (expected Categorical or "
+                     "Normal)")
 
 
-def build_optimizer(optimizer, params: list[Tensor], default: Callable[[list], Optimizer]) -> Optimizer:
+def build_optimizer(optimizer, params: list[Tensor],
+                    default: Callable[[list], Optimizer]) -> Optimizer:
     """``optimizer`` is an Optimizer over the agent's parameters, a factory ``params ->
     Optimizer`` (e.g. ``functools.partial(torch.optim.Adam, lr=3e-4)``), or None (default)."""
     if optimizer is None:
@@ -51,8 +55,10 @@ def build_optimizer(optimizer, params: list[Tensor], default: Callable[[list], O
     from evoopt.population import PopulationOptimizer
 
     if isinstance(optimizer, PopulationOptimizer):
-        raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} is a population optimizer; "
-                         "policy gradients need a gradient optimizer (use rl.train for populations)")
+        raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} is a population "
+                         "optimizer; "
+                         "policy gradients need a gradient optimizer (use rl.train for "
+                         "populations)")
     ids = {id(p) for p in params}
     owned = [p for g in optimizer.param_groups for p in g["params"]]
     if not owned or any(id(p) not in ids for p in owned):
@@ -66,7 +72,8 @@ def check_vector_env(envs) -> None:
     import gymnasium as gym
 
     if not isinstance(envs, gym.vector.VectorEnv):
-        raise ValueError(f"Invalid envs: {type(envs).__name__} (expected a gymnasium.vector.VectorEnv; "
+        raise ValueError(f"Invalid envs: {type(envs).__name__} (expected a "
+                         "gymnasium.vector.VectorEnv; "
                          "wrap one env with gymnasium.vector.SyncVectorEnv([lambda: env]))")
     mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
     if str(getattr(mode, "value", mode)) != "NextStep":

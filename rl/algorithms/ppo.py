@@ -14,8 +14,10 @@ One iteration (``PPO.iterate``)::
     for epoch in range(update_epochs), for each of num_minibatches minibatches:
         ratio    = exp(log pi(a|s) - log pi_old(a|s))
         A        = (A - mean A) / (std A + 1e-8)                             if norm_adv
-        pg_loss  = mean(max(-A * ratio, -A * clip(ratio, 1 - clip_coef, 1 + clip_coef)))  (PPO eq. 7)
-        v_loss   = 0.5 * mean(max((V - R)^2, (V_old + clip(V - V_old, -clip_coef, clip_coef) - R)^2))
+        pg_loss  = mean(max(-A * ratio, -A * clip(ratio, 1 - clip_coef, 1 + clip_coef)))
+                                                                             (PPO eq. 7)
+        v_loss   = 0.5 * mean(max((V - R)^2,
+                                  (V_old + clip(V - V_old, -clip_coef, clip_coef) - R)^2))
                    (or 0.5 * mean((V - R)^2) without clip_vloss)
         loss     = pg_loss - ent_coef * entropy + vf_coef * v_loss           (PPO eq. 9)
         loss.backward(); clip_grad_norm_(max_grad_norm); optimizer.step()
@@ -56,10 +58,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from evoopt._validation import check_int, check_positive, check_range
+from evoopt.checks import check_int, check_positive, check_range
+from evoopt.protocols import KLAware
 
 from ..returns import compute_gae, next_values_from
-from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
+from .common import (
+    EpisodeTracker,
+    build_optimizer,
+    check_vector_env,
+    run_until,
+    sample_action,
+    to_env_action,
+)
 
 __all__ = ["PPO", "PPO_METRICS"]
 
@@ -121,17 +131,20 @@ class PPO:
         self.clip_coef = check_positive("clip_coef", clip_coef)
         self.ent_coef = check_positive("ent_coef", ent_coef, allow_zero=True)
         self.vf_coef = check_positive("vf_coef", vf_coef, allow_zero=True)
-        self.max_grad_norm = None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm)
+        self.max_grad_norm = (None if max_grad_norm is None
+                              else check_positive("max_grad_norm", max_grad_norm))
         self.target_kl = None if target_kl is None else check_positive("target_kl", target_kl)
         self.norm_adv, self.clip_vloss = bool(norm_adv), bool(clip_vloss)
         self.anneal_lr, self.anneal_clip_coef = bool(anneal_lr), bool(anneal_clip_coef)
-        self.total_timesteps = None if total_timesteps is None else check_int("total_timesteps", total_timesteps)
+        self.total_timesteps = (None if total_timesteps is None
+                                else check_int("total_timesteps", total_timesteps))
         self.reset_every = None if reset_every is None else check_int("reset_every", reset_every)
         self.seed = check_int("seed", seed, minimum=0)
         self.num_envs = envs.num_envs
         self.batch_size = self.num_envs * self.num_steps
         if self.batch_size < self.num_minibatches:
-            raise ValueError(f"Invalid num_minibatches: {num_minibatches} (expected <= num_envs * num_steps "
+            raise ValueError(f"Invalid num_minibatches: {num_minibatches} (expected <= num_envs * "
+                             "num_steps "
                              f"= {self.batch_size})")
         for name in ("distribution", "value"):
             if not callable(getattr(agent, name, None)):
@@ -176,7 +189,8 @@ class PPO:
                 valid_l.append(torch.as_tensor(valid))
                 logp_l.append(dist.log_prob(action))
                 val_l.append(self.agent.value(obs))
-                next_obs, reward, term, trunc, _ = self.envs.step(to_env_action(self.agent, action, space))
+                env_action = to_env_action(self.agent, action, space)
+                next_obs, reward, term, trunc, _ = self.envs.step(env_action)
                 self.global_step += N
                 done = np.logical_or(term, trunc)
                 self.episodes.add(reward, valid, done)
@@ -185,8 +199,9 @@ class PPO:
                 trunc_l.append(torch.as_tensor(trunc))
                 self._obs, self._autoreset = next_obs, done
             last_value = self.agent.value(torch.as_tensor(self._obs, dtype=self.dtype))
-        b = {"obs": torch.stack(obs_l), "actions": torch.stack(act_l), "logprobs": torch.stack(logp_l),
-             "values": torch.stack(val_l), "valid": torch.stack(valid_l)}
+        b = {"obs": torch.stack(obs_l), "actions": torch.stack(act_l),
+             "logprobs": torch.stack(logp_l), "values": torch.stack(val_l),
+             "valid": torch.stack(valid_l)}
         values64 = b["values"].to(torch.float64)
         next_values = next_values_from(values64, last_value.to(torch.float64))
         adv, ret = compute_gae(torch.stack(rew_l), values64, next_values, torch.stack(term_l),
@@ -232,10 +247,12 @@ class PPO:
                 adv = mb["advantages"]
                 if self.norm_adv and adv.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+                clipped_ratio = ratio.clamp(1 - clip_coef, 1 + clip_coef)
+                pg_loss = torch.max(-adv * ratio, -adv * clipped_ratio).mean()
                 if self.clip_vloss:
                     v_unclipped = (newvalue - mb["returns"]) ** 2
-                    v_clipped = mb["values"] + (newvalue - mb["values"]).clamp(-clip_coef, clip_coef)
+                    v_clipped = mb["values"] + (newvalue - mb["values"]).clamp(-clip_coef,
+                                                                               clip_coef)
                     v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - mb["returns"]) ** 2).mean()
                 else:
                     v_loss = 0.5 * ((newvalue - mb["returns"]) ** 2).mean()
@@ -247,7 +264,7 @@ class PPO:
                 if self.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
                 self.optimizer.step()
-                if hasattr(self.optimizer, "update_kl"):
+                if isinstance(self.optimizer, KLAware):
                     self.optimizer.update_kl(float(approx_kl))
             if self.target_kl is not None and float(approx_kl) > self.target_kl:
                 stop = True
@@ -258,7 +275,8 @@ class PPO:
 
         y_pred, y_true = flat["values"].to(torch.float64), flat["returns"].to(torch.float64)
         var_y = float(y_true.var()) if n > 1 else math.nan
-        explained_var = math.nan if not var_y or math.isnan(var_y) else 1.0 - float((y_true - y_pred).var()) / var_y
+        explained_var = (math.nan if not var_y or math.isnan(var_y)
+                         else 1.0 - float((y_true - y_pred).var()) / var_y)
         self.iteration += 1
         ep_ret, ep_len, n_ep = self.episodes.pop()
         return {
@@ -282,15 +300,17 @@ class PPO:
     def state_dict(self) -> dict[str, Any]:
         """Agent, optimizer, generator and counters (``torch.load(weights_only=True)``-safe)."""
         return {
-            "algorithm": "PPO", "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(), "iteration": self.iteration,
-            "global_step": self.global_step, "initial_lrs": list(self.initial_lrs), "seed": self.seed,
+            "algorithm": "PPO", "agent": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "iteration": self.iteration, "global_step": self.global_step,
+            "initial_lrs": list(self.initial_lrs), "seed": self.seed,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if not isinstance(sd, dict) or sd.get("algorithm") != "PPO":
+            what = sd.get("algorithm") if isinstance(sd, dict) else type(sd).__name__
             raise ValueError("PPO.load_state_dict: not a PPO state_dict (its 'algorithm' entry is "
-                             f"{sd.get('algorithm') if isinstance(sd, dict) else type(sd).__name__!r})")
+                             f"{what!r})")
         self.agent.load_state_dict(sd["agent"])
         self.optimizer.load_state_dict(sd["optimizer"])
         self.generator.set_state(sd["generator"])

@@ -35,10 +35,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from evoopt._validation import check_choice, check_int, check_positive, check_range
+from evoopt.checks import check_choice, check_int, check_positive, check_range
+from evoopt.protocols import KLAware
 
 from ..returns import discounted_returns
-from .common import EpisodeTracker, build_optimizer, check_vector_env, run_until, sample_action, to_env_action
+from .common import (
+    EpisodeTracker,
+    build_optimizer,
+    check_vector_env,
+    run_until,
+    sample_action,
+    to_env_action,
+)
 
 __all__ = ["Reinforce", "REINFORCE_METRICS"]
 
@@ -82,11 +90,13 @@ class Reinforce:
         self.baseline = check_choice("baseline", baseline, {"none", "mean", "value"})
         self.ent_coef = check_positive("ent_coef", ent_coef, allow_zero=True)
         self.vf_coef = check_positive("vf_coef", vf_coef, allow_zero=True)
-        self.max_grad_norm = None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm)
+        self.max_grad_norm = (None if max_grad_norm is None
+                              else check_positive("max_grad_norm", max_grad_norm))
         self.max_steps = check_int("max_steps", max_steps)
         self.seed = check_int("seed", seed, minimum=0)
         if not callable(getattr(agent, "distribution", None)):
-            raise ValueError(f"Invalid agent: {type(agent).__name__} has no distribution(obs) method")
+            raise ValueError(f"Invalid agent: {type(agent).__name__} has no distribution(obs) "
+                             "method")
         if baseline == "value" and not callable(getattr(agent, "value", None)):
             raise ValueError(f"Invalid baseline: 'value' needs agent.value(obs), which "
                              f"{type(agent).__name__} does not have")
@@ -94,7 +104,8 @@ class Reinforce:
         self.envs, self.agent = envs, agent
         self.num_envs = envs.num_envs
         self.params = [p for p in agent.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(optimizer, self.params, functools.partial(torch.optim.Adam, lr=1e-3))
+        self.optimizer = build_optimizer(optimizer, self.params,
+                                         functools.partial(torch.optim.Adam, lr=1e-3))
         self.obs_norm = getattr(agent, "obs_norm", None)
         self.dtype = next(iter(agent.parameters())).dtype
 
@@ -109,14 +120,16 @@ class Reinforce:
         self.episodes.reset()
         alive = np.ones(self.num_envs, dtype=bool)
         space = self.envs.single_action_space
-        cols = {k: [] for k in ("obs", "actions", "logprobs", "rewards", "term", "trunc", "valid", "next_obs")}
+        cols = {k: [] for k in ("obs", "actions", "logprobs", "rewards", "term", "trunc", "valid",
+                                "next_obs")}
         t = 0
         with torch.no_grad():
             while alive.any():
                 o = torch.as_tensor(obs, dtype=self.dtype)
                 dist = self.agent.distribution(o)
                 action = sample_action(dist, self.generator)
-                next_obs, reward, term, trunc, _ = self.envs.step(to_env_action(self.agent, action, space))
+                env_action = to_env_action(self.agent, action, space)
+                next_obs, reward, term, trunc, _ = self.envs.step(env_action)
                 t += 1
                 trunc = np.logical_or(trunc, t >= self.max_steps)
                 done = np.logical_or(term, trunc)
@@ -142,7 +155,8 @@ class Reinforce:
         if self.baseline == "value":
             with torch.no_grad():
                 next_values = self.agent.value(b["next_obs"]).to(torch.float64)
-        G = discounted_returns(b["rewards"], b["term"], b["trunc"], gamma=self.gamma, next_values=next_values)
+        G = discounted_returns(b["rewards"], b["term"], b["trunc"], gamma=self.gamma,
+                               next_values=next_values)
         obs, actions, G_v = b["obs"][valid], b["actions"][valid], G[valid].to(self.dtype)
 
         dist = self.agent.distribution(obs)
@@ -168,7 +182,7 @@ class Reinforce:
         with torch.no_grad():
             logratio = self.agent.distribution(obs).log_prob(actions) - b["logprobs"][valid]
             approx_kl = float(((logratio.exp() - 1) - logratio).mean())
-        if hasattr(self.optimizer, "update_kl"):
+        if isinstance(self.optimizer, KLAware):
             self.optimizer.update_kl(approx_kl)
         if self.obs_norm is not None:
             self.obs_norm.update(obs)
@@ -197,8 +211,9 @@ class Reinforce:
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if not isinstance(sd, dict) or sd.get("algorithm") != "Reinforce":
-            raise ValueError("Reinforce.load_state_dict: not a Reinforce state_dict (its 'algorithm' entry is "
-                             f"{sd.get('algorithm') if isinstance(sd, dict) else type(sd).__name__!r})")
+            what = sd.get("algorithm") if isinstance(sd, dict) else type(sd).__name__
+            raise ValueError("Reinforce.load_state_dict: not a Reinforce state_dict (its "
+                             f"'algorithm' entry is {what!r})")
         self.agent.load_state_dict(sd["agent"])
         self.optimizer.load_state_dict(sd["optimizer"])
         self.generator.set_state(sd["generator"])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from evoopt._validation import check_int
+from evoopt.checks import check_int
 
 from .base import TorchVectorEnv
 

@@ -58,7 +58,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from evoopt._validation import check_choice, check_int
+from evoopt.checks import check_choice, check_int
 
 __all__ = ["TorchVectorEnv", "as_device"]
 
