@@ -46,15 +46,15 @@ import math
 import re
 import sys
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from .compare import OptimizerSpec, _parse_value, _Progress, parse_optimizer
+from .compare import OptimizerSpec, _Progress, parse_optimizer
 from .population import PopulationOptimizer
 
 __all__ = [
@@ -102,7 +102,9 @@ class _EvooptSolver:
         return self.opt.ask().flat.numpy()
 
     def tell(self, f: np.ndarray) -> None:
-        self.opt.tell(torch.from_numpy(f))
+        with warnings.catch_warnings():  # a stop is expected here: the caller restarts
+            warnings.filterwarnings("ignore", r".* stopped at generation", RuntimeWarning)
+            self.opt.tell(torch.from_numpy(f))
 
     @property
     def stopped(self) -> bool:
