@@ -154,12 +154,16 @@ def _seed(seed: int, problem_id: str, start: int) -> int:
     return zlib.crc32(f"{seed}:{problem_id}:{start}".encode()) + 1
 
 
+def _solver(spec: OptimizerSpec) -> type:
+    return _PycmaSolver if spec.name == PYCMA else _EvooptSolver
+
+
 def solve_problem(problem, spec: OptimizerSpec, budget: int, *, sigma0: float,
                   seed: int) -> ProblemRun:
     """Run ``spec`` on one (observed) cocoex problem for ``budget`` evaluations, with
     independent restarts from uniform points in ``[-4, 4]^d`` whenever it stops early; stop
     at the final target. A generation cut by the budget or the target is not told."""
-    make = _PycmaSolver if spec.name == PYCMA else _EvooptSolver
+    make = _solver(spec)
     d, t0 = problem.dimension, time.perf_counter()
     rng = np.random.default_rng(_seed(seed, problem.id, -1))
     f_best, start = math.inf, 0
@@ -301,6 +305,7 @@ def benchmark(optimizers, *, dimensions=(2, 5), functions=range(1, 25), instance
             name = _folder_name(spec.label)
             observer = cocoex.Observer("bbob", f"outer_folder: {Path(out)} result_folder: "
                                        f"{name} algorithm_name: {name}")
+            _solver(spec)(spec, np.zeros(2), sigma0, 1)  # one-off imports: not in the time
             runs, t0 = [], time.perf_counter()
             for problem in cocoex.Suite("bbob", "", selection):
                 bar.describe(f"{spec.label} {problem.id}")
