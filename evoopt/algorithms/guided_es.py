@@ -71,9 +71,9 @@ class GuidedES(InnerOptimizerMixin, PopulationOptimizer):
         sigma: per-coordinate noise width (> 0; the paper's ``sigma_p`` is ``sigma sqrt(D)``).
         popsize: members per generation, even (``P = popsize / 2`` antithetic pairs);
             ``None``: ``4 + 3 ln D`` rounded up to even.
-        alpha: weight of the isotropic part of ``Sigma``, in [0, 1] (paper: 0.5; 1 is
+        alpha: weight of the isotropic part of ``Sigma``, in [0, 1] (default 0.5; 1 is
             plain ES, 0 searches the surrogate subspace only).
-        beta: scale of the estimate (> 0; paper: 2).
+        beta: scale of the estimate, ``E[g] = beta Sigma grad f`` (> 0; default 2).
         subspace_dim: ``k``, how many past surrogate gradients span the subspace (>= 1).
         optimizer: the inner optimizer class or factory (default :class:`torch.optim.SGD`).
         maximize, seed: see :class:`~evoopt.PopulationOptimizer`.
