@@ -147,3 +147,14 @@ def test_command_line(tmp_path, capsys):
     assert (tmp_path / "snes_popsize=6").is_dir() and (tmp_path / "pycma").is_dir()
     assert main(argv[:-5] + ["--budget", "0", "--no-progress"]) == 2
     assert "Invalid budget: 0" in capsys.readouterr().err
+
+
+def test_the_same_seed_gives_the_same_logs_and_another_seed_others(tmp_path):
+    def run(seed, out):
+        result = benchmark(["pycma", "snes"], dimensions=[2], functions=[7], instances=[1, 2],
+                           budget=50, out=tmp_path / out, seed=seed, progress=False)
+        return {label: read_precisions(folder) for label, folder in result.folders.items()}
+
+    a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
+    assert a == b
+    assert a["pycma"] != c["pycma"] and a["snes"] != c["snes"]
