@@ -6,7 +6,7 @@ popsize=64)`` and the same training loop runs an evolution strategy.
 """
 
 from . import schedulers, shaping, tasks
-from .algorithms import ARS, CEM, CMAES, DE, GA, PGPE, PSO, SNES, XNES, OpenAIES
+from .algorithms import ARS, CEM, CMAES, DE, GA, PGPE, PSO, SNES, XNES, GuidedES, OpenAIES
 from .evaluation import PopulationObjective, batched_forward, loop_objective, vmap_objective
 from .gradient import ClipUp, KLAdaptive, NaturalGradient, conjugate_gradient
 from .population import Generation, ParamLayout, Population, PopulationOptimizer, is_population_objective
@@ -39,6 +39,7 @@ __all__ = [
     "DE",
     "PSO",
     "GA",
+    "GuidedES",
     # gradient-side optimizers
     "ClipUp",
     "KLAdaptive",

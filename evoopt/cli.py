@@ -39,7 +39,10 @@ DEFAULT_TASK = "digits"
 #: Modules that add subcommands (``register(subparsers)``), imported when the command line
 #: is parsed, with the subcommands they provide (offered with an install hint when the
 #: module cannot be imported).
-SUBCOMMANDS: dict[str, tuple[str, ...]] = {"rl.cli": ("train", "evaluate")}
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {
+    "rl.cli": ("train", "evaluate"),
+    "evoopt.bbob": ("bbob",),  # COCO's bbob suite; cocoex is imported when a run starts
+}
 
 
 def _split_list(text: str) -> list[str]:

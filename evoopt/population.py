@@ -84,7 +84,7 @@ from ._layout import (
     search_vector,
 )
 from ._state import STATE_KEY, CheckpointMixin
-from ._validation import check_int
+from .checks import check_int
 
 __all__ = [
     "Generation", "ParamLayout", "Population", "PopulationOptimizer", "is_population_objective",

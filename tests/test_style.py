@@ -182,14 +182,22 @@ def _module_name(path: Path) -> str:
 
 def _module_level_imports(tree: ast.Module):
     """The import statements that run when the module is imported: everywhere but inside
-    function bodies (class bodies and ``if``/``try`` blocks at module level count)."""
+    function bodies and ``if TYPE_CHECKING:`` blocks (class bodies and other ``if``/``try``
+    blocks at module level count)."""
     stack = list(tree.body)
     while stack:
         node = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)  # annotations only: never imported at run time
         elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             stack.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _import_graph() -> dict[str, set[str]]:

@@ -6,10 +6,12 @@ from .cem import CEM
 from .cmaes import CMAES
 from .de import DE
 from .ga import GA
+from .guided_es import GuidedES
 from .openai_es import OpenAIES
 from .pgpe import PGPE
 from .pso import PSO
 from .snes import SNES
 from .xnes import XNES
 
-__all__ = ["OpenAIES", "PGPE", "SNES", "XNES", "CEM", "ARS", "CMAES", "DE", "PSO", "GA"]
+__all__ = ["OpenAIES", "PGPE", "SNES", "XNES", "CEM", "ARS", "CMAES", "DE", "PSO", "GA",
+           "GuidedES"]

@@ -63,7 +63,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_int, check_positive, check_range
+from ..checks import check_choice, check_int, check_positive, check_range
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import all_tied, elite_weights

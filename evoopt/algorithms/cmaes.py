@@ -122,7 +122,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .._validation import check_choice, check_int, check_positive
+from ..checks import check_choice, check_int, check_positive
 from .._closure import user_stacklevel
 from .._layout import _numpy_ok
 from .._state import STATE_KEY

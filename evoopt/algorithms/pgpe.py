@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_positive, check_range
+from ..checks import check_choice, check_positive, check_range
 from ..gradient.clipup import ClipUp
 from .._groups import _rms
 from .._state import STATE_KEY

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
+from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import nes_utilities

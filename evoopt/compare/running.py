@@ -51,7 +51,7 @@ def stop_reasons(opt) -> dict[str, Any]:
             for k, v in dict(stopped or {}).items()}
 
 
-class _Progress:
+class Progress:
     """A tqdm bar over the total budget of all runs (evaluations, or seconds), or nothing."""
 
     def __init__(self, enabled: bool, total: float, unit: str):
@@ -240,7 +240,7 @@ def _start(task: Task, spec: OptimizerSpec, seed: int):
 
 
 def run_one(task: Task, spec: OptimizerSpec, seed: int, budget_evals: int | None,
-            budget_seconds: float | None, num_points: int, progress: _Progress,
+            budget_seconds: float | None, num_points: int, progress: Progress,
             by_time: bool) -> Run:
     """One optimizer on one seed until the budget is spent, the loss diverges (gradient
     optimizers) or the optimizer stops for good."""
@@ -390,7 +390,7 @@ def compare(
     _check_constructors(task, specs, seeds[0])
     by_time = budget_evals is None
     budget = budget_seconds if by_time else budget_evals
-    bar = _Progress(sys.stderr.isatty() if progress is None else bool(progress),
+    bar = Progress(sys.stderr.isatty() if progress is None else bool(progress),
                     len(specs) * len(seeds) * budget, "s" if by_time else "eval")
     t0 = time.perf_counter()
     threads_before = torch.get_num_threads()
