@@ -9,7 +9,13 @@ from . import schedulers, shaping, tasks
 from .algorithms import ARS, CEM, CMAES, DE, GA, PGPE, PSO, SNES, XNES, GuidedES, OpenAIES
 from .evaluation import PopulationObjective, batched_forward, loop_objective, vmap_objective
 from .gradient import ClipUp, KLAdaptive, NaturalGradient, conjugate_gradient
-from .population import Generation, ParamLayout, Population, PopulationOptimizer, is_population_objective
+from .population import (
+    Generation,
+    ParamLayout,
+    Population,
+    PopulationOptimizer,
+    is_population_objective,
+)
 from .registry import OPTIMIZERS, get_optimizer, population_optimizers, register
 from .schedulers import (
     CosineAnnealingSigma,

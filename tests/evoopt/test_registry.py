@@ -25,13 +25,16 @@ from ._helpers import roundtrip as _roundtrip
 D = 10
 
 
-FUNCTIONS = {"sphere": (sphere, 3.0), "rosenbrock": (rosenbrock, 0.0), "rastrigin": (rastrigin, 3.0)}
+FUNCTIONS = {
+    "sphere": (sphere, 3.0), "rosenbrock": (rosenbrock, 0.0), "rastrigin": (rastrigin, 3.0),
+}
 
 
 @dataclass
 class Row:
     kwargs: dict
-    budgets: dict  # function name -> (evaluation budget, threshold on f(center)) ; None: not meant for it
+    # function name -> (evaluation budget, threshold on f(center)); absent: not meant for it
+    budgets: dict
     overrides: dict = field(default_factory=dict)  # per function constructor overrides
     loop_kwargs: dict = field(default_factory=dict)  # for the small-model training loop
     # functions judged by the best member seen rather than the final center (restarts jump
@@ -300,7 +303,8 @@ def test_wrong_loss_shape_and_all_nan_generation(name):
     with pytest.raises(ValueError, match="NaN or infinite; the optimizer's state is unchanged"):
         opt.tell(torch.full((len(pop),), math.nan))
     after = opt.state_dict()
-    torch.testing.assert_close(after["state"]["population"], before["state"]["population"], rtol=0, atol=0)
+    torch.testing.assert_close(after["state"]["population"], before["state"]["population"],
+                               rtol=0, atol=0)
     losses = sphere(pop.flat)
     losses[0] = math.inf
     with pytest.warns(RuntimeWarning, match="rank worst"):
