@@ -81,8 +81,9 @@ PRIVATE_IMPORTS_ALLOWED: dict[str, str] = {
 #: ``path`` (the whole file: its length and its functions) or ``path::qualified.name``
 #: (one function) -> why it is longer than the limits.
 ALLOWED: dict[str, str] = {
-    "evoopt/population.py": "being split (issue 13 item 2: the contract, checkpoint validation)",
-    "evoopt/algorithms/cmaes.py": "being refactored onto the algorithm contract (issue 13)",
+    "evoopt/algorithms/cmaes.py": "608 lines, 115 of them the module docstring (pycma's "
+    "termination, plateaus, bounds, restarts, dtypes: the behaviour users ask about); the "
+    "pycma codec, options and restart schedule are already in algorithms/_pycma.py",
     "evoopt/evaluation.py": "being refactored (issue 13)",
     "evoopt/_fastpath.py": "being refactored (issue 13)",
     "rl/envs/mujoco_warp.py": "being refactored (issue 13)",
