@@ -121,6 +121,9 @@ class MujocoWarpEnv(TorchVectorEnv):
         num_envs, device, seed, dtype, autoreset_mode, max_episode_steps, check_actions:
             see :class:`~rl.envs.base.TorchVectorEnv`.
         compile: ``False`` (or ``"auto"``, which steps eagerly): the step runs Warp kernels.
+        capture: replay the step's Warp launches from a recording (a CUDA graph on a GPU, Warp's
+            launch recording on a CPU; see :mod:`rl.envs._mujoco_sim`), bit for bit the plain
+            launches; ``False`` launches each kernel from Python on every step.
         **options: the task's Gymnasium v5 keyword options (``ctrl_cost_weight``,
             ``reset_noise_scale``, ``healthy_z_range``...); ``self.options`` holds all of them.
 
@@ -140,7 +143,8 @@ class MujocoWarpEnv(TorchVectorEnv):
     post_constraint = False  # run mj_rnePostConstraint (cfrc_ext) after a step
     njmax: int | None = None  # constraint rows per world (None: MuJoCo Warp's guess, 64 here)
 
-    def __init__(self, num_envs: int, *, device="cpu", compile=False, **kwargs):
+    def __init__(self, num_envs: int, *, device="cpu", compile=False, capture=True, **kwargs):
+        capture = _check_option("capture", capture, True)
         if compile not in (False, "auto"):
             raise ValueError(
                 f"Invalid compile: {compile!r} (expected False or 'auto': a MuJoCo Warp step "
@@ -158,7 +162,7 @@ class MujocoWarpEnv(TorchVectorEnv):
         super().__init__(num_envs, device=device, compile=False, **base_kwargs)
         self.num_reset_draws = self.nq + self.nv
         self._sim = WarpSimulator(
-            self.mj_model, self.num_envs, self.device, self.fields, njmax=self.njmax
+            self.mj_model, self.num_envs, self.device, self.fields, self.njmax, capture
         )
         self._init_qpos = torch.as_tensor(self.mj_model.qpos0, dtype=torch.float32).to(
             self.device
@@ -171,7 +175,7 @@ class MujocoWarpEnv(TorchVectorEnv):
             raise ValueError(
                 f"Invalid option(s) for {cls.spec_id}: {unknown} (expected some of "
                 f"{sorted(cls.defaults)}, or seed, dtype, autoreset_mode, max_episode_steps, "
-                "check_actions, compile)"
+                "check_actions, compile, capture)"
             )
         merged = {**cls.defaults, **options}
         return {k: _check_option(k, v, cls.defaults[k]) for k, v in merged.items()}
