@@ -403,6 +403,19 @@ def test_replayed_launches_equal_plain_launches(env_id):
 
 
 @needs_warp
+def test_only_swimmer_skips_collision_detection():
+    """Swimmer's geoms cannot touch (contype = conaffinity = 0): its worlds get no contact
+    buffer, so MuJoCo Warp skips collision detection; every other task keeps it (the
+    Gymnasium comparisons above check the physics of both)."""
+    from rl.envs._mujoco_sim import _can_collide
+
+    for env_id in WARP_ENVS:
+        env = make_warp_env(env_id, 2, seed=0)
+        assert _can_collide(env.mj_model) == (env_id != "Swimmer-v5"), env_id
+        assert (env._sim.data.naconmax == 0) == (env_id == "Swimmer-v5"), env_id
+
+
+@needs_warp
 def test_registry_make_builds_a_warp_env_in_float64():
     """``rl.envs.make`` routes the MuJoCo ids here; ``dtype=torch.float64`` widens the
     float32 physics: observations, rewards and the observation space in float64."""
