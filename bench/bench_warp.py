@@ -24,6 +24,7 @@ batches cannot amortise; 512 envs brings it to about half of C MuJoCo on one thr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -60,17 +61,45 @@ class WarpBackend:
         self.low = torch.as_tensor(space.low, device=self.env.device)
         self.high = torch.as_tensor(space.high, device=self.env.device)
         self.gen = torch.Generator(device=self.env.device).manual_seed(seed)
-        self.round(2)  # compile or load the kernels
+        self.round(3)  # compile or load the kernels, record the step
 
-    def round(self, steps: int) -> tuple[float, float]:
+    def actions(self, steps: int) -> list[torch.Tensor]:
         env = self.env
         shape = (env.num_envs, *env.single_action_space.shape)
         draw = dict(generator=self.gen, device=env.device)
-        actions = [
-            self.low + (self.high - self.low) * torch.rand(shape, **draw) for _ in range(steps)
-        ]
+        return [self.low + (self.high - self.low) * torch.rand(shape, **draw) for _ in range(steps)]
+
+    def round(self, steps: int) -> tuple[float, float]:
+        actions = self.actions(steps)
+        _sync(self.env.device)
+        wall, cpu = _timed(self.env.step, actions)
+        _sync(self.env.device)
+        return wall, cpu
+
+
+class RawWarpBackend:
+    """The ceiling: ``mujoco_warp.step`` alone, ``frame_skip`` times per env step, on a
+    second set of worlds of the env's model (a :class:`WarpSimulator`: same contact and
+    constraint buffers), loaded at each round's start with the Warp env's current states and
+    one batch of its random actions; no observation, reward, reset or copy. ``capture``:
+    each env step's launches replayed from a recording, as the env does, or launched from
+    Python (MuJoCo Warp used plainly)."""
+
+    def __init__(self, warp: WarpBackend, capture: bool):
+        from rl.envs._mujoco_sim import WarpSimulator
+
+        env = warp.env
+        self.warp, self.frame_skip = warp, env.frame_skip
+        self.sim = WarpSimulator(env.mj_model, env.num_envs, env.device, njmax=env.njmax,
+                                 capture=capture)
+        self.round(3)
+
+    def round(self, steps: int) -> tuple[float, float]:
+        sim, env = self.sim, self.warp.env
+        sim.load(env.get_state())
+        sim.views["ctrl"].copy_(self.warp.actions(1)[0])
         _sync(env.device)
-        wall, cpu = _timed(env.step, actions)
+        wall, cpu = _timed(lambda _: sim.advance(self.frame_skip), range(steps))
         _sync(env.device)
         return wall, cpu
 
@@ -90,11 +119,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    warp = WarpBackend(args.env, args.num_envs, args.seed, args.device)
     backends = {
         "gymnasium (C MuJoCo, sync, CPU)": GymnasiumBackend(args.env, args.num_envs, args.seed),
-        f"MuJoCo Warp ({args.device})": WarpBackend(
-            args.env, args.num_envs, args.seed, args.device
-        ),
+        f"MuJoCo Warp env ({args.device})": warp,
+        "raw mujoco_warp.step, replayed": RawWarpBackend(warp, capture=True),
+        "raw mujoco_warp.step, launched": RawWarpBackend(warp, capture=False),
     }
     rates = {name: ([], []) for name in backends}
     for _ in range(args.rounds):
@@ -102,14 +132,21 @@ def main(argv=None) -> None:
             wall, cpu = backend.round(args.steps)
             rates[name][0].append(args.num_envs * args.steps / wall)
             rates[name][1].append(args.num_envs * args.steps / cpu)
-    print(f"{args.env}, {args.num_envs} envs, {args.rounds} rounds of {args.steps} steps")
-    print(f"  {'env steps/s (median)':34s} {'wall':>10s} {'CPU':>10s}")
+    frame_skip = warp.env.frame_skip
+    print(f"{args.env}, {args.num_envs} envs, {args.rounds} rounds of {args.steps} steps "
+          f"(frame skip {frame_skip}), load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'median rates':34s} {'env steps/s wall':>17s} {'CPU':>8s} "
+          f"{'physics steps/s wall':>21s} {'CPU':>8s}")
     medians = {n: [statistics.median(r) for r in rs] for n, rs in rates.items()}
     for name, (wall, cpu) in medians.items():
-        print(f"  {name:34s} {wall:10,.0f} {cpu:10,.0f}")
-    (g_wall, g_cpu), (w_wall, w_cpu) = medians.values()
-    print(f"  {'ratio warp / gymnasium':34s} {w_wall / g_wall:10.2f} {w_cpu / g_cpu:10.2f}")
-
+        physics = "" if name.startswith("gymnasium") else (
+            f"{wall * frame_skip:21,.0f} {cpu * frame_skip:8,.0f}")
+        print(f"  {name:34s} {wall:17,.0f} {cpu:8,.0f} {physics}")
+    (g_wall, g_cpu), (w_wall, w_cpu), (r_wall, r_cpu), (l_wall, l_cpu) = medians.values()
+    for name, (wall, cpu) in {"warp env / gymnasium": (g_wall, g_cpu),
+                              "warp env / raw replayed": (r_wall, r_cpu),
+                              "warp env / raw launched": (l_wall, l_cpu)}.items():
+        print(f"  {'ratio ' + name:34s} {w_wall / wall:17.2f} {w_cpu / cpu:8.2f}")
 
 if __name__ == "__main__":
     main()

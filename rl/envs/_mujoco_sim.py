@@ -166,6 +166,11 @@ class WarpSimulator:
             raise ValueError(f"step needs all {len(self.views['qpos'])} worlds' states")
         self.load(state)
         self.views["ctrl"].copy_(ctrl)
+        return self.advance(num_steps, post_constraint)
+
+    def advance(self, num_steps: int, post_constraint=False):
+        """Run ``num_steps`` MuJoCo steps (then ``mj_rnePostConstraint`` if asked) from the
+        states and controls the worlds hold. Returns the views."""
         mjw, model, data = self._mjw, self.model, self.data
 
         def launches():
