@@ -18,10 +18,14 @@ recording: on a CPU Warp 1.19 records the launches into its API capture (APIC) s
 replays them in C++, on a GPU it records a CUDA graph (on the torch stream current at
 capture), the solver's early exit included (``capture_while``). The recording holds the
 addresses of the Warp arrays, which is why the simulator writes its inputs into the same
-arrays (through the torch views) and never reallocates them. Replayed and plain steps agree
-bit for bit (``tests/rl/envs/test_mujoco_warp.py``); on this 2-core CPU replay makes a
-HalfCheetah step about 6 times faster at 64 worlds and 1.3 times at 512
-(``bench/bench_warp.py``).
+arrays (through the torch views) and never reallocates them (Warp keeps the arrays a
+recording allocated alive with it). Replayed and plain steps agree bit for bit
+(``tests/rl/envs/test_mujoco_warp.py``); on this 2-core CPU replay makes a step 7-10 times
+faster at 64 worlds (HalfCheetah, Hopper) and about 2 times at 512 (``bench/bench_warp.py``).
+On a GPU the recording is made on a side stream (CUDA cannot record on torch's legacy default
+stream) and replayed on torch's current one; this path is exercised only by
+``bench/gpu_check.py`` (the CPU machine has no CUDA); if recording fails the simulator warns
+and launches plainly.
 
 MuJoCo Warp computes in float32 (C MuJoCo in float64) and compiles its kernels on first use
 (about 15 s per model on this machine's CPU, cached under ``~/.cache/warp``). Its CPU

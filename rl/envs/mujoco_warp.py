@@ -51,10 +51,14 @@ Departures from Gymnasium's envs, all measured in ``tests/rl/envs/test_mujoco_wa
   kernels, so ``compile=True`` is refused; with ``"disabled"`` autoreset, ended envs keep
   stepping in Warp (their results are discarded by the base class).
 
-Speed: on a CPU MuJoCo Warp launches each of its kernels from Python (about 1,500 launches
-per Hopper step), which dominates small batches: HalfCheetah runs at 0.11 times Gymnasium's
-C MuJoCo sync vector env at 64 envs and 0.55 times at 512 (``bench/bench_warp.py``, 2
-loaded cores). Its speed is on a GPU.
+Speed: a step replays its recorded Warp launches (a CUDA graph on a GPU, Warp's launch
+recording on a CPU; :mod:`rl.envs._mujoco_sim`), bit for bit what launching them from
+Python gives (``capture=False``), which costs 7-10 times more at 64 envs on a CPU. On this
+2-core CPU, per second of CPU time (``bench/bench_warp.py``, load average 6.5-12),
+HalfCheetah steps 5,400 env steps/s at 64 envs and 6,500 at 512 (0.79 and 0.92 of
+Gymnasium's C MuJoCo sync vector env), Hopper 2,900 and 3,000 (0.95, 0.91): 0.96-0.98 of
+``mujoco_warp.step`` alone, whose kernels (one thread on a CPU) are the cost. Swimmer's
+geoms cannot touch, so its worlds skip collision detection. Its speed is on a GPU.
 
 State (``get_state``): ``qpos``, ``qvel``, ``qacc_warmstart`` (the solver's warm start,
 which Gymnasium zeroes on reset) and the task's carried quantities, all float32: a state
