@@ -487,7 +487,7 @@ WARP_ENVS = {
 def make_warp_env(env_id: str, num_envs: int, **kwargs) -> MujocoWarpEnv:
     """A batch of ``num_envs`` copies of the v5 task ``env_id`` on MuJoCo Warp; ``kwargs``
     as :class:`MujocoWarpEnv` (``device``, ``seed``, ``dtype``, ``autoreset_mode``,
-    ``max_episode_steps``, the task's v5 options). Without the ``[warp]`` extra it raises
+    ``max_episode_steps``, ``capture``, the task's v5 options). Without the ``[warp]`` extra it raises
     an ``ImportError`` that names the fix (``pip install -e ".[warp]"``)."""
     if env_id not in WARP_ENVS:
         raise ValueError(f"Invalid env_id: {env_id!r} (expected one of {sorted(WARP_ENVS)})")
