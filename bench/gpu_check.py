@@ -15,6 +15,12 @@ folder of the checkout here (``pip install --no-deps --target .gpu_site gymnasiu
 farama-notifications cloudpickle``), carry that folder, and run with
 ``PYTHONPATH=.:.gpu_site``.
 
+The MuJoCo Warp rows (HalfCheetah-v5 at ``--warp-worlds`` 4,096 worlds, the step replayed
+from a CUDA graph and launched from Python) need mujoco, warp-lang and mujoco-warp, binary
+wheels (warp-lang alone is about 390 MB with its CPU compiler): too big to carry, so they
+print "skipped (not installed: ...)" unless the device machine has them. Kernels compile on
+first use there (minutes per model without a cache).
+
 Without a CUDA device the script says so and exits with status 0 (``--device cpu``
 dry-runs the table on the CPU).
 
@@ -92,6 +98,39 @@ def cartpole_compiled(device, args):
     return _env_rate(device, args, compile=True)
 
 
+def _warp_rate(device, args, capture):
+    """HalfCheetah-v5 on MuJoCo Warp, ``--warp-worlds`` worlds, uniform random actions:
+    env steps/s (best of 3 rounds of ``--warp-steps``), the step's launches replayed from a
+    CUDA graph (``capture=True``) or launched from Python."""
+    require("gymnasium")
+    require("mujoco")
+    require("warp")
+    require("mujoco_warp")
+    make_warp_env = require("rl.envs.mujoco_warp").make_warp_env
+    n = args.warp_worlds
+    env = make_warp_env("HalfCheetah-v5", n, device=device, seed=0, capture=capture)
+    env.reset()
+    gen = torch.Generator(device=device).manual_seed(0)
+    actions = [torch.rand(n, 6, generator=gen, device=device) * 2 - 1 for _ in range(8)]
+    for k in range(3):  # kernels (compile or cache load) and the recording
+        env.step(actions[k])
+    best = 0.0
+    for _ in range(3):
+        t0 = _wall(device)
+        for k in range(args.warp_steps):
+            env.step(actions[k % 8])
+        best = max(best, n * args.warp_steps / (_wall(device) - t0))
+    return f"{best:.3g} steps/s ({best * env.frame_skip:.3g} physics steps/s), {n} worlds"
+
+
+def warp_replayed(device, args):
+    return _warp_rate(device, args, capture=True)
+
+
+def warp_launched(device, args):
+    return _warp_rate(device, args, capture=False)
+
+
 def todo(reason: str):
     def row(device, args):
         raise Skip(f"TODO: {reason}")
@@ -102,6 +141,8 @@ def todo(reason: str):
 ROWS = [
     Row("rl.envs CartPole-v1 env steps/s, eager", ">= 1e8", cartpole_eager),
     Row("rl.envs CartPole-v1 env steps/s, compile=True", ">= 1e8", cartpole_compiled),
+    Row("MuJoCo Warp HalfCheetah-v5 env steps/s, graph replay", "", warp_replayed),
+    Row("MuJoCo Warp HalfCheetah-v5 env steps/s, no graph", "", warp_launched),
     Row("population forward (bench/bench_population_forward.py)", "", todo(
         "the bench has no --device flag; add one and call it here")),
     Row("ES step (bench/bench_es_overhead.py)", "", todo(
@@ -133,6 +174,8 @@ def main() -> int:
     ap.add_argument("--skip-tests", action="store_true", help="only the table")
     ap.add_argument("--envs", type=int, default=1_000_000, help="envs of the env rows")
     ap.add_argument("--steps", type=int, default=50, help="timed steps per round")
+    ap.add_argument("--warp-worlds", type=int, default=4096, help="worlds of the Warp rows")
+    ap.add_argument("--warp-steps", type=int, default=20, help="timed steps per Warp round")
     ap.add_argument("--device", default="cuda",
                     help="'cpu' dry-runs the table (try it with --envs 4096 --skip-tests)")
     args = ap.parse_args()

@@ -51,10 +51,14 @@ Departures from Gymnasium's envs, all measured in ``tests/rl/envs/test_mujoco_wa
   kernels, so ``compile=True`` is refused; with ``"disabled"`` autoreset, ended envs keep
   stepping in Warp (their results are discarded by the base class).
 
-Speed: on a CPU MuJoCo Warp launches each of its kernels from Python (about 1,500 launches
-per Hopper step), which dominates small batches: HalfCheetah runs at 0.11 times Gymnasium's
-C MuJoCo sync vector env at 64 envs and 0.55 times at 512 (``bench/bench_warp.py``, 2
-loaded cores). Its speed is on a GPU.
+Speed: a step replays its recorded Warp launches (a CUDA graph on a GPU, Warp's launch
+recording on a CPU; :mod:`rl.envs._mujoco_sim`), bit for bit what launching them from
+Python gives (``capture=False``), which costs 7-10 times more at 64 envs on a CPU. On this
+2-core CPU, per second of CPU time (``bench/bench_warp.py``, load average 6.5-12),
+HalfCheetah steps 5,400 env steps/s at 64 envs and 6,500 at 512 (0.79 and 0.92 of
+Gymnasium's C MuJoCo sync vector env), Hopper 2,900 and 3,000 (0.95, 0.91): 0.96-0.98 of
+``mujoco_warp.step`` alone, whose kernels (one thread on a CPU) are the cost. Swimmer's
+geoms cannot touch, so its worlds skip collision detection. Its speed is on a GPU.
 
 State (``get_state``): ``qpos``, ``qvel``, ``qacc_warmstart`` (the solver's warm start,
 which Gymnasium zeroes on reset) and the task's carried quantities, all float32: a state
@@ -121,6 +125,9 @@ class MujocoWarpEnv(TorchVectorEnv):
         num_envs, device, seed, dtype, autoreset_mode, max_episode_steps, check_actions:
             see :class:`~rl.envs.base.TorchVectorEnv`.
         compile: ``False`` (or ``"auto"``, which steps eagerly): the step runs Warp kernels.
+        capture: replay the step's Warp launches from a recording (a CUDA graph on a GPU, Warp's
+            launch recording on a CPU; see :mod:`rl.envs._mujoco_sim`), bit for bit the plain
+            launches; ``False`` launches each kernel from Python on every step.
         **options: the task's Gymnasium v5 keyword options (``ctrl_cost_weight``,
             ``reset_noise_scale``, ``healthy_z_range``...); ``self.options`` holds all of them.
 
@@ -140,7 +147,8 @@ class MujocoWarpEnv(TorchVectorEnv):
     post_constraint = False  # run mj_rnePostConstraint (cfrc_ext) after a step
     njmax: int | None = None  # constraint rows per world (None: MuJoCo Warp's guess, 64 here)
 
-    def __init__(self, num_envs: int, *, device="cpu", compile=False, **kwargs):
+    def __init__(self, num_envs: int, *, device="cpu", compile=False, capture=True, **kwargs):
+        capture = _check_option("capture", capture, True)
         if compile not in (False, "auto"):
             raise ValueError(
                 f"Invalid compile: {compile!r} (expected False or 'auto': a MuJoCo Warp step "
@@ -158,7 +166,7 @@ class MujocoWarpEnv(TorchVectorEnv):
         super().__init__(num_envs, device=device, compile=False, **base_kwargs)
         self.num_reset_draws = self.nq + self.nv
         self._sim = WarpSimulator(
-            self.mj_model, self.num_envs, self.device, self.fields, njmax=self.njmax
+            self.mj_model, self.num_envs, self.device, self.fields, self.njmax, capture
         )
         self._init_qpos = torch.as_tensor(self.mj_model.qpos0, dtype=torch.float32).to(
             self.device
@@ -171,7 +179,7 @@ class MujocoWarpEnv(TorchVectorEnv):
             raise ValueError(
                 f"Invalid option(s) for {cls.spec_id}: {unknown} (expected some of "
                 f"{sorted(cls.defaults)}, or seed, dtype, autoreset_mode, max_episode_steps, "
-                "check_actions, compile)"
+                "check_actions, compile, capture)"
             )
         merged = {**cls.defaults, **options}
         return {k: _check_option(k, v, cls.defaults[k]) for k, v in merged.items()}
@@ -479,7 +487,7 @@ WARP_ENVS = {
 def make_warp_env(env_id: str, num_envs: int, **kwargs) -> MujocoWarpEnv:
     """A batch of ``num_envs`` copies of the v5 task ``env_id`` on MuJoCo Warp; ``kwargs``
     as :class:`MujocoWarpEnv` (``device``, ``seed``, ``dtype``, ``autoreset_mode``,
-    ``max_episode_steps``, the task's v5 options). Without the ``[warp]`` extra it raises
+    ``max_episode_steps``, ``capture``, the task's v5 options). Without the ``[warp]`` extra it raises
     an ``ImportError`` that names the fix (``pip install -e ".[warp]"``)."""
     if env_id not in WARP_ENVS:
         raise ValueError(f"Invalid env_id: {env_id!r} (expected one of {sorted(WARP_ENVS)})")

@@ -122,6 +122,7 @@ def _assert_close(actual: torch.Tensor, expected, rtol: float, atol: float) -> N
         ("Ant-v5", {"terminate_when_unhealthy": 1}, r"Invalid terminate_when_unhealthy: 1"),
         ("Humanoid-v5", {"include_cvel_in_observation": "no"}, r"Invalid include_cvel_in_ob"),
         ("HalfCheetah-v5", {"compile": True}, r"Invalid compile: True \(expected False or"),
+        ("HalfCheetah-v5", {"capture": 1}, r"Invalid capture: 1 \(expected True or False\)"),
     ],
 )
 def test_bad_arguments_raise(env_id, kwargs, match):
@@ -370,6 +371,48 @@ def test_resume_from_get_state_is_exact_across_autoresets():
     state = env.get_state()
     assert torch.equal(state["qacc_warmstart"], torch.zeros(4, 6))
     assert torch.equal(state["elapsed_steps"], torch.zeros(4, dtype=torch.int64))
+
+
+@needs_warp
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Humanoid-v5"])
+def test_replayed_launches_equal_plain_launches(env_id):
+    """``capture=True`` (a step's launches recorded on its second call and replayed from
+    then on; Humanoid's reset forward pass too) steps bit for bit as ``capture=False`` over
+    12 steps with same-step autoresets every 5 steps."""
+    runs = []
+    for capture in (True, False):
+        env = make_warp_env(env_id, 4, seed=0, max_episode_steps=5, capture=capture)
+        env.reset()
+        gen = torch.Generator().manual_seed(0)
+        shape = (4, *env.single_action_space.shape)
+        outputs = []
+        for _ in range(12):
+            obs, reward, terminated, truncated, info = env.step(
+                torch.rand(shape, generator=gen) * 0.8 - 0.4
+            )
+            outputs += [obs, reward, terminated, truncated, info["final_obs"]]
+        runs.append((outputs, env.get_state(), env._sim._graphs))
+    (replayed, end_replayed, graphs), (plain, end_plain, no_graphs) = runs
+    assert len(graphs) == (2 if env_id == "Humanoid-v5" else 1)  # the step (and forward)
+    assert all(graph is not None for graph in graphs.values())
+    assert all(graph is None for graph in no_graphs.values())
+    for a, b in zip(replayed, plain):
+        assert torch.equal(a, b)
+    for key in end_plain:
+        assert torch.equal(end_replayed[key], end_plain[key]), key
+
+
+@needs_warp
+def test_only_swimmer_skips_collision_detection():
+    """Swimmer's geoms cannot touch (contype = conaffinity = 0): its worlds get no contact
+    buffer, so MuJoCo Warp skips collision detection; every other task keeps it (the
+    Gymnasium comparisons above check the physics of both)."""
+    from rl.envs._mujoco_sim import _can_collide
+
+    for env_id in WARP_ENVS:
+        env = make_warp_env(env_id, 2, seed=0)
+        assert _can_collide(env.mj_model) == (env_id != "Swimmer-v5"), env_id
+        assert (env._sim.data.naconmax == 0) == (env_id == "Swimmer-v5"), env_id
 
 
 @needs_warp
