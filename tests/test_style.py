@@ -74,9 +74,7 @@ E501_CLEAN = [
 ]
 
 #: rl files that still import a private name of evoopt -> why (until they are switched).
-PRIVATE_IMPORTS_ALLOWED: dict[str, str] = {
-    "rl/envs/mujoco_warp.py": "imports evoopt._validation until switched to evoopt.checks",
-}
+PRIVATE_IMPORTS_ALLOWED: dict[str, str] = {}
 
 #: ``path`` (the whole file: its length and its functions) or ``path::qualified.name``
 #: (one function) -> why it is longer than the limits.
@@ -86,8 +84,6 @@ ALLOWED: dict[str, str] = {
     "pycma codec, options and restart schedule are already in algorithms/_pycma.py",
     "evoopt/evaluation.py": "being refactored (issue 13)",
     "evoopt/_fastpath.py": "being refactored (issue 13)",
-    "rl/envs/mujoco_warp.py": "being refactored (issue 13)",
-    "rl/envs/_mujoco_sim.py": "being refactored (issue 13)",
 }
 
 

@@ -76,7 +76,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from evoopt._validation import check_positive, check_range
+from evoopt.checks import check_positive, check_range
 
 from ._mujoco_sim import STATE, WARP_FIX, WarpSimulator, load_model
 from .base import TorchVectorEnv
@@ -487,8 +487,8 @@ WARP_ENVS = {
 def make_warp_env(env_id: str, num_envs: int, **kwargs) -> MujocoWarpEnv:
     """A batch of ``num_envs`` copies of the v5 task ``env_id`` on MuJoCo Warp; ``kwargs``
     as :class:`MujocoWarpEnv` (``device``, ``seed``, ``dtype``, ``autoreset_mode``,
-    ``max_episode_steps``, ``capture``, the task's v5 options). Without the ``[warp]`` extra it raises
-    an ``ImportError`` that names the fix (``pip install -e ".[warp]"``)."""
+    ``max_episode_steps``, ``capture``, the task's v5 options). Without the ``[warp]`` extra it
+    raises an ``ImportError`` that names the fix (``pip install -e ".[warp]"``)."""
     if env_id not in WARP_ENVS:
         raise ValueError(f"Invalid env_id: {env_id!r} (expected one of {sorted(WARP_ENVS)})")
     return WARP_ENVS[env_id](num_envs, **kwargs)
