@@ -574,7 +574,8 @@ class PopulationOptimizer(Optimizer):
         except BaseException:
             _set_rng(rng)
             raise
-        self._pending_pop = Population(flat, self.layout)
+        # a Population from _sample (a factored one) is used as it is
+        self._pending_pop = flat if isinstance(flat, Population) else Population(flat, self.layout)
         self._rng_before_ask, self._rng_after_ask = rng, None
         return self._pending_pop
 
@@ -654,7 +655,9 @@ class PopulationOptimizer(Optimizer):
         prev = st["best_loss"]
         if math.isnan(prev) or (gen_best > prev if self.maximize else gen_best < prev):
             st["best_loss"] = gen_best
-            if _numpy_ok(pop.flat) and not pop.flat.requires_grad:  # a numpy copy: no dispatch
+            if type(pop) is not Population:  # factored: rebuild the one member
+                st["best"] = pop.row(bi)
+            elif _numpy_ok(pop.flat) and not pop.flat.requires_grad:  # a numpy copy: no dispatch
                 st["best"] = torch.from_numpy(pop.flat.numpy()[bi].copy())
             else:
                 st["best"] = pop.flat[bi].clone()
@@ -734,7 +737,8 @@ class PopulationOptimizer(Optimizer):
         # before every call, as a no_grad block per call would
         out = [math.nan] * pop.popsize
         first_error = None
-        load = self.layout.member_loader(pop.flat)
+        load = (self.layout.member_loader(pop.flat) if type(pop) is Population
+                else lambda i: self.layout.load_(pop.row(i)))  # factored: one member at a time
         prev = torch.is_grad_enabled()
         try:
             for i in range(pop.popsize):

@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_positive
+from .. import lowrank
+from .._validation import check_choice, check_int, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import SHAPINGS
@@ -71,12 +72,19 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
             ``cls(groups)`` with each group's ``lr``) or a factory ``callable(groups)``.
             Default :class:`torch.optim.Adam` (betas (0.9, 0.999), as in the paper's code).
         shaping: a key of :data:`evoopt.shaping.SHAPINGS` (default ``"centered_rank"``).
+        rank: ``None`` (dense Gaussian noise) or an integer >= 1: low-rank (EGGROLL)
+            perturbations ``sigma * A_i B_i^T / sqrt(r)`` of every parameter with two or more
+            dimensions, ``r = min(rank, m, n)``, dense noise for the others; ``ask`` then
+            returns a :class:`evoopt.lowrank.FactoredPopulation` whose noise is regenerated
+            from ``(seed, generation, member)``, and the estimate is formed from the factors
+            (see :mod:`evoopt.lowrank` for the estimator and its scaling).
         maximize, seed: see :class:`~evoopt.PopulationOptimizer`.
 
     After each generation ``p.grad`` holds the gradient estimate that was applied.
     """
 
     mirrored = True
+    settings = ("rank",)
 
     def __init__(
         self,
@@ -88,19 +96,24 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         weight_decay: float = 0.005,
         optimizer=torch.optim.Adam,
         shaping: str = "centered_rank",
+        rank: int | None = None,
         maximize: bool = False,
         seed: int | None = None,
     ):
         defaults = dict(lr=lr, sigma=sigma, weight_decay=weight_decay)
         _check_group(defaults)
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
+        self.rank = None if rank is None else check_int("rank", rank, minimum=1)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
+        self._plan = None if rank is None else lowrank.LowRankPlan(self.layout, self.rank)
         self._build_inner(optimizer)
         self._sampler = MirroredSampler()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_group({**self.defaults, **param_group})  # before anything is added
         super().add_param_group(param_group)
+        if getattr(self, "_plan", None) is not None:  # the layout grew
+            self._plan = lowrank.LowRankPlan(self.layout, self.rank)
 
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         pass  # the center (st["mean"]) and the inner optimizer's state are all there is
@@ -113,23 +126,40 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
                 )
             _check_group(g, initial=False)
         sigma = self.group_values("sigma")
+        if self._plan is not None:  # low rank: the factors, drawn from (seed, generation)
+            pop = lowrank.sample_factored(self._plan, st["mean"], self._param_sigmas(),
+                                          self.popsize, self.seed, st["generation"])
+            self._pending = {"sigma": sigma, "factored": pop}
+            return pop
         self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
         self._pending = {"sigma": sigma}
         return self._sampler.members(st["mean"], sigma)
 
     def _update(self, st: dict[str, Any], u: Tensor) -> None:
-        H, P = self.popsize // 2, self.popsize
+        H = self.popsize // 2
         sigma = self._pending["sigma"]
         shaped = SHAPINGS[self.shaping](u)
         w = shaped[:H] - shaped[H:]
-        grad = w @ self._sampler.eps  # [D]: the one pass over the noise
-        if isinstance(sigma, Tensor):
-            grad.div_(sigma).div_(P)
+        if "factored" in self._pending:  # one GEMM per matrix, divided by P * sigma
+            grad = lowrank.factored_gradient(self._pending["factored"], w)
         else:
-            grad.div_(P * sigma)
+            grad = self._dense_estimate(w, sigma)
         wd = self.group_values("weight_decay")
         if isinstance(wd, Tensor):
             grad.addcmul_(wd, st["mean"])
         elif wd != 0.0:
             grad.add_(st["mean"], alpha=wd)
         self._apply_gradient(st, grad)
+
+    def _dense_estimate(self, w: Tensor, sigma: float | Tensor) -> Tensor:
+        grad = w @ self._sampler.eps  # [D]: the one pass over the noise
+        P = self.popsize
+        if isinstance(sigma, Tensor):
+            grad.div_(sigma).div_(P)
+        else:
+            grad.div_(P * sigma)
+        return grad
+
+    def _param_sigmas(self) -> list[float]:
+        """Each searched parameter's group ``sigma``, in layout order."""
+        return [float(g["sigma"]) for g, ps in zip(self.param_groups, self._searched) for _ in ps]
