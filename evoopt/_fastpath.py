@@ -452,11 +452,11 @@ def factored_forward(model: nn.Module, pop, inputs: tuple, per_member: bool,
     ``pop``, run as one shared forward per chunk of members with the low-rank corrections
     added by hooks (see above); ``None`` when a module owning searched parameters is not
     handled, the first input is not a tensor, or the output is not a tensor."""
+    check_no_row_mixing(model)
     mods = factored_modules(model, pop)
     names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     if mods is None or not inputs or any(id(p) not in names for p in pop.layout.params):
         return None
-    check_no_row_mixing(model)
     center = {names[id(p)]: t for p, t in zip(pop.layout.params, pop.layout.unflatten(pop.center))}
     P = pop.popsize
     chunk_size = chunk_size or P
