@@ -355,3 +355,47 @@ def test_50m_parameter_generation_stays_under_a_stated_peak():
     assert D > 50_000_000
     assert peak < 2.5 * 2**30, f"peak RSS {peak / 2**30:.2f} GiB"
     assert peak - base < 2.0 * 2**30
+
+
+# -------------------------------------------------------------------------- Ray
+class RowLoss:
+    """A row objective (a picklable factory for Ray's actors): the MLP's cross-entropy of
+    each dense row, member by member."""
+
+    is_population_objective = True
+
+    def __init__(self):
+        self.model, self.x = make("mlp")
+        self.y = torch.tensor([0, 1, 2, 1])
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.layout = evoopt.ParamLayout(list(self.model.parameters()))
+
+    def __call__(self, pop):
+        return torch.stack([
+            F.cross_entropy(functional_call(self.model, dict(zip(self.names, self.layout.unflatten(r))),
+                                            (self.x,)), self.y)
+            for r in pop.flat])
+
+
+@pytest.mark.ray
+def test_ray_evaluator_gives_equal_numbers_by_materialising_the_rows():
+    """RayEvaluator ships ``pop.flat`` rows (the factored population materialises them):
+    the same numbers as in process, with 1 and 3 actors."""
+    ray = pytest.importorskip("ray")
+    from evoopt.distributed import RayEvaluator
+
+    def run(objective):
+        model, _ = make("mlp")
+        opt = evoopt.OpenAIES(model.parameters(), popsize=6, rank=2, seed=5, lr=0.05)
+        for _ in range(3):
+            opt.step(objective)
+        return opt.mean
+
+    ref = run(RowLoss())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for n in (1, 3):
+            with RayEvaluator(RowLoss, num_actors=n, num_cpus_per_actor=0.5) as ev:
+                assert torch.equal(run(ev), ref)
+    finally:
+        ray.shutdown()
