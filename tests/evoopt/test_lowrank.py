@@ -399,3 +399,45 @@ def test_ray_evaluator_gives_equal_numbers_by_materialising_the_rows():
                 assert torch.equal(run(ev), ref)
     finally:
         ray.shutdown()
+
+
+# ------------------------------------------------------------------------ charlm
+def test_charlm_text_is_the_stdlib_read_at_run_time_and_the_baseline_is_the_unigram():
+    import sysconfig
+    from pathlib import Path
+
+    from evoopt.tasks import TASKS, get_task
+    from evoopt.tasks.charlm import load_stdlib_text
+
+    first = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[0].read_bytes()
+    ascii_ = bytes(b for b in first if b < 128)[:500]
+    assert load_stdlib_text(20_000)[:len(ascii_)].tolist() == list(ascii_)
+    task = TASKS["charlm"](num_chars=20_000, num_train=512, num_test=256)
+    x, y, xt, yt, uni, logp = task.data
+    assert x.shape == (512, 8) and xt.shape == (256, 8) and int(x.max()) < 128
+    text = load_stdlib_text(20_000)
+    counts = torch.bincount(text[:18_000], minlength=128).double() + 1
+    assert uni == pytest.approx(float(-(counts / counts.sum()).log()[text[18_008:]].mean()))
+    model = task.make_model(0)  # starts at the unigram model (output bias = log-frequencies)
+    assert torch.equal(model[-1].bias, logp)
+    with pytest.raises(ValueError, match=r"Invalid size: 'huge' \(expected one of"):
+        get_task("charlm", size="huge")
+
+
+def test_low_rank_openai_es_trains_charlm_below_the_unigram_baseline():
+    """CI-sized: 13.5k parameters, P = 32, rank 1, 120 generations of 256-window
+    minibatches (about 15 s on one contended CPU core)."""
+    from evoopt.tasks import get_task
+
+    torch.set_num_threads(1)
+    task = get_task("charlm", size="tiny")
+    model = task.make_model(0)
+    start = task.metrics(model)["test_loss"]
+    opt = evoopt.OpenAIES(model.parameters(), popsize=32, lr=0.01, sigma=0.05,
+                          weight_decay=0.0, rank=1, seed=0)
+    objective = task.population_objective(model)
+    for _ in range(120):
+        opt.step(objective)
+    m = task.metrics(model)
+    assert start > m["unigram_loss"] - 0.05  # it starts near the baseline ...
+    assert m["test_loss"] < m["unigram_loss"] - 0.15  # ... and learns to use the context
