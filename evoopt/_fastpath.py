@@ -317,10 +317,9 @@ def fast_forward(model: nn.Module, by_id: dict[int, Tensor], inputs: tuple, P: i
 #   LayerNorm  y_i  = layer_norm(x_i) * (w + dw_i) + (b + db_i)
 # Every other module must act on each row alone (attention within a sample, activations,
 # eval-mode norms); a module that owns searched parameters and is none of these makes
-# factored_forward return None (the caller materialises instead).
-
-FACTORED = (nn.Linear, nn.Embedding, nn.LayerNorm, *CONV)
-
+# factored_forward return None (the caller materialises instead). Each hook checks that
+# its input still has the chunk's rows in dim 0 (a sequence-first module fails loudly;
+# a parameter-free module that mixes rows and keeps the shape cannot be detected).
 
 def _factored_module(m: nn.Module) -> bool:
     t = type(m)

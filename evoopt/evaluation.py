@@ -43,6 +43,16 @@ compare :func:`vmap_objective` with). :func:`batched_forward` returns the model'
 outputs for every member, with shared or per-member inputs (one observation per
 member per time step in RL).
 
+A factored (low-rank) population (:class:`evoopt.lowrank.FactoredPopulation`, from
+``OpenAIES(..., rank=r)``) is never materialised here: the model runs once over all
+members' rows with the center's parameters -- each ``nn.Linear`` one shared GEMM -- and
+forward hooks add member ``i``'s low-rank correction ``(x_i B_i) A_i^T sigma / sqrt(r)``
+(and its bias noise) to its rows; ``nn.Embedding``, ``nn.Conv1d/2d/3d`` (``groups=1``) and
+``nn.LayerNorm`` are handled too (``evoopt/_fastpath.py``, :func:`factored_forward`). Every
+other module must act on each row alone (MLPs, attention within a sample); train-mode
+BatchNorm is refused. A model with another module owning searched parameters is evaluated
+on dense chunks of ``MATERIALISE_CHUNK`` members (or ``chunk_size``), with a warning.
+
 Train-mode ``BatchNorm`` with ``track_running_stats`` would update its running
 statistics in place from ``P`` different members at once, which vmap refuses; call
 ``model.eval()`` (running statistics, the usual choice for evaluation) or
