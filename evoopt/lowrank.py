@@ -264,14 +264,17 @@ def factored_gradient(pop: FactoredPopulation, w: Tensor) -> Tensor:
     w = w.to(device=pop.noise.device, dtype=acc)
     grad = torch.empty(pop.layout.num_params, device=pop.center.device, dtype=dtype)
     views = pop.layout.unflatten(grad)
-    for mx in plan.matrices:
-        a = pop.noise[:, mx.a_off:mx.a_off + mx.m * mx.r].view(H, mx.m, mx.r).to(acc)
+    for mx in plan.matrices:  # the scale rides on w: the GEMM writes the final numbers
+        ws = (w / (P * pop.sigmas[mx.index] * math.sqrt(mx.r))).view(H, 1, 1)
+        a = pop.noise[:, mx.a_off:mx.a_off + mx.m * mx.r].view(H, mx.m, mx.r)
         b = pop.noise[:, mx.a_off + mx.m * mx.r:mx.a_off + (mx.m + mx.n) * mx.r]
-        b = b.view(H, mx.n, mx.r).to(acc)
-        aw = (a * w.view(H, 1, 1)).permute(1, 0, 2).reshape(mx.m, H * mx.r)
-        g = aw @ b.permute(1, 0, 2).reshape(mx.n, H * mx.r).T  # [m, n]: A^T diag(w) B
-        g /= P * pop.sigmas[mx.index] * math.sqrt(mx.r)
-        views[mx.index].copy_(g.view(views[mx.index].shape))
+        aw = (a.to(acc) * ws).permute(1, 0, 2).reshape(mx.m, H * mx.r)
+        bt = b.view(H, mx.n, mx.r).to(acc).permute(0, 2, 1).reshape(H * mx.r, mx.n)
+        out = views[mx.index].view(mx.m, mx.n)
+        if acc == dtype:
+            torch.mm(aw, bt, out=out)  # [m, n] = A^T diag(w) B, into the gradient itself
+        else:
+            out.copy_(aw @ bt)
     for s in plan.small:
         e = pop.noise[:, s.off:s.off + s.numel].to(acc)
         views[s.index].copy_((w @ e / (P * pop.sigmas[s.index])).view(views[s.index].shape))
