@@ -1,10 +1,13 @@
 r"""Low-rank evolution strategies for large models (EGGROLL): factored populations whose
 noise is regenerated from ``(seed, generation, member)`` and never stored densely.
 
-Reference: Sarkar et al., "Evolution Strategies at the Hyperscale" (EGGROLL), 2025,
-https://arxiv.org/abs/2511.16652, and Qiu et al., "Evolution Strategies at Scale: LLM
-Fine-Tuning Beyond Reinforcement Learning", 2025, https://arxiv.org/abs/2509.24372 (noise
-regenerated from seeds instead of stored).
+Reference: Sarkar, Fellows, Duque et al., "Evolution Strategies at the Hyperscale"
+(EGGROLL: Evolution Guided GeneRal Optimisation via Low-rank Learning), 2025,
+https://arxiv.org/abs/2511.16652 (the low-rank perturbation ``A B^T / sqrt(r)`` and its
+population update; the maths is written out below in this module's names -- the paper's
+equation numbers could not be checked here, so none are quoted), and Qiu et al.,
+"Evolution Strategies at Scale: LLM Fine-Tuning Beyond Reinforcement Learning", 2025,
+https://arxiv.org/abs/2509.24372 (noise regenerated from seeds instead of stored).
 
 Perturbations. Every parameter of two or more dimensions ``W`` (``m x n``; a convolution
 kernel ``[out, in, *k]`` is viewed as ``[out, in * prod(k)]``) gets, for member ``i``,
@@ -14,8 +17,9 @@ perturbation::
     E_i = A_i @ B_i.T / sqrt(r)          (r = min(rank, m, n) for this matrix)
 
 Every entry of ``E_i`` has mean 0 and variance 1 and distinct entries are uncorrelated,
-``Cov(vec E_i) = I`` (the ``1 / sqrt(r)`` scaling of EGGROLL's low-rank perturbation,
-Sec. 4 of the paper), so ``E_i`` has the first two moments of the dense Gaussian noise of
+``Cov(vec E_i) = I`` (the ``1 / sqrt(r)`` scaling of EGGROLL's perturbation: entry
+``(j, k)`` is ``sum_l A_jl B_kl / sqrt(r)``, a sum of ``r`` independent unit-variance
+products), so ``E_i`` has the first two moments of the dense Gaussian noise of
 OpenAI-ES; it tends to it as ``r`` grows (central limit). Parameters of fewer than two
 dimensions (biases, norms' gains) get ordinary dense Gaussian noise ``e_i``. Member ``i``
 is ``mean + sigma * eps_i`` with ``eps_i = (E_i for every matrix, e_i for the rest)``.
@@ -28,8 +32,8 @@ the OpenAI-ES estimate of the smoothed loss's gradient is, for a matrix ``W``::
         = 1 / (P sigma sqrt(r)) * A^T diag(w) B      (A: [H, m, r] and B: [H, n, r] seen
                                                       as [m, H r] and [n, H r]: ONE GEMM)
 
-(EGGROLL's update, Eqs. (8)-(9) of the paper, with its ``1 / sqrt(r)`` scaling; the sum of
-``H`` rank-``r`` terms has rank up to ``min(H r, m, n)``), and ``g_b = w @ e / (P sigma)``
+(EGGROLL's population update, with its ``1 / sqrt(r)`` scaling; the sum of ``H``
+rank-``r`` terms has rank up to ``min(H r, m, n)``), and ``g_b = w @ e / (P sigma)``
 for the other parameters. Cost: ``O(m n H r)`` flops and no ``[P, D]`` tensor; the
 population itself is ``H * sum(r (m + n)) + H * d_small`` numbers.
 
