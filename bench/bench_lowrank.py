@@ -34,7 +34,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 CLOCK = time.process_time

@@ -15,8 +15,13 @@ from torch.func import functional_call
 
 import evoopt
 from evoopt.evaluation import batched_forward, loop_objective, vmap_objective
-from evoopt.lowrank import FactoredPopulation, LowRankPlan, factored_gradient, member_noise
-from evoopt.lowrank import sample_factored
+from evoopt.lowrank import (
+    FactoredPopulation,
+    LowRankPlan,
+    factored_gradient,
+    member_noise,
+    sample_factored,
+)
 
 from ._helpers import centered_rank_reference as centered_rank
 from ._helpers import roundtrip
@@ -45,7 +50,8 @@ def make(name):
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     if name == "mlp":
-        m, x = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)), torch.randn(4, 5, generator=gen)
+        m = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+        x = torch.randn(4, 5, generator=gen)
     elif name == "block":
         m, x = Block(), torch.randint(0, 11, (3, 6), generator=gen)
     elif name == "conv2d":
@@ -279,7 +285,8 @@ def test_bad_rank_is_refused(rank, match):
 
 
 def test_rank_on_parameters_without_matrices_is_refused():
-    with pytest.raises(ValueError, match=r"Invalid rank: 2 \(low-rank sampling factors .* \[\[5\], \[\]\]"):
+    match = r"Invalid rank: 2 \(low-rank sampling factors .* \[\[5\], \[\]\]"
+    with pytest.raises(ValueError, match=match):
         evoopt.OpenAIES([torch.zeros(5), torch.zeros(())], rank=2)
 
 
@@ -310,7 +317,8 @@ class SeqFirst(nn.Module):
 
 
 @pytest.mark.parametrize("model,match", [
-    (nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)), "BatchNorm1d.*training mode"),
+    (nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)),
+     "BatchNorm1d.*training mode"),
     (nn.Sequential(nn.Linear(5, 4), SeqFirst(), nn.Linear(4, 3)),
      r"Linear got an input of shape \(3, 24, 4\), but the members' 24 rows must stay in dim 0"),
 ])
@@ -371,10 +379,11 @@ class RowLoss:
         self.layout = evoopt.ParamLayout(list(self.model.parameters()))
 
     def __call__(self, pop):
-        return torch.stack([
-            F.cross_entropy(functional_call(self.model, dict(zip(self.names, self.layout.unflatten(r))),
-                                            (self.x,)), self.y)
-            for r in pop.flat])
+        def loss(row):
+            params = dict(zip(self.names, self.layout.unflatten(row)))
+            return F.cross_entropy(functional_call(self.model, params, (self.x,)), self.y)
+
+        return torch.stack([loss(r) for r in pop.flat])
 
 
 @pytest.mark.ray
@@ -409,13 +418,15 @@ def test_charlm_text_is_the_stdlib_read_at_run_time_and_the_baseline_is_the_unig
     from evoopt.tasks import TASKS, get_task
     from evoopt.tasks.charlm import load_stdlib_text
 
-    first = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[0].read_bytes()
+    first = min(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")).read_bytes()
     ascii_ = bytes(b for b in first if b < 128)[:500]
     assert load_stdlib_text(20_000)[:len(ascii_)].tolist() == list(ascii_)
     task = TASKS["charlm"](num_chars=20_000, num_train=512, num_test=256)
     x, y, xt, yt, uni, logp = task.data
     assert x.shape == (512, 8) and xt.shape == (256, 8) and int(x.max()) < 128
-    text = load_stdlib_text(20_000)
+    text = load_stdlib_text(20_000)  # windows end at evenly spaced positions, the last at the end
+    assert torch.equal(x[0], text[:8]) and int(y[0]) == int(text[8])
+    assert torch.equal(xt[-1], text[-9:-1]) and int(yt[-1]) == int(text[-1])
     counts = torch.bincount(text[:18_000], minlength=128).double() + 1
     assert uni == pytest.approx(float(-(counts / counts.sum()).log()[text[18_008:]].mean()))
     model = task.make_model(0)  # starts at the unigram model (output bias = log-frequencies)
