@@ -120,7 +120,7 @@ class CharLM(Task):
         "openai_es": {"popsize": 32, "lr": 0.01, "sigma": 0.05, "weight_decay": 0.0},
     }
 
-    def __init__(self, size: str = "tiny", num_chars: int = 200_000, num_train: int = 16384,
+    def __init__(self, size: str = "tiny", num_chars: int = 1_000_000, num_train: int = 65536,
                  num_test: int = 4096, batch_size: int = 256, test_fraction: float = 0.1):
         self.size = check_choice("size", size, SIZES)
         self.num_chars = check_int("num_chars", num_chars, minimum=1000)
