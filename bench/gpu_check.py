@@ -131,6 +131,38 @@ def warp_launched(device, args):
     return _warp_rate(device, args, capture=False)
 
 
+def lowrank_generation(device, args):
+    """One low-rank (r = 1) OpenAI-ES generation (ask + factored evaluation + tell) of a
+    100M-parameter MLP (three tanh layers of 5774), P = 1024 members on 4 rows each, over
+    the center model's inference on the same 4096 rows (bench/bench_lowrank.py (a))."""
+    import evoopt
+
+    torch.manual_seed(0)
+    w, P, B = 5774, 1024, 4
+    model = torch.nn.Sequential(*[m for _ in range(3)
+                                  for m in (torch.nn.Linear(w, w), torch.nn.Tanh())]).to(device)
+    x = torch.randn(B, w, device=device)
+    opt = evoopt.OpenAIES(model.parameters(), popsize=P, rank=1, seed=0)
+    objective = evoopt.vmap_objective(model, lambda out: out.pow(2).mean(), x)
+    big = x.repeat(P, 1)
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = _wall(device)
+            fn()
+            times.append(_wall(device) - t0)
+        return min(times)
+
+    gen = best(lambda: opt.step(objective))
+    with torch.no_grad():
+        inf = best(lambda: model(big))
+    D = sum(p.numel() for p in model.parameters())
+    return (f"{inf / gen:.2f} (D={D / 1e6:.0f}M, generation {gen * 1e3:.1f} ms, "
+            f"inference {inf * 1e3:.1f} ms)")
+
+
 def todo(reason: str):
     def row(device, args):
         raise Skip(f"TODO: {reason}")
@@ -143,6 +175,8 @@ ROWS = [
     Row("rl.envs CartPole-v1 env steps/s, compile=True", ">= 1e8", cartpole_compiled),
     Row("MuJoCo Warp HalfCheetah-v5 env steps/s, graph replay", "", warp_replayed),
     Row("MuJoCo Warp HalfCheetah-v5 env steps/s, no graph", "", warp_launched),
+    Row("low-rank ES generation / inference, 100M params, P=1024", ">= 0.85",
+        lowrank_generation),
     Row("population forward (bench/bench_population_forward.py)", "", todo(
         "the bench has no --device flag; add one and call it here")),
     Row("ES step (bench/bench_es_overhead.py)", "", todo(

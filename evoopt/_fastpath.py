@@ -40,7 +40,10 @@ ELEMENTWISE = (nn.Identity, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.LeakyReLU
                nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign,
                nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink)
 # In-place twins, used once h is an intermediate this module allocated.
-INPLACE = {nn.Tanh: torch.tanh_, nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Identity: lambda h: h}
+INPLACE = {
+    nn.Tanh: torch.tanh_, nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_,
+    nn.Identity: lambda h: h,
+}
 CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 # Per-channel, parameter-free modules over the last 1/2/3 dims of [N, C, *spatial].
 POOL = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
@@ -226,8 +229,10 @@ class _Walk:
         if key not in self.cols:
             N, _, H, Wd = h.shape
             (kh, kw), (sh, sw), (ph, pw), (dh, dw) = m.kernel_size, m.stride, m.padding, m.dilation
-            Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (Wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-            cols = F.unfold(h, m.kernel_size, m.dilation, m.padding, m.stride)  # [N, C*kh*kw, Ho*Wo]
+            Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            Wo = (Wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            # [N, C*kh*kw, Ho*Wo]
+            cols = F.unfold(h, m.kernel_size, m.dilation, m.padding, m.stride)
             cols = cols.transpose(1, 2).reshape(N * Ho * Wo, -1)
             if b is not None:  # a column of ones: the GEMM adds the bias (no broadcast copy)
                 cols = torch.cat([cols, cols.new_ones(cols.shape[0], 1)], 1)
@@ -303,4 +308,176 @@ def fast_forward(model: nn.Module, by_id: dict[int, Tensor], inputs: tuple, P: i
             outs.append(walk.to_flat(h))
     except Unsupported:
         return None
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+# ------------------------------------------------------------------- factored forward
+# A factored (low-rank) population (evoopt/lowrank.py) runs the model ONCE over every
+# member's rows stacked member-major ([c * B, ...] for c members of B rows each), with the
+# center's parameters: each nn.Linear is one shared GEMM over all rows. A forward hook on
+# every module that owns searched parameters then adds member i's part to its rows:
+#   Linear     y_i += (x_i B_i) A_i^T * (+-sigma / sqrt r)  + db_i
+#   Embedding  y_i += A_i[idx_i] B_i^T * (+-sigma / sqrt r)
+#   Conv       y_i += A_i-mix of conv(x_i, B_i as r kernels) (groups = 1)
+#   LayerNorm  y_i  = layer_norm(x_i) * (w + dw_i) + (b + db_i)
+# Every other module must act on each row alone (attention within a sample, activations,
+# eval-mode norms); a module that owns searched parameters and is none of these makes
+# factored_forward return None (the caller materialises instead). Each hook checks that
+# its input still has the chunk's rows in dim 0 (a sequence-first module fails loudly;
+# a parameter-free module that mixes rows and keeps the shape cannot be detected).
+
+def _factored_module(m: nn.Module) -> bool:
+    t = type(m)
+    if t in CONV:
+        return m.groups == 1 and m.padding_mode == "zeros"
+    if t is nn.Embedding:
+        return m.max_norm is None
+    return t in (nn.Linear, nn.LayerNorm)
+
+
+def check_no_row_mixing(model: nn.Module) -> None:
+    """Refuse a train-mode BatchNorm: its batch statistics would mix the members' rows."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            raise ValueError(
+                f"Invalid model: {type(model).__name__}.{name} ({type(m).__name__}) is in "
+                "training mode: its batch statistics would mix the rows of all members of a "
+                "factored population, which share one forward pass; call model.eval()"
+            )
+
+
+def factored_modules(model: nn.Module, pop) -> list[tuple[nn.Module, dict[str, int]]] | None:
+    """``[(module, {parameter name: layout index})]`` for every module owning searched
+    parameters, or ``None`` when one of them is not handled (or a searched parameter is
+    not the model's)."""
+    index = {id(p): i for i, p in enumerate(pop.layout.params)}
+    found, seen = [], set()
+    for m in model.modules():
+        own = {n: index[id(p)] for n, p in m.named_parameters(recurse=False) if id(p) in index}
+        if not own:
+            continue
+        if not _factored_module(m):
+            return None
+        found.append((m, own))
+        seen.update(own.values())
+    return found if len(seen) == len(index) else None
+
+
+class _Chunk:
+    """Members ``a .. a + c - 1`` of a factored population, ``rows`` model rows in all."""
+
+    def __init__(self, pop, a: int, c: int, rows: int):
+        self.pop, self.members, self.c, self.rows = pop, slice(a, a + c), c, rows
+
+    def check_rows(self, m: nn.Module, x: Tensor) -> None:
+        if x.dim() == 0 or x.shape[0] != self.rows:
+            raise ValueError(
+                f"Invalid model for a factored population: {type(m).__name__} got an input of "
+                f"shape {tuple(x.shape)}, but the members' {self.rows} rows must stay in dim 0 "
+                "(batch-first modules acting on each row alone)"
+            )
+
+    def delta(self, index: int) -> Tensor:
+        """``[c, *shape]``: the members' dense perturbation of parameter ``index``."""
+        pop, shape = self.pop, self.pop.layout.shapes[index]
+        if len(shape) >= 2:
+            A, B, _ = pop.factors(index, self.members)
+            return torch.bmm(A, B.transpose(1, 2)).view(self.c, *shape)
+        return pop.small_noise(index, self.members).view(self.c, *shape)
+
+    def hook(self, own: dict[str, int]):
+        """The forward hook of a module owning the searched parameters ``own``."""
+        def run(m, inputs, out):
+            x = inputs[0]
+            self.check_rows(m, x)
+            if type(m) is nn.LayerNorm:
+                return self.layer_norm(m, own, x, out)
+            conv = type(m) in CONV  # y: [c, L, features, *spatial] or [c, L, features]
+            y = out.reshape(self.c, -1, *(out.shape[1:] if conv else out.shape[-1:]))
+            if "weight" in own:
+                A, B, _ = self.pop.factors(own["weight"], self.members)
+                if type(m) is nn.Linear:
+                    y.baddbmm_(torch.bmm(x.reshape(self.c, -1, x.shape[-1]), B), A.transpose(1, 2))
+                elif type(m) is nn.Embedding:
+                    idx = x.reshape(self.c, -1, 1).expand(-1, -1, A.shape[-1])
+                    y.baddbmm_(A.gather(1, idx), B.transpose(1, 2))
+                else:
+                    y += self.conv_correction(m, x, A, B)
+            if "bias" in own:
+                b = self.pop.small_noise(own["bias"], self.members)
+                y += b.view(self.c, 1, -1, *[1] * (y.dim() - 3))
+            return y.reshape(out.shape)
+        return run
+
+    def conv_correction(self, m: nn.Module, x: Tensor, A: Tensor, B: Tensor) -> Tensor:
+        """``[c, L, out, *spatial]``: ``conv(x_i, A_i B_i^T)`` for every member as one
+        grouped convolution with ``c * r`` kernels (``B_i``'s columns) and a mix by ``A_i``."""
+        c, r = self.c, A.shape[-1]
+        L = x.shape[0] // c
+        kernels = B.transpose(1, 2).reshape(c * r, *m.weight.shape[1:])
+        xg = x.reshape(c, L, *x.shape[1:]).transpose(0, 1).reshape(L, -1, *x.shape[2:])
+        z = CONV[type(m)](xg, kernels, None, m.stride, m.padding, m.dilation, c)
+        spatial = z.shape[2:]
+        out = torch.einsum("lcrs,cor->clos", z.reshape(L, c, r, -1), A)
+        return out.reshape(c, L, A.shape[1], *spatial)
+
+    def layer_norm(self, m: nn.LayerNorm, own: dict[str, int], x: Tensor, out: Tensor) -> Tensor:
+        k = len(m.normalized_shape)
+        n = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
+        n = n.reshape(self.c, -1, *n.shape[-k:])
+        params = []
+        for name in ("weight", "bias"):
+            t = getattr(m, name)
+            if name in own:
+                t = t + self.delta(own[name])
+                t = t.view(self.c, 1, *m.normalized_shape)
+            params.append(t)
+        w, b = params
+        y = n if w is None else n * w
+        y = y if b is None else y + b
+        return y.reshape(out.shape)
+
+
+def _member_rows(x, a: int, c: int, per_member: bool) -> tuple:
+    """``(model input, rows per member, batched)`` for members ``a .. a + c - 1``: a
+    member's input of two or more dims is a batch of rows (stacked member-major,
+    ``[c * B, ...]``), a one-dim input is one unbatched row (``[c, ...]``)."""
+    if not isinstance(x, Tensor) or x.dim() < (2 if per_member else 1):
+        return x, None, False
+    one = x[a:a + c] if per_member else x.expand(c, *x.shape)
+    if one.dim() >= 3:
+        return one.reshape(-1, *one.shape[2:]), one.shape[1], True
+    return one, 1, False
+
+
+def factored_forward(model: nn.Module, pop, inputs: tuple, per_member: bool,
+                     chunk_size: int | None) -> Tensor | None:
+    """``[P, *out]``: the model's output for every member of the factored population
+    ``pop``, run as one shared forward per chunk of members with the low-rank corrections
+    added by hooks (see above); ``None`` when a module owning searched parameters is not
+    handled, the first input is not a tensor, or the output is not a tensor."""
+    check_no_row_mixing(model)
+    mods = factored_modules(model, pop)
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    if mods is None or not inputs or any(id(p) not in names for p in pop.layout.params):
+        return None
+    center = {names[id(p)]: t for p, t in zip(pop.layout.params, pop.layout.unflatten(pop.center))}
+    P = pop.popsize
+    chunk_size = chunk_size or P
+    outs = []
+    for a in range(0, P, chunk_size):
+        c = min(chunk_size, P - a)
+        xs, per, batched = zip(*(_member_rows(x, a, c, per_member) for x in inputs))
+        if per[0] is None:
+            return None
+        ctx = _Chunk(pop, a, c, c * per[0])
+        handles = [m.register_forward_hook(ctx.hook(own)) for m, own in mods]
+        try:
+            out = torch.func.functional_call(model, center, xs)
+        finally:
+            for h in handles:
+                h.remove()
+        if not isinstance(out, Tensor):
+            return None
+        outs.append(out.reshape(c, per[0], *out.shape[1:]) if batched[0] else out)
     return outs[0] if len(outs) == 1 else torch.cat(outs)

@@ -43,6 +43,16 @@ compare :func:`vmap_objective` with). :func:`batched_forward` returns the model'
 outputs for every member, with shared or per-member inputs (one observation per
 member per time step in RL).
 
+A factored (low-rank) population (:class:`evoopt.lowrank.FactoredPopulation`, from
+``OpenAIES(..., rank=r)``) is never materialised here: the model runs once over all
+members' rows with the center's parameters -- each ``nn.Linear`` one shared GEMM -- and
+forward hooks add member ``i``'s low-rank correction ``(x_i B_i) A_i^T sigma / sqrt(r)``
+(and its bias noise) to its rows; ``nn.Embedding``, ``nn.Conv1d/2d/3d`` (``groups=1``) and
+``nn.LayerNorm`` are handled too (``evoopt/_fastpath.py``, :func:`factored_forward`). Every
+other module must act on each row alone (MLPs, attention within a sample); train-mode
+BatchNorm is refused. A model with another module owning searched parameters is evaluated
+on dense chunks of ``MATERIALISE_CHUNK`` members (or ``chunk_size``), with a warning.
+
 Train-mode ``BatchNorm`` with ``track_running_stats`` would update its running
 statistics in place from ``P`` different members at once, which vmap refuses; call
 ``model.eval()`` (running statistics, the usual choice for evaluation) or
@@ -51,6 +61,7 @@ statistics in place from ``P`` different members at once, which vmap refuses; ca
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -58,14 +69,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ._fastpath import factored_forward as _factored_forward
 from ._fastpath import fast_forward as _fast_forward
-from ._validation import check_choice, check_int
+from .checks import check_choice, check_int
+from .lowrank import FactoredPopulation
 from .population import Population
 
 __all__ = ["PopulationObjective", "batched_forward", "loop_objective", "vmap_objective"]
 
 RANDOMNESS = ("error", "different", "same")
 REDUCTIONS = {"mean": torch.mean, "sum": torch.sum}
+#: members per dense chunk when a factored population must be materialised
+MATERIALISE_CHUNK = 16
+
+
+def _warn_materialising(model: nn.Module) -> None:
+    """Once per model class (Python's warning registry dedups the same text)."""
+    warnings.warn(
+        f"{type(model).__name__}: a module owning searched parameters is not one the factored "
+        "forward handles (nn.Linear, nn.Embedding, nn.LayerNorm, nn.Conv1d/2d/3d with "
+        f"groups=1), or the model takes no batched tensor input; the factored population is "
+        f"materialised {MATERIALISE_CHUNK} members at a time (P x D numbers of work)",
+        RuntimeWarning, stacklevel=4)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -110,15 +135,20 @@ def _population_tensors(model: nn.Module, pop) -> tuple[dict[int, Tensor], int]:
         sizes = set()
         for n, t in pop.items():
             if n not in own:
-                raise ValueError(f"Invalid population: {n!r} is not a parameter name of {type(model).__name__}")
-            if not isinstance(t, Tensor) or t.dim() == 0 or tuple(t.shape[1:]) != tuple(own[n].shape):
+                raise ValueError(
+                    f"Invalid population: {n!r} is not a parameter name of {type(model).__name__}"
+                )
+            if (not isinstance(t, Tensor) or t.dim() == 0
+                    or tuple(t.shape[1:]) != tuple(own[n].shape)):
                 raise ValueError(
                     f"Invalid population: {n!r} has shape {tuple(getattr(t, 'shape', ()))} "
                     f"(expected (P, {', '.join(map(str, own[n].shape))}))"
                 )
             sizes.add(t.shape[0])
         if len(sizes) != 1:
-            raise ValueError(f"Invalid population: tensors have different leading sizes {sorted(sizes)}")
+            raise ValueError(
+                f"Invalid population: tensors have different leading sizes {sorted(sizes)}"
+            )
         return {id(own[n]): t for n, t in pop.items()}, sizes.pop()
     raise ValueError(
         f"Invalid population: {type(pop).__name__} (expected an evoopt.Population or a non-empty "
@@ -244,7 +274,8 @@ class PopulationObjective:
 
     def __repr__(self) -> str:
         kind = "vmap_objective" if self.vectorized else "loop_objective"
-        return (f"{kind}({type(self.model).__name__}, {getattr(self.loss_fn, '__name__', self.loss_fn)}, "
+        loss_name = getattr(self.loss_fn, '__name__', self.loss_fn)
+        return (f"{kind}({type(self.model).__name__}, {loss_name}, "
                 f"{len(self.inputs)} inputs, num_model_inputs={self.num_model_inputs}, "
                 f"chunk_size={self.chunk_size}, randomness={self.randomness!r})")
 
@@ -268,16 +299,49 @@ class PopulationObjective:
 
     def _check_output(self, loss: Tensor, P: int) -> Tensor:
         if loss.shape != (P,):
-            per_member = tuple(loss.shape[1:]) if loss.dim() >= 1 and loss.shape[0] == P else tuple(loss.shape)
+            per_member = (tuple(loss.shape[1:]) if loss.dim() >= 1 and loss.shape[0] == P
+                          else tuple(loss.shape))
             raise ValueError(
-                f"Invalid loss_fn: it returned a tensor of shape {per_member} per member (expected a "
-                "scalar, shape ()); use a reducing loss such as F.cross_entropy with "
+                f"Invalid loss_fn: it returned a tensor of shape {per_member} per member "
+                "(expected a scalar, shape ()); use a reducing loss such as F.cross_entropy with "
                 "reduction='mean', or pass reduce='mean' or reduce='sum'"
             )
         return loss
 
+    def _loss_of_outputs(self, out: Tensor, loss_inputs: tuple, P: int) -> Tensor:
+        """The members' losses from their outputs ``[P, ...]``: vmap over the loss alone."""
+        loss = _few_class_cross_entropy(self.loss_fn, self.reduce, out, loss_inputs)
+        if loss is not None:
+            return loss
+        f = vmap(lambda o: self._reduced_loss(o, loss_inputs), in_dims=(0,),
+                 randomness=self.randomness, chunk_size=self.chunk_size)
+        try:
+            loss = f(out)
+        except RuntimeError as e:
+            if _is_vmap_error(e):
+                raise _vmap_failure(self.model, e, "vmap_objective", self.loss_fn) from e
+            raise
+        return self._check_output(loss, P)
+
+    def _factored(self, pop: FactoredPopulation) -> Tensor:
+        """A factored population: one shared forward with the low-rank corrections
+        (``vmap_objective``), one member at a time (``loop_objective``), or -- for a model
+        with a module the factored forward does not handle -- dense chunks of members."""
+        P, k = pop.popsize, self.num_model_inputs
+        if not self.vectorized:
+            return torch.cat([self(Population(pop.row(i)[None], pop.layout)) for i in range(P)])
+        inputs = self._inputs_like(pop.center)
+        out = _factored_forward(self.model, pop, inputs[:k], False, self.chunk_size)
+        if out is not None:
+            return self._loss_of_outputs(out, inputs[k:], P)
+        _warn_materialising(self.model)
+        size = self.chunk_size or MATERIALISE_CHUNK
+        return torch.cat([self(Population(rows, pop.layout)) for _, rows in pop.chunks(size)])
+
     @torch.no_grad()
     def __call__(self, pop) -> Tensor:
+        if isinstance(pop, FactoredPopulation):
+            return self._factored(pop)
         by_id, P = _population_tensors(self.model, pop)
         ref = next(iter(by_id.values()))
         inputs = self._inputs_like(ref)
@@ -291,17 +355,11 @@ class PopulationObjective:
             return torch.stack(losses).to(ref.device)
         out = _fast_forward(self.model, by_id, inputs[:k], P, False, self.chunk_size)
         if out is not None:  # plain Sequential: batched matmuls, then vmap over the loss alone
-            loss = _few_class_cross_entropy(self.loss_fn, self.reduce, out, inputs[k:])
-            if loss is not None:
-                return loss
-            arg = out
-            f = vmap(lambda o: self._reduced_loss(o, inputs[k:]), in_dims=(0,),
-                     randomness=self.randomness, chunk_size=self.chunk_size)
-        else:
-            arg = _by_name(self.model, by_id)
-            _check_no_running_stats_update(self.model)
-            f = vmap(lambda p: self._member_loss(p, inputs), in_dims=(0,),
-                     randomness=self.randomness, chunk_size=self.chunk_size)
+            return self._loss_of_outputs(out, inputs[k:], P)
+        arg = _by_name(self.model, by_id)
+        _check_no_running_stats_update(self.model)
+        f = vmap(lambda p: self._member_loss(p, inputs), in_dims=(0,),
+                 randomness=self.randomness, chunk_size=self.chunk_size)
         try:
             loss = f(arg)
         except RuntimeError as e:
@@ -317,9 +375,11 @@ def _few_class_cross_entropy(loss_fn, reduce, out: Tensor, loss_inputs: tuple) -
     (``[P, C, N]``): torch's CPU log_softmax over a short innermost dim measured 8x slower
     (C = 10, 256 x 256 rows). ``None`` where this does not apply."""
     default = loss_fn is F.cross_entropy or (
-        type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None and loss_fn.ignore_index == -100
+        type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
+        and loss_fn.ignore_index == -100
         and loss_fn.reduction == "mean" and loss_fn.label_smoothing == 0.0)
-    if not default or reduce is not None or len(loss_inputs) != 1 or out.dim() != 3 or out.shape[-1] >= 16:
+    if (not default or reduce is not None or len(loss_inputs) != 1 or out.dim() != 3
+            or out.shape[-1] >= 16):
         return None
     y = loss_inputs[0]
     if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != out.shape[1:2]:
@@ -380,6 +440,15 @@ def loop_objective(model: nn.Module, loss_fn: Callable, *inputs, num_model_input
 
 
 # --------------------------------------------------------------------- batched forward
+def _check_per_member(inputs: tuple, P: int) -> None:
+    for j, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] != P:
+            raise ValueError(
+                f"Invalid inputs[{j}]: shape {tuple(getattr(x, 'shape', ()))} with "
+                f"per_member_inputs=True (expected a tensor with leading size P={P})"
+            )
+
+
 @torch.no_grad()
 def batched_forward(model: nn.Module, pop, *inputs, per_member_inputs: bool = False,
                     chunk_size: int | None = None, randomness: str = "error"):
@@ -398,16 +467,14 @@ def batched_forward(model: nn.Module, pop, *inputs, per_member_inputs: bool = Fa
     _check_module("model", model)
     chunk_size = _check_chunk_size(chunk_size)
     randomness = check_choice("randomness", randomness, RANDOMNESS)
+    if isinstance(pop, FactoredPopulation):
+        return _factored_batched_forward(model, pop, inputs, per_member_inputs, chunk_size,
+                                         randomness)
     by_id, P = _population_tensors(model, pop)
     ref = next(iter(by_id.values()))
     inputs = tuple(_to_like(x, ref) for x in inputs)
     if per_member_inputs:
-        for j, x in enumerate(inputs):
-            if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] != P:
-                raise ValueError(
-                    f"Invalid inputs[{j}]: shape {tuple(getattr(x, 'shape', ()))} with "
-                    f"per_member_inputs=True (expected a tensor with leading size P={P})"
-                )
+        _check_per_member(inputs, P)
     out = _fast_forward(model, by_id, inputs, P, per_member_inputs, chunk_size)
     if out is not None:
         return out
@@ -422,3 +489,24 @@ def batched_forward(model: nn.Module, pop, *inputs, per_member_inputs: bool = Fa
         if _is_vmap_error(e):
             raise _vmap_failure(model, e, "batched_forward") from e
         raise
+
+
+def _factored_batched_forward(model, pop: FactoredPopulation, inputs, per_member_inputs,
+                              chunk_size, randomness):
+    """:func:`batched_forward` of a factored population: the shared forward with the
+    low-rank corrections, or dense chunks of members (with a warning) where a module is
+    not handled."""
+    inputs = tuple(_to_like(x, pop.center) for x in inputs)
+    if per_member_inputs:
+        _check_per_member(inputs, pop.popsize)
+    out = _factored_forward(model, pop, inputs, per_member_inputs, chunk_size)
+    if out is not None:
+        return out
+    _warn_materialising(model)
+    size = chunk_size or MATERIALISE_CHUNK
+    outs = []
+    for a, rows in pop.chunks(size):
+        xs = tuple(x[a:a + len(rows)] for x in inputs) if per_member_inputs else inputs
+        outs.append(batched_forward(model, Population(rows, pop.layout), *xs,
+                                    per_member_inputs=per_member_inputs, randomness=randomness))
+    return torch.cat(outs)

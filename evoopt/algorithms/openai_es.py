@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_choice, check_positive
+from .. import lowrank
+from ..checks import check_choice, check_int, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import SHAPINGS
@@ -64,12 +65,19 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
             ``cls(groups)`` with each group's ``lr``) or a factory ``callable(groups)``.
             Default :class:`torch.optim.Adam` (betas (0.9, 0.999), as in the paper's code).
         shaping: a key of :data:`evoopt.shaping.SHAPINGS` (default ``"centered_rank"``).
+        rank: ``None`` (dense Gaussian noise) or an integer >= 1: low-rank (EGGROLL)
+            perturbations ``sigma * A_i B_i^T / sqrt(r)`` of every parameter with two or more
+            dimensions, ``r = min(rank, m, n)``, dense noise for the others; ``ask`` then
+            returns a :class:`evoopt.lowrank.FactoredPopulation` whose noise is regenerated
+            from ``(seed, generation, member)``, and the estimate is formed from the factors
+            (see :mod:`evoopt.lowrank` for the estimator and its scaling).
         maximize, seed: see :class:`~evoopt.PopulationOptimizer`.
 
     After each generation ``p.grad`` holds the gradient estimate that was applied.
     """
 
     mirrored = True
+    settings = ("rank",)
 
     def __init__(
         self,
@@ -81,12 +89,17 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         weight_decay: float = 0.005,
         optimizer=torch.optim.Adam,
         shaping: str = "centered_rank",
+        rank: int | None = None,
         maximize: bool = False,
         seed: int | None = None,
     ):
         defaults = dict(lr=lr, sigma=sigma, weight_decay=weight_decay)
         self.shaping = check_choice("shaping", shaping, SHAPINGS)
+        self.rank = None if rank is None else check_int("rank", rank, minimum=1)
+        self._plan = None
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
+        if rank is not None:
+            self._plan = lowrank.LowRankPlan(self.layout, self.rank)
         self._build_inner(optimizer)
         self._sampler = MirroredSampler()
 
@@ -100,11 +113,20 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         check_positive("sigma", group["sigma"])
         check_positive("weight_decay", group["weight_decay"], allow_zero=True)
 
+    def _group_added(self) -> None:
+        super()._group_added()
+        if self._plan is not None:  # the layout grew
+            self._plan = lowrank.LowRankPlan(self.layout, self.rank)
+
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         pass  # the center (st["mean"]) and the inner optimizer's state are all there is
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, tuple]:
         sigma = self.group_values("sigma")
+        if self._plan is not None:  # low rank: the factors, from (seed, generation, member)
+            pop = lowrank.sample_factored(self._plan, st["mean"], self._param_sigmas(),
+                                          self.popsize, self.seed, st["generation"])
+            return pop, (None, sigma)
         eps = self._sampler.draw(self.popsize // 2, self.num_params, st["mean"], gen)
         return self._sampler.members(st["mean"], sigma), (eps, sigma)
 
@@ -113,14 +135,22 @@ class OpenAIES(InnerOptimizerMixin, PopulationOptimizer):
         H, P = self.popsize // 2, self.popsize
         shaped = SHAPINGS[self.shaping](losses)
         w = shaped[:H] - shaped[H:]
-        grad = w @ eps  # [D]: the one pass over the noise
-        if isinstance(sigma, Tensor):
-            grad.div_(sigma).div_(P)
+        if eps is None:  # factored: one GEMM per matrix, divided by P * sigma
+            grad = lowrank.factored_gradient(rows, w)
         else:
-            grad.div_(P * sigma)
+            grad = w @ eps  # [D]: the one pass over the noise
+            if isinstance(sigma, Tensor):
+                grad.div_(sigma).div_(P)
+            else:
+                grad.div_(P * sigma)
         wd = self.group_values("weight_decay")
         if isinstance(wd, Tensor):
             grad.addcmul_(wd, st["mean"])
         elif wd != 0.0:
             grad.add_(st["mean"], alpha=wd)
         self._apply_gradient(st, grad)
+
+    def _param_sigmas(self) -> list[float]:
+        """Each searched parameter's group ``sigma``, in layout order."""
+        return [float(g["sigma"]) for g, ps in zip(self.param_groups, self._searched)
+                for _ in ps]

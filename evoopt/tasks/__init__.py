@@ -10,6 +10,7 @@ import functools
 from collections.abc import Callable
 
 from .base import Task, init_uniform_, params_hash
+from .charlm import CharLM
 from .digits import Digits, Digits01, QuantizedDigits, TernaryMLP, load_digits_split
 from .functions import FUNCTIONS, FunctionTask, VectorModel
 from .line import LineRegression
@@ -17,6 +18,7 @@ from .line import LineRegression
 __all__ = [
     "FUNCTIONS",
     "TASKS",
+    "CharLM",
     "Digits",
     "Digits01",
     "FunctionTask",
@@ -36,6 +38,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "digits": Digits,
     "digits01": Digits01,
     "quantized": QuantizedDigits,
+    "charlm": CharLM,
     **{name: functools.partial(FunctionTask, name) for name in FUNCTIONS},
 }
 
