@@ -5,10 +5,11 @@ Swap ``torch.optim.Adam(model.parameters())`` for ``evoopt.PGPE(model.parameters
 popsize=64)`` and the same training loop runs an evolution strategy.
 """
 
-from . import schedulers, shaping, tasks
+from . import checks, lowrank, protocols, schedulers, shaping, tasks
 from .algorithms import ARS, CEM, CMAES, DE, GA, PGPE, PSO, SNES, XNES, GuidedES, OpenAIES
 from .evaluation import PopulationObjective, batched_forward, loop_objective, vmap_objective
 from .gradient import ClipUp, KLAdaptive, NaturalGradient, conjugate_gradient
+from .lowrank import FactoredPopulation
 from .population import (
     Generation,
     ParamLayout,
@@ -56,6 +57,7 @@ __all__ = [
     "loop_objective",
     "batched_forward",
     "PopulationObjective",
+    "FactoredPopulation",
     # sigma schedulers (evoopt.schedulers)
     "SigmaScheduler",
     "LambdaSigma",
@@ -67,6 +69,9 @@ __all__ = [
     "register",
     "population_optimizers",
     "get_optimizer",
+    "checks",
+    "lowrank",
+    "protocols",
     "schedulers",
     "shaping",
     "tasks",
