@@ -59,7 +59,8 @@ def _reference_losses(model, pop, loss_fn, *inputs, k=1):
 
 def _mlp(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(),
+                         nn.Linear(16, 3))
 
 
 def _cnn(seed=0):
@@ -89,7 +90,8 @@ def test_vmap_objective_equals_per_member_loop(make, shape, classes):
     assert losses.shape == (P,)
     assert float(losses.std()) > 0.01  # the members really differ
     torch.testing.assert_close(losses, ref, atol=1e-5, rtol=0)
-    torch.testing.assert_close(loop_objective(model, F.cross_entropy, x, y)(pop), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(loop_objective(model, F.cross_entropy, x, y)(pop), ref,
+                               atol=1e-5, rtol=0)
     assert torch.equal(ParamLayout(list(model.parameters())).flatten(), before)  # model untouched
 
 
@@ -130,7 +132,8 @@ def test_step_with_vmap_objective_equals_step_with_closure():
     assert l0 == pytest.approx(l1, abs=1e-6)
     torch.testing.assert_close(m1, m0, atol=1e-5, rtol=0)
     torch.testing.assert_close(p1, p0, atol=1e-5, rtol=0)
-    assert float((p0 - ParamLayout(list(_mlp().parameters())).flatten()).abs().max()) > 1e-3  # it moved
+    # it moved
+    assert float((p0 - ParamLayout(list(_mlp().parameters())).flatten()).abs().max()) > 1e-3
 
 
 @pytest.mark.parametrize("name", sorted(population_optimizers()))
@@ -139,7 +142,8 @@ def test_registered_optimizers_step_the_same_with_vmap_objective_and_closure(nam
     results = []
     for use_objective in (False, True):
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))  # D = 43: cheap for full-covariance methods
+        # D = 43: cheap for full-covariance methods
+        model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
         opt = population_optimizers()[name](model.parameters(), popsize=8, seed=0)
         objective = vmap_objective(model, F.cross_entropy, x, y)
         for _ in range(3):
@@ -166,14 +170,16 @@ def test_partial_population_frozen_and_tied_parameters_are_shared():
 
 def test_eval_mode_batchnorm_uses_running_statistics():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(48, 2))
     model[1].running_mean.normal_()
     model[1].running_var.uniform_(0.5, 2.0)
     model.eval()
     x, y = _cls_data((1, 6, 6), 2)
     pop = _population(model)
     losses = vmap_objective(model, F.cross_entropy, x, y, chunk_size=5)(pop)
-    torch.testing.assert_close(losses, _reference_losses(model, pop, F.cross_entropy, x, y), atol=1e-5, rtol=0)
+    torch.testing.assert_close(losses, _reference_losses(model, pop, F.cross_entropy, x, y),
+                               atol=1e-5, rtol=0)
 
 
 def test_reduce_and_model_and_loss_input_split():
@@ -193,9 +199,11 @@ def test_reduce_and_model_and_loss_input_split():
     def sq(out, target):
         return (out - target) ** 2  # not reduced: [7, 2] per member
 
-    for reduce, ref_fn in [("mean", F.mse_loss), ("sum", lambda o, t: F.mse_loss(o, t, reduction="sum"))]:
+    for reduce, ref_fn in [("mean", F.mse_loss),
+                           ("sum", lambda o, t: F.mse_loss(o, t, reduction="sum"))]:
         losses = vmap_objective(model, sq, u, v, t, num_model_inputs=2, reduce=reduce)(pop)
-        torch.testing.assert_close(losses, _reference_losses(model, pop, ref_fn, u, v, t, k=2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(losses, _reference_losses(model, pop, ref_fn, u, v, t, k=2),
+                                   atol=1e-5, rtol=0)
 
 
 def test_model_without_inputs_black_box():
@@ -225,7 +233,8 @@ def test_dropout_randomness_modes():
     same = vmap_objective(model, F.cross_entropy, x, y, randomness="same")(same_members)
     assert float(same.max() - same.min()) == 0.0  # one dropout mask for all members
     torch.manual_seed(5)
-    same_chunked = vmap_objective(model, F.cross_entropy, x, y, randomness="same", chunk_size=4)(same_members)
+    same_chunked = vmap_objective(model, F.cross_entropy, x, y, randomness="same",
+                                  chunk_size=4)(same_members)
     torch.testing.assert_close(same_chunked, same)
     diff = vmap_objective(model, F.cross_entropy, x, y, randomness="different")(same_members)
     assert float(diff.max() - diff.min()) > 1e-3  # independent masks
@@ -241,9 +250,11 @@ def test_batched_forward_shared_and_per_member_inputs():
     torch.testing.assert_close(out, all_obs[torch.arange(P), torch.arange(P)], atol=1e-5, rtol=0)
     x = torch.randn(9, 6)
     shared = batched_forward(model, pop, x)
-    torch.testing.assert_close(shared, _reference_losses(model, pop, lambda o: o, x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared, _reference_losses(model, pop, lambda o: o, x),
+                               atol=1e-5, rtol=0)
     by_name = dict(zip([n for n, _ in model.named_parameters()], pop.tensors()))
-    torch.testing.assert_close(batched_forward(model, by_name, x, chunk_size=5), shared, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batched_forward(model, by_name, x, chunk_size=5), shared,
+                               atol=1e-6, rtol=0)
 
 
 def _generic_vmap(model, pop, x, per_member):
@@ -256,13 +267,15 @@ def _generic_vmap(model, pop, x, per_member):
 
 
 @pytest.mark.parametrize("owned", ["all", "middle bias", "first layer", "last weight"])
-@pytest.mark.parametrize("per_member, shape", [(False, (6,)), (False, (2, 5, 6)), (True, (P, 6)), (True, (P, 4, 6))])
+@pytest.mark.parametrize("per_member, shape",
+                         [(False, (6,)), (False, (2, 5, 6)), (True, (P, 6)), (True, (P, 4, 6))])
 def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape, monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(6, 16), nn.ELU(), nn.Linear(16, 8),
                           nn.Tanh(), nn.Linear(8, 3))
     params = {"all": list(model.parameters()), "middle bias": [model[3].bias],
-              "first layer": [model[1].weight, model[1].bias], "last weight": [model[5].weight]}[owned]
+              "first layer": [model[1].weight, model[1].bias],
+              "last weight": [model[5].weight]}[owned]
     pop = _population(model, params=params)
     x = torch.randn(*shape)
     x_before = x.clone()
@@ -271,26 +284,31 @@ def test_mlp_batched_matmul_path_equals_generic_vmap(owned, per_member, shape, m
     ref = _generic_vmap(model, pop, x, per_member)
     assert out.shape == ref.shape == (P, *shape[1 if per_member else 0:-1], 3)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=5),
-                               ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=5),
+        ref, atol=1e-5, rtol=0)
     monkeypatch.setattr(_fastpath, "_CACHE_BYTES", 200)  # cache-sized chunks of 1-3 members
-    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member), ref,
+                               atol=1e-5, rtol=0)
 
 
 def _convnets():
     """Conv nets the Sequential fast path takes (name -> (model, per-member input shape))."""
     torch.manual_seed(0)
     return {
-        "lenet": (nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
-                                nn.MaxPool2d(2), nn.Conv2d(4, 6, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1),
-                                nn.Flatten(), nn.Dropout(0.5).eval(), nn.Linear(6, 3)), (5, 64)),
-        "groups+stride": (nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, dilation=1, bias=False), nn.ELU(),
-                                        nn.Conv2d(4, 6, 3, groups=2, padding="same"), nn.AvgPool2d(2),
-                                        nn.Flatten(), nn.Linear(24, 2)), (3, 2, 9, 9)),
+        "lenet": (nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1),
+                                nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3), nn.Tanh(),
+                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5).eval(),
+                                nn.Linear(6, 3)), (5, 64)),
+        "groups+stride": (nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, dilation=1, bias=False),
+                                        nn.ELU(), nn.Conv2d(4, 6, 3, groups=2, padding="same"),
+                                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(24, 2)),
+                          (3, 2, 9, 9)),
         "grouped first": (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2, dilation=2), nn.ReLU(),
                                         nn.Flatten(1), nn.Linear(4 * 4 * 4, 2)), (2, 4, 8, 8)),
         "conv1d": (nn.Sequential(nn.Conv1d(3, 5, 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.MaxPool1d(2), nn.Conv1d(5, 2, 2), nn.Flatten(), nn.Linear(6, 2)), (4, 3, 8)),
+                                 nn.MaxPool1d(2), nn.Conv1d(5, 2, 2), nn.Flatten(),
+                                 nn.Linear(6, 2)), (4, 3, 8)),
     }
 
 
@@ -302,7 +320,8 @@ def test_conv_sequential_path_equals_generic_vmap(name, owned, per_member, monke
     convs = [m for m in model if isinstance(m, (nn.Conv1d, nn.Conv2d))]
     params = {"all": list(model.parameters()), "conv weights": [c.weight for c in convs],
               "last layer": list(model[-1].parameters()),
-              "second conv bias": [p for p in [convs[-1].bias, convs[0].bias] if p is not None][:1]}[owned]
+              "second conv bias": [p for p in [convs[-1].bias, convs[0].bias]
+                                   if p is not None][:1]}[owned]
     pop = _population(model, params=params)
     x = torch.randn(P, *shape) if per_member else torch.randn(*shape)
     x_before = x.clone()
@@ -331,8 +350,8 @@ def _random_sequential(g: torch.Generator):
     for _ in range(pick([1, 2, 3])):
         out, k = pick([2, 4]), min(pick([1, 2, 3]), h)  # the map never shrinks below 1x1
         groups = pick([1, 2]) if c % 2 == 0 and out % 2 == 0 else 1
-        layers.append(nn.Conv2d(c, out, k, stride=pick([1, 2]) if h > 4 else 1, padding=pick([0, 1]),
-                                groups=groups, bias=pick([True, False])))
+        layers.append(nn.Conv2d(c, out, k, stride=pick([1, 2]) if h > 4 else 1,
+                                padding=pick([0, 1]), groups=groups, bias=pick([True, False])))
         h = (h + 2 * layers[-1].padding[0] - k) // layers[-1].stride[0] + 1
         c = out
         layers.append(pick([nn.ReLU(), nn.Tanh(), nn.ELU(), nn.Identity(), nn.ReLU(inplace=True)]))
@@ -344,7 +363,8 @@ def _random_sequential(g: torch.Generator):
         h_last = 3
     else:
         h_last = h
-    layers += [nn.Flatten(), nn.Linear(c * h * h_last, pick([1, 4])), pick([nn.Tanh(), nn.Identity()])]
+    layers += [nn.Flatten(), nn.Linear(c * h * h_last, pick([1, 4])),
+               pick([nn.Tanh(), nn.Identity()])]
     return nn.Sequential(*layers), (C, H, H)
 
 
@@ -353,14 +373,16 @@ def test_random_sequential_conv_nets_equal_generic_vmap(seed):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model, shape = _random_sequential(g)
-    params = [p for p in model.parameters() if torch.rand(1, generator=g) < 0.7] or [next(model.parameters())]
+    params = ([p for p in model.parameters() if torch.rand(1, generator=g) < 0.7]
+              or [next(model.parameters())])
     pop = _population(model, params=params)
     per_member = bool(seed % 2)
     x = torch.randn(P, 2, *shape) if per_member else torch.randn(2, *shape)
     assert _fastpath.fast_forward(model, dict(zip(map(id, params), pop.tensors())), (x,), P,
                                   per_member, 3) is not None, model
-    torch.testing.assert_close(batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=3),
-                               _generic_vmap(model, pop, x, per_member), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        batched_forward(model, pop, x, per_member_inputs=per_member, chunk_size=3),
+        _generic_vmap(model, pop, x, per_member), atol=1e-5, rtol=0)
 
 
 def test_conv_fast_path_leaves_unsupported_inputs_and_layers_to_vmap():
@@ -372,14 +394,18 @@ def test_conv_fast_path_leaves_unsupported_inputs_and_layers_to_vmap():
     assert _fastpath.fast_forward(model, by_id, (x,), P, False, None) is None
     torch.testing.assert_close(batched_forward(model, pop, x), _generic_vmap(model, pop, x, False),
                                atol=1e-5, rtol=0)
-    dropout = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))  # train mode: randomness, not identity
+    # train mode: randomness, not identity
+    dropout = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))
     assert _fastpath.sequential_layers(dropout) is None
-    assert _fastpath.sequential_layers(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))) is None
+    assert _fastpath.sequential_layers(
+        nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))) is None
     assert _fastpath.sequential_layers(nn.Sequential(nn.MaxPool2d(2, return_indices=True))) is None
 
 
-@pytest.mark.parametrize("loss_fn", [F.cross_entropy, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(label_smoothing=0.1),
-                                     nn.CrossEntropyLoss(reduction="sum"), lambda o, y: F.cross_entropy(o, y)])
+@pytest.mark.parametrize("loss_fn", [F.cross_entropy, nn.CrossEntropyLoss(),
+                                     nn.CrossEntropyLoss(label_smoothing=0.1),
+                                     nn.CrossEntropyLoss(reduction="sum"),
+                                     lambda o, y: F.cross_entropy(o, y)])
 @pytest.mark.parametrize("classes", [3, 20])
 def test_cross_entropy_of_few_classes_equals_the_loop(loss_fn, classes):
     """Few classes take a transposed cross-entropy (a faster log_softmax); other losses and
@@ -416,21 +442,24 @@ def test_non_vmappable_model_names_the_module_and_loop_objective_works():
     with pytest.raises(RuntimeError, match=r"DataDependent\.gate \(Gate\).*loop_objective"):
         vmap_objective(model, F.cross_entropy, x, y)(pop)
     losses = loop_objective(model, F.cross_entropy, x, y)(pop)
-    torch.testing.assert_close(losses, _reference_losses(model, pop, F.cross_entropy, x, y), atol=1e-6, rtol=0)
+    torch.testing.assert_close(losses, _reference_losses(model, pop, F.cross_entropy, x, y),
+                               atol=1e-6, rtol=0)
 
 
 def test_train_mode_batchnorm_is_refused_with_a_remedy():
     model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).train()
     x, y = _cls_data((6,), 3)
     pop = _population(model)
-    with pytest.raises(ValueError, match=r"Sequential\.1 \(BatchNorm1d\) is in training mode.*model\.eval\(\)"):
+    with pytest.raises(ValueError, match=r"Sequential\.1 \(BatchNorm1d\) is in training mode"
+                                         r".*model\.eval\(\)"):
         vmap_objective(model, F.cross_entropy, x, y)(pop)
     with pytest.raises(ValueError, match="training mode"):
         batched_forward(model, pop, x)
     # the documented remedy for batch statistics: stop tracking running stats
     torch.func.replace_all_batch_norm_modules_(model)
     losses = vmap_objective(model, F.cross_entropy, x, y)(pop)
-    torch.testing.assert_close(losses, _reference_losses(model, pop, F.cross_entropy, x, y), atol=1e-5, rtol=0)
+    torch.testing.assert_close(losses, _reference_losses(model, pop, F.cross_entropy, x, y),
+                               atol=1e-5, rtol=0)
 
 
 def test_non_scalar_loss_is_refused():
@@ -451,18 +480,25 @@ def _err_cases():
     x, y = _cls_data((6,), 3)
     ce = F.cross_entropy
     return model, [
-        (lambda: vmap_objective(model, ce, x, y, chunk_size=0), r"Invalid chunk_size: 0 \(expected an integer >= 1\)"),
+        (lambda: vmap_objective(model, ce, x, y, chunk_size=0),
+         r"Invalid chunk_size: 0 \(expected an integer >= 1\)"),
         (lambda: vmap_objective(model, ce, x, y, chunk_size=2.5), "Invalid chunk_size: 2.5"),
-        (lambda: vmap_objective(model, ce, x, y, randomness="sometimes"), "Invalid randomness: 'sometimes'"),
-        (lambda: vmap_objective(model, ce, x, y, num_model_inputs=3), r"Invalid num_model_inputs: 3 \(expected <= "),
+        (lambda: vmap_objective(model, ce, x, y, randomness="sometimes"),
+         "Invalid randomness: 'sometimes'"),
+        (lambda: vmap_objective(model, ce, x, y, num_model_inputs=3),
+         r"Invalid num_model_inputs: 3 \(expected <= "),
         (lambda: vmap_objective(model, ce, x, y, reduce="max"), "Invalid reduce: 'max'"),
         (lambda: vmap_objective(model, "ce", x, y), "Invalid loss_fn"),
-        (lambda: vmap_objective(lambda z: z, ce, x, y), r"Invalid model: function \(expected a torch.nn.Module\)"),
-        (lambda: vmap_objective(model, ce, x, y)(_population(_mlp(1))), "is not a parameter of the model"),
+        (lambda: vmap_objective(lambda z: z, ce, x, y),
+         r"Invalid model: function \(expected a torch.nn.Module\)"),
+        (lambda: vmap_objective(model, ce, x, y)(_population(_mlp(1))),
+         "is not a parameter of the model"),
         (lambda: vmap_objective(model, ce, x, y)(torch.zeros(3, 5)), "Invalid population: Tensor"),
         (lambda: batched_forward(model, _population(model), x, per_member_inputs=True),
-         r"Invalid inputs\[0\]: shape \(20, 6\) with per_member_inputs=True \(expected a tensor with leading size P=12\)"),
-        (lambda: batched_forward(model, {"0.weight": torch.zeros(3, 2, 2)}, x), r"'0.weight' has shape \(3, 2, 2\)"),
+         (r"Invalid inputs\[0\]: shape \(20, 6\) with per_member_inputs=True "
+          r"\(expected a tensor with leading size P=12\)")),
+        (lambda: batched_forward(model, {"0.weight": torch.zeros(3, 2, 2)}, x),
+         r"'0.weight' has shape \(3, 2, 2\)"),
     ]
 
 
@@ -482,7 +518,8 @@ def test_cuda_model_with_cpu_data():
     objective = vmap_objective(model, F.cross_entropy, x, y, chunk_size=5)
     losses = objective(pop)
     assert losses.device.type == "cuda"
-    ref = _reference_losses(model.cpu(), Population(pop.flat.cpu(), ParamLayout(list(model.parameters()))),
+    ref = _reference_losses(model.cpu(),
+                            Population(pop.flat.cpu(), ParamLayout(list(model.parameters()))),
                             F.cross_entropy, x, y)
     torch.testing.assert_close(losses.cpu(), ref, atol=1e-4, rtol=0)
 
