@@ -62,7 +62,9 @@ from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import all_tied, by_rank
 
-__all__ = ["SepCMAES", "SepCMAConstants", "sep_cma_constants", "sep_cma_update"]
+__all__ = [
+    "SepCMAES", "SepCMAConstants", "check_saved_sigma", "sep_cma_constants", "sep_cma_update",
+]
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,15 @@ def sep_cma_update(st: dict[str, Any], w: Tensor, z: Tensor, k: SepCMAConstants,
     st["sigma"] = st["sigma"] * math.exp(k.c_s / k.d_s * (ps_norm / k.chi_n - 1))
 
 
+def check_saved_sigma(name: str, sigma) -> None:
+    """A checkpoint's learned step size must be a finite number > 0."""
+    ok = isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+    if not (ok and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(
+            f"{name}.load_state_dict: saved sigma {sigma!r} is not a finite number > 0"
+        )
+
+
 @register("sep_cma")
 class SepCMAES(PopulationOptimizer):
     r"""sep-CMA-ES (Ros & Hansen 2008): CMA-ES with a diagonal covariance, in torch.
@@ -164,6 +175,12 @@ class SepCMAES(PopulationOptimizer):
     def _adapted_width(self, st: dict[str, Any]) -> Tensor:
         """``sigma * s * sqrt(C)``: the standard deviation of each coordinate."""
         return st["sigma"] * st["sigma_group"] * st["C"].sqrt()
+
+    def _check_loaded_state(self, st: dict[str, Any]) -> None:
+        check_saved_sigma("SepCMAES", st.get("sigma"))
+        if not bool((st["C"] > 0).all()):
+            raise ValueError("SepCMAES.load_state_dict: saved C has entries <= 0 (expected the "
+                             "positive variances of the diagonal covariance)")
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

@@ -219,3 +219,21 @@ def test_a_negative_scheduled_lr_is_refused_at_the_next_ask_and_state_is_kept():
     with pytest.raises(ValueError, match="Invalid lr: -0.5"):
         opt.ask()
     torch.testing.assert_close(opt.state_dict()["state"], before["state"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("sigma", -1.0, "saved sigma -1.0 is not a finite number > 0"),
+    ("sigma", math.nan, "saved sigma nan is not a finite number > 0"),
+    ("C", torch.zeros(4, dtype=torch.float64), "saved C has entries <= 0"),
+])
+def test_a_corrupt_checkpoint_is_refused_and_the_state_kept(key, value, match):
+    x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = SepCMAES([x], sigma=0.5, seed=0)
+    opt.step(lambda pop: ellipsoid(pop.flat))
+    sd = roundtrip(opt.state_dict())
+    sd["state"]["population"][key] = value
+    y = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    fresh = SepCMAES([y], sigma=0.5)
+    with pytest.raises(ValueError, match=match):
+        fresh.load_state_dict(sd)
+    assert fresh.state_dict()["state"] == {} and torch.equal(y.detach(), torch.ones(4).double())
