@@ -92,6 +92,18 @@ def cartpole_compiled(device, args):
     return _env_rate(device, args, compile=True)
 
 
+def cma_variants(device, args):
+    """ms per generation (ask + tell, float32, wall clock synchronised) of the native torch
+    sep-CMA-ES and LM-MA-ES at D = 10^5 and 10^6 (bench/bench_cma_variants.py)."""
+    bench = require("bench.bench_cma_variants")
+    out = []
+    for D in (100_000, 1_000_000):
+        for name in bench.NATIVE:
+            t, P = bench.time_native(name, D, device, torch.float32, gens=5, seconds=2.0)
+            out.append(f"{name} D={D:.0e} P={P}: {1e3 * t:.3g} ms")
+    return "; ".join(out)
+
+
 def todo(reason: str):
     def row(device, args):
         raise Skip(f"TODO: {reason}")
@@ -102,6 +114,7 @@ def todo(reason: str):
 ROWS = [
     Row("rl.envs CartPole-v1 env steps/s, eager", ">= 1e8", cartpole_eager),
     Row("rl.envs CartPole-v1 env steps/s, compile=True", ">= 1e8", cartpole_compiled),
+    Row("sep-CMA-ES / LM-MA-ES ms per generation", "", cma_variants),
     Row("population forward (bench/bench_population_forward.py)", "", todo(
         "the bench has no --device flag; add one and call it here")),
     Row("ES step (bench/bench_es_overhead.py)", "", todo(
