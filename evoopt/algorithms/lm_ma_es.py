@@ -6,19 +6,19 @@ https://doi.org/10.1109/TEVC.2018.2855049 (arXiv 1705.06693, 2017), Algorithm 1.
 covariance is never formed: ``m`` direction vectors ``M_1..M_m`` ([m, D], O(m D) memory,
 ``m = 4 + floor(3 ln D)``) shape the samples through ``m`` rank-one maps, so a generation
 costs O(m P D) and runs in torch on the parameters' device, for D up to 10^6 and beyond.
-One generation (Algorithm 1, lines 5-15, in the code's names)::
+One generation (Algorithm 1, in the code's names)::
 
     z_k ~ N(0, I);  d_k = z_k                                            k = 1..P
-    for j = 1..min(t, m):  d_k <- (1 - c_d,j) d_k + c_d,j M_j (M_j^T d_k)    (line 8)
-    x_k = mean + sigma * s * d_k                      s: the groups' sigma, [D] (line 9)
-    <d> = sum_i w_i d_{i:P},  <z> = sum_i w_i z_{i:P}          (the mu best, line 10)
-    mean  <- mean + lr * sigma * s * <d>                       (line 11; lr = 1 there)
-    p_s   <- (1 - c_s) p_s + sqrt(mu_eff c_s (2 - c_s)) <z>                (line 12)
-    M_i   <- (1 - c_c,i) M_i + sqrt(mu_eff c_c,i (2 - c_c,i)) <z>,  i = 1..m  (line 13)
-    sigma <- sigma exp(c_s / 2 (|p_s|**2 / D - 1))                         (line 14)
+    for j = 1..min(t, m):  d_k <- (1 - c_d,j) d_k + c_d,j M_j (M_j^T d_k)
+    x_k = mean + sigma * s * d_k                      s: the groups' sigma, [D]
+    <d> = sum_i w_i d_{i:P},  <z> = sum_i w_i z_{i:P}          (the mu best)
+    mean  <- mean + lr * sigma * s * <d>  (lr = 1 in the paper)
+    p_s   <- (1 - c_s) p_s + sqrt(mu_eff c_s (2 - c_s)) <z>
+    M_i   <- (1 - c_c,i) M_i + sqrt(mu_eff c_c,i (2 - c_c,i)) <z>,  i = 1..m
+    sigma <- sigma exp(c_s / 2 (|p_s|**2 / D - 1))
     t     <- t + 1
 
-Defaults (Algorithm 1, line 1-2): ``P = 4 + floor(3 ln D)``, ``mu = P // 2``,
+Defaults (Algorithm 1): ``P = 4 + floor(3 ln D)``, ``mu = P // 2``,
 ``w_i ∝ ln(P / 2 + 1/2) - ln i``,
 ``mu_eff = 1 / sum w_i**2``, ``m = 4 + floor(3 ln D)``, ``c_s = 2 P / D``,
 ``c_d,i = 1 / (1.5**(i - 1) D)``, ``c_c,i = P / (4**(i - 1) D)``. The paper's rates are for
@@ -66,12 +66,12 @@ class LMMAESConstants:
 
 
 def default_num_directions(num_params: int) -> int:
-    """``m = 4 + floor(3 ln D)`` (Algorithm 1, line 2)."""
+    """``m = 4 + floor(3 ln D)`` (Algorithm 1)."""
     return 4 + math.floor(3 * math.log(num_params))
 
 
 def lm_ma_es_constants(num_params: int, popsize: int, num_directions: int) -> LMMAESConstants:
-    """Algorithm 1, lines 1-2, for ``D = num_params``, ``P = popsize``, ``m = num_directions``
+    """Algorithm 1's constants for ``D = num_params``, ``P = popsize``, ``m = num_directions``
     (each rate capped at 1, module docstring)."""
     n, mu = num_params, popsize // 2
     raw = [math.log((popsize + 1) / 2) - math.log(i) for i in range(1, mu + 1)]
@@ -83,7 +83,7 @@ def lm_ma_es_constants(num_params: int, popsize: int, num_directions: int) -> LM
 
 
 def lm_ma_es_directions(z: Tensor, M: Tensor, c_d: tuple[float, ...], k: int) -> Tensor:
-    """``d = A_k ... A_1 z`` row-wise, ``A_j = (1 - c_d,j) I + c_d,j M_j M_j^T`` (line 8)."""
+    """``d = A_k ... A_1 z`` row-wise, ``A_j = (1 - c_d,j) I + c_d,j M_j M_j^T``."""
     d = z.clone()
     for j in range(k):
         proj = d @ M[j]  # [P]: M_j^T d
@@ -146,7 +146,7 @@ class LMMAES(PopulationOptimizer):
 
     @classmethod
     def default_popsize(cls, num_params: int) -> int:
-        """``4 + floor(3 ln D)`` (Algorithm 1, line 1)."""
+        """``4 + floor(3 ln D)`` (Algorithm 1)."""
         return 4 + math.floor(3 * math.log(num_params))
 
     def _group_added(self) -> None:
@@ -191,7 +191,7 @@ class LMMAES(PopulationOptimizer):
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, tuple]:
         self.sigma_ratio(st)  # a scheduled sigma is used from now on (s multiplies)
         z = self._randn(self.popsize, self.num_params)
-        k = min(st["num_updates"], self.num_directions)  # line 7: only the vectors learned
+        k = min(st["num_updates"], self.num_directions)  # only the vectors learned
         d = lm_ma_es_directions(z, st["M"], self._constants().c_d, k)
         return torch.addcmul(st["mean"], st["sigma"] * st["sigma_group"], d), (z, d)
 
@@ -204,10 +204,10 @@ class LMMAES(PopulationOptimizer):
         w = w.to(z.dtype)
         z_w, d_w = w @ z, w @ d
         lr = self.group_values("lr")
-        st["mean"] = st["mean"] + (lr * st["sigma"]) * st["sigma_group"] * d_w  # line 11
+        st["mean"] = st["mean"] + (lr * st["sigma"]) * st["sigma_group"] * d_w
         st["p_s"] = (1 - k.c_s) * st["p_s"] + math.sqrt(k.mu_eff * k.c_s * (2 - k.c_s)) * z_w
         c_c = torch.tensor(k.c_c, dtype=z.dtype, device=z.device)[:, None]
-        st["M"] = (1 - c_c) * st["M"] + torch.sqrt(k.mu_eff * c_c * (2 - c_c)) * z_w  # line 13
+        st["M"] = (1 - c_c) * st["M"] + torch.sqrt(k.mu_eff * c_c * (2 - c_c)) * z_w
         ps2 = float(st["p_s"].square().sum())
         st["sigma"] = st["sigma"] * math.exp(k.c_s / 2 * (ps2 / self.num_params - 1))
         st["num_updates"] += 1
