@@ -1,6 +1,6 @@
 """Benchmark: time per generation (ask + tell, default popsize) of evoopt's native torch
-sep-CMA-ES and LM-MA-ES against pycma's full CMA-ES and its ``CMA_diagonal`` mode, at
-D = 100, 1,000, 10,000 and 100,000 on the CPU, with the ratios, in one run.
+sep-CMA-ES, LM-MA-ES and CR-FM-NES against pycma's full CMA-ES and its ``CMA_diagonal`` mode,
+at D = 100, 1,000, 10,000 and 100,000 on the CPU, with the ratios, in one run.
 
 Every optimizer starts from ``ones(D)`` with sigma 0.1 on the sphere; the objective is
 computed outside the timed region (only ask and tell are timed), in float64 on both sides
@@ -30,10 +30,11 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from evoopt.algorithms.cr_fm_nes import CRFMNES  # noqa: E402
 from evoopt.algorithms.lm_ma_es import LMMAES  # noqa: E402
 from evoopt.algorithms.sep_cma import SepCMAES  # noqa: E402
 
-NATIVE = {"sep-CMA-ES": SepCMAES, "LM-MA-ES": LMMAES}
+NATIVE = {"sep-CMA-ES": SepCMAES, "LM-MA-ES": LMMAES, "CR-FM-NES": CRFMNES}
 FULL_MAX_D = 5_000  # pycma's full CMA-ES above this: skipped
 
 
@@ -104,16 +105,17 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     print(f"ms per generation (ask + tell, CPU time, 1 thread), torch {args.dtype}; "
           f"pycma full CMA-ES skipped above D = {FULL_MAX_D}")
-    head = ["D", "P", "sep-CMA", "LM-MA-ES", "pycma diag", "pycma full",
-            "diag/sep", "full/sep", "diag/LM", "full/LM"]
+    head = ["D", "P", "sep-CMA", "LM-MA-ES", "CR-FM-NES", "pycma diag", "pycma full",
+            "diag/sep", "full/sep", "diag/LM", "diag/CRFM"]
     print("  ".join(f"{h:>10}" for h in head))
     for D in (int(d) for d in args.dims.split(",")):
         sep, P = time_native("sep-CMA-ES", D, dtype=dtype, gens=args.gens, seconds=args.seconds)
         lm, _ = time_native("LM-MA-ES", D, dtype=dtype, gens=args.gens, seconds=args.seconds)
+        cr, _ = time_native("CR-FM-NES", D, dtype=dtype, gens=args.gens, seconds=args.seconds)
         diag, _ = time_pycma(D, True, args.gens, args.seconds)
         full = time_pycma(D, False, args.gens, args.seconds)[0] if D <= FULL_MAX_D else None
-        row = [str(D), str(P), _ms(sep), _ms(lm), _ms(diag), _ms(full),
-               _ratio(diag, sep), _ratio(full, sep), _ratio(diag, lm), _ratio(full, lm)]
+        row = [str(D), str(P), _ms(sep), _ms(lm), _ms(cr), _ms(diag), _ms(full),
+               _ratio(diag, sep), _ratio(full, sep), _ratio(diag, lm), _ratio(diag, cr)]
         print("  ".join(f"{c:>10}" for c in row), flush=True)
 
 

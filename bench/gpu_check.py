@@ -94,7 +94,7 @@ def cartpole_compiled(device, args):
 
 def cma_variants(device, args):
     """ms per generation (ask + tell, float32, wall clock synchronised) of the native torch
-    sep-CMA-ES and LM-MA-ES at D = 10^5 and 10^6 (bench/bench_cma_variants.py)."""
+    sep-CMA-ES, LM-MA-ES and CR-FM-NES at D = 10^5 and 10^6 (bench/bench_cma_variants.py)."""
     bench = require("bench.bench_cma_variants")
     out = []
     for D in (100_000, 1_000_000):
@@ -114,7 +114,7 @@ def todo(reason: str):
 ROWS = [
     Row("rl.envs CartPole-v1 env steps/s, eager", ">= 1e8", cartpole_eager),
     Row("rl.envs CartPole-v1 env steps/s, compile=True", ">= 1e8", cartpole_compiled),
-    Row("sep-CMA-ES / LM-MA-ES ms per generation", "", cma_variants),
+    Row("sep-CMA-ES / LM-MA-ES / CR-FM-NES ms per generation", "", cma_variants),
     Row("population forward (bench/bench_population_forward.py)", "", todo(
         "the bench has no --device flag; add one and call it here")),
     Row("ES step (bench/bench_es_overhead.py)", "", todo(
