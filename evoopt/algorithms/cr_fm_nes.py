@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
+from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ..shaping import all_tied, by_rank
