@@ -163,6 +163,18 @@ def lowrank_generation(device, args):
             f"inference {inf * 1e3:.1f} ms)")
 
 
+def cma_variants(device, args):
+    """ms per generation (ask + tell, float32, wall clock synchronised) of the native torch
+    sep-CMA-ES, LM-MA-ES and CR-FM-NES at D = 10^5 and 10^6 (bench/bench_cma_variants.py)."""
+    bench = require("bench.bench_cma_variants")
+    out = []
+    for D in (100_000, 1_000_000):
+        for name in bench.NATIVE:
+            t, P = bench.time_native(name, D, device, torch.float32, gens=5, seconds=2.0)
+            out.append(f"{name} D={D:.0e} P={P}: {1e3 * t:.3g} ms")
+    return "; ".join(out)
+
+
 def todo(reason: str):
     def row(device, args):
         raise Skip(f"TODO: {reason}")
@@ -177,6 +189,7 @@ ROWS = [
     Row("MuJoCo Warp HalfCheetah-v5 env steps/s, no graph", "", warp_launched),
     Row("low-rank ES generation / inference, 100M params, P=1024", ">= 0.85",
         lowrank_generation),
+    Row("sep-CMA-ES / LM-MA-ES / CR-FM-NES ms per generation", "", cma_variants),
     Row("population forward (bench/bench_population_forward.py)", "", todo(
         "the bench has no --device flag; add one and call it here")),
     Row("ES step (bench/bench_es_overhead.py)", "", todo(

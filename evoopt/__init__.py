@@ -6,7 +6,22 @@ popsize=64)`` and the same training loop runs an evolution strategy.
 """
 
 from . import checks, lowrank, protocols, schedulers, shaping, tasks
-from .algorithms import ARS, CEM, CMAES, DE, GA, PGPE, PSO, SNES, XNES, GuidedES, OpenAIES
+from .algorithms import (
+    ARS,
+    CEM,
+    CMAES,
+    CRFMNES,
+    DE,
+    GA,
+    LMMAES,
+    PGPE,
+    PSO,
+    SNES,
+    XNES,
+    GuidedES,
+    OpenAIES,
+    SepCMAES,
+)
 from .evaluation import PopulationObjective, batched_forward, loop_objective, vmap_objective
 from .gradient import ClipUp, KLAdaptive, NaturalGradient, conjugate_gradient
 from .lowrank import FactoredPopulation
@@ -47,6 +62,9 @@ __all__ = [
     "PSO",
     "GA",
     "GuidedES",
+    "SepCMAES",
+    "LMMAES",
+    "CRFMNES",
     # gradient-side optimizers
     "ClipUp",
     "KLAdaptive",
