@@ -142,8 +142,9 @@ class FunctionTask(Task):
         self.name = function
         self.default_budget_evals = 1000 * self.dim
         self.spec = FUNCTIONS[function]
-        # Search widths scale with the initialisation box (width w): CMA-ES, NES and CEM
-        # start with sigma = w / 5; the gradient-estimating ES take small steps in it.
+        # Search widths scale with the initialisation box (width w): CMA-ES, its native
+        # variants, NES, CEM and the population methods (DE, PSO, GA) start with
+        # sigma = w / 5; the gradient-estimating ES take small steps in it.
         w = self.spec.high - self.spec.low
         self.hyperparameters = {
             **self.gradient_hyperparameters,
@@ -151,6 +152,12 @@ class FunctionTask(Task):
             "snes": {"sigma": w / 5},
             "xnes": {"sigma": w / 5},
             "cem": {"sigma": w / 5, "popsize": 50},
+            "sep_cma": {"sigma": w / 5},
+            "lm_ma_es": {"sigma": w / 5},
+            "cr_fm_nes": {"sigma": w / 5},
+            "de": {"sigma": w / 5},
+            "pso": {"sigma": w / 5},
+            "ga": {"sigma": w / 5, "popsize": 50, "num_elite": 2},
             "openai_es": {"popsize": 20, "lr": w / 100, "sigma": w / 30},
             "ars": {"popsize": 20, "lr": w / 30, "sigma": w / 30},
             "pgpe": {"popsize": 20, "lr": w / 100, "sigma": w / 10},
