@@ -60,6 +60,8 @@ OVERRIDES = {
     "compare": ["--budget-evals", "60", "--seeds", "0", "--no-plot", "--no-progress"],
     "evaluate": ["--episodes", "1"],
     "list": [],
+    "bbob": ["--dimensions", "2", "--functions", "1,2", "--instances", "1", "--budget", "10",
+             "--no-progress"],
 }
 
 
@@ -85,6 +87,8 @@ def test_every_command_line_of_the_readme_runs(tmp_path, monkeypatch, capsys):
             assert "files: " in captured.out
     assert (tmp_path / "cartpole.gif").stat().st_size > 1000
     assert (tmp_path / "runs" / "rosen" / "results.json").exists()
+    for name in ("cmaes", "pycma", "snes", "de"):  # COCO's data folders, one per optimizer
+        assert any((tmp_path / "runs" / "bbob" / name).rglob("*.info")), name
 
 
 def test_train_help_says_what_is_required_and_the_default_budget(capsys):
