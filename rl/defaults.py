@@ -57,6 +57,8 @@ or above the threshold (that evaluation's mean return), CPU time::
     CartPole-v1               pgpe  33,250 (476.8)  29,795 (498.6)    61,837 (499.3)    2-4 s
     Acrobot-v1                pgpe  121,328 (-98.4) 120,472 (-95.0)   81,739 (-94.2)    9-15 s
     MountainCarContinuous-v0  pgpe  83,014 (96.3)   148,281 (93.7)    144,185 (93.5)    3-4 s
+    MountainCar-v0            cmaes 573,118 (-109.4) 760,694 (-109.9)  417,249 (-109.6)  26-40 s
+    Pendulum-v1               ppo   61,440 (-189.1)  61,440 (-186.3)   61,440 (-178.6)   56-81 s
     MountainCar-v0            pgpe  231,452 (-108.4) 1,059,827 (-109.0) 1,534,972 (-109.7) 10-65 s
     CartPole-v1               ppo   51,200 (500.0)                                      42 s
 
