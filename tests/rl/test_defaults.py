@@ -71,8 +71,9 @@ def test_every_classic_task_has_a_default_tested_on_seeds_0_to_2():
     assert set(THRESHOLDS) <= set(DEFAULT_OPTIMIZER)
 
 
-# About 160 CPU seconds in all (1 thread): the three fast tasks about 85 s, Pendulum's
-# seed 0 75 s (its seeds 1-2 would take CI past its budget: EVOOPT_FULL=1).
+# The whole file without EVOOPT_FULL: 107 s (pytest --durations, load about 2 on the 2-core
+# machine): Pendulum's seed 0 65 s, the nine others 40 s. Pendulum's seeds 1-2 would add
+# about 2 minutes, past CI's budget: EVOOPT_FULL=1 (which runs 310 s more).
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id, seed", EVERY_RUN)
 def test_default_optimizer_solves_the_task(env_id, seed):
