@@ -85,9 +85,11 @@ def test_ars_policy_settings_are_saved_with_the_policy(tmp_path):
     assert (float(np.mean(evaluate(os.path.join(run, "policy.pt"), episodes=2, seed=1_000_000)))
             == rows[-1]["eval_return"])
     with pytest.raises(ValueError, match=r"Invalid policy_kwargs: \['hidden'\]"):
-        train("Pendulum-v1", iterations=1, policy_kwargs={"hidden": (3,)}, progress=False)
+        train("Pendulum-v1", optimizer="ars", iterations=1, policy_kwargs={"hidden": (3,)},
+              progress=False)
     with pytest.raises(ValueError, match="Invalid obs_std_rule: 'none'"):
-        train("Pendulum-v1", iterations=1, obs_std_rule="none", progress=False)
+        train("Pendulum-v1", optimizer="ars", iterations=1, obs_std_rule="none",
+              progress=False)
 
 
 def test_evaluate_writes_a_gif(tmp_path):
