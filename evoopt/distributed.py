@@ -18,7 +18,10 @@ Public API (stable; needs ``pip install evoopt[ray]``, imported only when used):
 How a generation runs. The driver splits the ``P`` rows into chunks of ``chunk_size``
 consecutive members (default ``ceil(P / num_actors)``) and hands each idle actor one
 chunk at a time: the chunk's rows as a numpy array (float32/float64, as in the
-population), their member indices and the generation index. Only those rows travel;
+population), their member indices and the generation index. Only those rows travel; a
+low-rank :class:`~evoopt.lowrank.FactoredPopulation` goes to Ray's object store once per
+generation (its center and per-pair factors, not ``P x D`` rows) and each chunk carries
+only member indices, the actor building its members' rows from the factors;
 the objective itself (envs, models, data) is built once per actor by
 ``objective_factory()``, a picklable zero-argument callable. The losses come back and
 are put in member order.
@@ -84,6 +87,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_int, check_positive
+from .lowrank import FactoredPopulation
 from .population import ParamLayout, Population
 from .protocols import AcceptsStats, ReportsStats, RowObjective
 
@@ -123,8 +127,11 @@ class _Worker:
             if state is not None and isinstance(obj, AcceptsStats):
                 obj.set_stats(state)
             self.version = version
-        x = torch.from_numpy(np.array(rows))  # Ray's arrays are read-only views of its store
         idx = torch.from_numpy(np.array(members))
+        if isinstance(rows, FactoredPopulation):  # the generation's factors: build the rows
+            x = rows.rows(idx)
+        else:
+            x = torch.from_numpy(np.array(rows))  # Ray's arrays: read-only views of its store
         if isinstance(obj, RowObjective):
             out = obj.evaluate_rows(x, idx, int(generation))
         else:
@@ -316,6 +323,8 @@ class RayEvaluator:
         if self._state_ref is None and self._state is not None:
             self._state_ref = self._ray.put(self._state)
         run = _Generation(self, rows, spec, generation)
+        if isinstance(rows, FactoredPopulation):  # once per generation; tasks carry indices
+            run.factored_ref = self._ray.put(rows)
         while run.todo or any(s.busy is not None for s in self._slots):
             run.dispatch()
             for ref, slot in run.wait():
@@ -357,9 +366,12 @@ class RayEvaluator:
                 f"events={len(self.events)})")
 
 
-def _rows_of(pop) -> tuple[np.ndarray, tuple[list, list]]:
-    """The rows of ``pop`` as a float32/float64 numpy array, and the layout spec (names,
-    shapes) the actors rebuild a Population with."""
+def _rows_of(pop) -> tuple[np.ndarray | FactoredPopulation, tuple[list, list]]:
+    """The rows of ``pop`` as a float32/float64 numpy array (a factored population as it
+    is: its factors travel, not its rows), and the layout spec (names, shapes) the actors
+    rebuild a Population with."""
+    if isinstance(pop, FactoredPopulation):
+        return pop, (list(pop.layout.names), [list(s) for s in pop.layout.shapes])
     if isinstance(pop, Population):
         flat, spec = pop.flat, (list(pop.layout.names), [list(s) for s in pop.layout.shapes])
     elif isinstance(pop, Tensor) and pop.dim() == 2:
@@ -380,9 +392,10 @@ class _Generation:
     (:meth:`check_deadlines`). A failed chunk is re-sent first, then split into members;
     too many failures in a row raise."""
 
-    def __init__(self, ev: RayEvaluator, rows: np.ndarray, spec, generation: int):
+    def __init__(self, ev: RayEvaluator, rows, spec, generation: int):
         self.ev, self.rows, self.spec, self.generation = ev, rows, spec, generation
-        P = rows.shape[0]
+        self.factored_ref = None  # a factored population, put in Ray's store once
+        P = len(rows)
         size = ev.chunk_size or max(1, math.ceil(P / ev.num_actors))
         self.todo = collections.deque(
             _Chunk(np.arange(a, min(a + size, P), dtype=np.int64)) for a in range(0, P, size))
@@ -397,7 +410,9 @@ class _Generation:
         for slot in ev._slots:
             if self.todo and slot.busy is None and slot.ready_ref is None:
                 chunk = self.todo.popleft()
-                ref = slot.handle.run.remote(self.rows[chunk.members], chunk.members,
+                payload = (self.factored_ref if self.factored_ref is not None
+                           else self.rows[chunk.members])
+                ref = slot.handle.run.remote(payload, chunk.members,
                                              self.generation, self.spec, ev._state_ref,
                                              ev._state_version)
                 slot.busy = (ref, chunk, time.monotonic())

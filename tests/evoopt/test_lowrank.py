@@ -387,11 +387,17 @@ class RowLoss:
 
 
 @pytest.mark.ray
-def test_ray_evaluator_gives_equal_numbers_by_materialising_the_rows():
-    """RayEvaluator ships ``pop.flat`` rows (the factored population materialises them):
-    the same numbers as in process, with 1 and 3 actors."""
+def test_ray_evaluator_ships_the_factors_and_gives_equal_numbers():
+    """RayEvaluator puts the factored population in Ray's store once per generation and each
+    chunk carries member indices (the actors build their rows from the factors): the same
+    numbers as in process, with 1 and 3 actors."""
     ray = pytest.importorskip("ray")
-    from evoopt.distributed import RayEvaluator
+    from evoopt.distributed import RayEvaluator, _rows_of
+
+    model, _ = make("mlp")
+    pop = evoopt.OpenAIES(model.parameters(), popsize=6, rank=2, seed=5).ask()
+    source, _ = _rows_of(pop)
+    assert source is pop  # not a [P, D] array
 
     def run(objective):
         model, _ = make("mlp")
