@@ -11,18 +11,15 @@ Public API (stable; needs ``pip install evoopt[ray]``, imported only when used):
     evaluator.evaluate(rows, generation=g)   # explicit generation index
     evaluator.set_stats(state)     # shared state broadcast before the next generation
     evaluator.last_info, evaluator.last_stats   # what the actors sent back, member order
-    evaluator.events               # one dict per fault handled (also logged)
-    evaluator.actors               # the live actor handles
+    evaluator.events, evaluator.actors   # faults handled (also logged); live actor handles
     evaluator.close()              # or: with RayEvaluator(...) as evaluator: ...
 
 How a generation runs. The driver splits the ``P`` rows into chunks of ``chunk_size``
 consecutive members (default ``ceil(P / num_actors)``) and hands each idle actor one
 chunk at a time: the chunk's rows as a numpy array (float32/float64, as in the
-population), their member indices and the generation index. Only those rows travel; a
-low-rank :class:`~evoopt.lowrank.FactoredPopulation` goes to Ray's object store once per
-generation (its center and per-pair factors, not ``P x D`` rows) and each chunk carries
-only member indices, the actor building its members' rows from the factors;
-the objective itself (envs, models, data) is built once per actor by
+population), their member indices and the generation index. Only those rows travel (a
+low-rank ``FactoredPopulation``: its factors, once per generation, and chunks carry member
+indices); the objective itself (envs, models, data) is built once per actor by
 ``objective_factory()``, a picklable zero-argument callable. The losses come back and
 are put in member order.
 
@@ -63,11 +60,9 @@ succeeds (more than ``2 * (max_retries + 1) * num_actors`` failures in a row wit
 one success: a broken factory or objective), a ``RuntimeError`` says so instead of
 retrying every member.
 
-Ray runtime. ``address=None`` starts a local Ray (``num_cpus = num_actors *
-num_cpus_per_actor``) unless one is already running, and ``close`` shuts down only a
-runtime it started; ``address="ray://host:10001"`` or ``"auto"`` joins a cluster (evoopt
-and the objective's dependencies must be installed on its nodes, or passed through
-``runtime_env``). Each actor pins ``torch.set_num_threads(num_cpus_per_actor)``.
+Ray runtime: ``address=None`` starts a local Ray unless one runs (``close`` shuts down
+only a runtime it started); ``"ray://host:10001"`` or ``"auto"`` joins a cluster (see
+docs/scaling.md). Each actor pins ``torch.set_num_threads(num_cpus_per_actor)``.
 """
 
 from __future__ import annotations
@@ -128,10 +123,9 @@ class _Worker:
                 obj.set_stats(state)
             self.version = version
         idx = torch.from_numpy(np.array(members))
-        if isinstance(rows, FactoredPopulation):  # the generation's factors: build the rows
-            x = rows.rows(idx)
-        else:
-            x = torch.from_numpy(np.array(rows))  # Ray's arrays: read-only views of its store
+        # a factored population: build the rows; Ray's arrays: read-only views of its store
+        x = (rows.rows(idx) if isinstance(rows, FactoredPopulation)
+             else torch.from_numpy(np.array(rows)))
         if isinstance(obj, RowObjective):
             out = obj.evaluate_rows(x, idx, int(generation))
         else:
@@ -323,8 +317,6 @@ class RayEvaluator:
         if self._state_ref is None and self._state is not None:
             self._state_ref = self._ray.put(self._state)
         run = _Generation(self, rows, spec, generation)
-        if isinstance(rows, FactoredPopulation):  # once per generation; tasks carry indices
-            run.factored_ref = self._ray.put(rows)
         while run.todo or any(s.busy is not None for s in self._slots):
             run.dispatch()
             for ref, slot in run.wait():
@@ -368,8 +360,7 @@ class RayEvaluator:
 
 def _rows_of(pop) -> tuple[np.ndarray | FactoredPopulation, tuple[list, list]]:
     """The rows of ``pop`` as a float32/float64 numpy array (a factored population as it
-    is: its factors travel, not its rows), and the layout spec (names, shapes) the actors
-    rebuild a Population with."""
+    is), and the layout spec (names, shapes) the actors rebuild a Population with."""
     if isinstance(pop, FactoredPopulation):
         return pop, (list(pop.layout.names), [list(s) for s in pop.layout.shapes])
     if isinstance(pop, Population):
@@ -394,7 +385,8 @@ class _Generation:
 
     def __init__(self, ev: RayEvaluator, rows, spec, generation: int):
         self.ev, self.rows, self.spec, self.generation = ev, rows, spec, generation
-        self.factored_ref = None  # a factored population, put in Ray's store once
+        # a factored population goes to Ray's store once; its chunks carry member indices
+        self.factored_ref = ev._ray.put(rows) if isinstance(rows, FactoredPopulation) else None
         P = len(rows)
         size = ev.chunk_size or max(1, math.ceil(P / ev.num_actors))
         self.todo = collections.deque(
