@@ -4,6 +4,7 @@ the closure or population objective (:func:`is_population_objective`,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim import optimizer as _torch_optimizer
 
 from ._layout import Population
 
@@ -237,3 +239,35 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: tor
     if dtype != torch.float64 or device.type != "cpu":
         u = u.to(device=device, dtype=dtype)
     return u, best, mean_loss, nbad
+
+
+# ------------------------------------------------------- around a generation
+#: whether a torch profiler runs (private in torch: without it, always record the range)
+profiler_enabled = getattr(torch.autograd, "_profiler_enabled", lambda: True)
+
+
+def global_hooks(kind: str) -> list:
+    """torch's global step hooks (``register_optimizer_step_{pre,post}_hook``); their
+    registry is private, so a torch without it has none to fire."""
+    return list(getattr(_torch_optimizer, f"_global_optimizer_{kind}_hooks", {}).values())
+
+
+def no_grad(fn):
+    """``torch.no_grad()`` as a decorator, without its per-call context objects (ask/tell
+    run every generation; around pycma each object costs microseconds)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        prev = torch.is_grad_enabled()
+        set_grad_enabled(False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            set_grad_enabled(prev)
+
+    return wrapper
+
+
+def set_rng(states: list) -> None:
+    for gen, state in states:
+        gen.set_state(state)

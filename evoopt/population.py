@@ -54,7 +54,6 @@ parameters' dtype on load.) Checkpoints are validated and loaded all or nothing 
 
 from __future__ import annotations
 
-import functools
 import math
 import secrets
 from collections.abc import Callable
@@ -64,14 +63,16 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim import optimizer as _torch_optimizer
 
 from ._closure import (
     AllNonFinite,
     check_losses,
     evaluate_members,
+    global_hooks,
     is_population_objective,
-    set_grad_enabled,
+    no_grad,
+    profiler_enabled,
+    set_rng,
     utilities,
 )
 from ._groups import GroupMixin
@@ -89,33 +90,6 @@ from .checks import check_int
 __all__ = [
     "Generation", "ParamLayout", "Population", "PopulationOptimizer", "is_population_objective",
 ]
-
-
-def _global_hooks(kind: str) -> list:
-    """torch's global step hooks (``register_optimizer_step_{pre,post}_hook``); their
-    registry is private, so a torch without it has none to fire."""
-    return list(getattr(_torch_optimizer, f"_global_optimizer_{kind}_hooks", {}).values())
-
-
-def _no_grad(fn):
-    """``torch.no_grad()`` as a decorator, without its per-call context objects (ask/tell
-    run every generation; around pycma each object costs microseconds)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        prev = torch.is_grad_enabled()
-        set_grad_enabled(False)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            set_grad_enabled(prev)
-
-    return wrapper
-
-
-def _set_rng(states: list) -> None:
-    for gen, state in states:
-        gen.set_state(state)
 
 
 class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
@@ -348,7 +322,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         as ``hook(optimizer, (optimizer,), {})``, their return value ignored -- and the
         post-hooks at the end of a successful :meth:`tell`; :meth:`step` fires each once,
         as torch does (a failed generation fires no post-hook)."""
-        for hook in (*_global_hooks('pre'), *self._optimizer_step_pre_hooks.values()):
+        for hook in (*global_hooks('pre'), *self._optimizer_step_pre_hooks.values()):
             hook(self, (self,), {})
         return self._ask()
 
@@ -365,7 +339,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         :meth:`ask`).
         """
         out = self._tell(losses)
-        for hook in (*self._optimizer_step_post_hooks.values(), *_global_hooks('post')):
+        for hook in (*self._optimizer_step_post_hooks.values(), *global_hooks('post')):
             hook(self, (self, losses), {})
         return out
 
@@ -375,7 +349,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         from more generators extends the list."""
         return [self._gen]
 
-    @_no_grad
+    @no_grad
     def _ask(self) -> Population:
         self._check_frozen_unchanged()
         for g in self.param_groups:  # read every generation: a bad value must not reach st
@@ -390,7 +364,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
                     f"{type(drawn).__name__} (see evoopt.population's algorithm contract)"
                 )
         except BaseException:
-            _set_rng(rng)
+            set_rng(rng)
             raise
         rows, aux = drawn
         pop = rows if isinstance(rows, Population) else Population(rows, self.layout)
@@ -406,7 +380,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         if self._rng_before_ask is not None:
             if keep_pending and self._rng_after_ask is None:
                 self._rng_after_ask = [(g, g.get_state()) for g, _ in self._rng_before_ask]
-            _set_rng(self._rng_before_ask)
+            set_rng(self._rng_before_ask)
         if not keep_pending:
             self._pending = None
             self._rng_before_ask = self._rng_after_ask = None
@@ -414,7 +388,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         if st:
             self.layout.load_(st["mean"])
 
-    @_no_grad
+    @no_grad
     def _tell(self, losses) -> Tensor:
         if self._pending is None:
             raise RuntimeError(f"{type(self).__name__}.tell() called without a pending ask()")
@@ -437,7 +411,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         self._update(st, u, rows, aux)
         self._pending = None
         if self._rng_after_ask is not None:  # told again after a failed tell
-            _set_rng(self._rng_after_ask)
+            set_rng(self._rng_after_ask)
         self._rng_before_ask = self._rng_after_ask = None
         self._record(st, pop, losses, vals[bi], bi, mean_loss, nbad)
         self.layout.load_(st["mean"])
@@ -463,13 +437,45 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         )
 
     # ------------------------------------------------------------------ step
+    def _patch_step_function(self) -> None:
+        """torch wraps every optimizer class's ``step`` in ``profile_hook_step``: the step
+        hooks and a profiler ``record_function`` per call, tens of microseconds (a fifth of
+        a pycma generation at n = 10). :meth:`step` fires the hooks itself, as that wrapper
+        does, and records the profiler range only while a profiler runs."""
+        self._zero_grad_profile_name = f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"
+
     def step(self, closure: Callable | None = None) -> Tensor:  # type: ignore[override]
         """One generation: ask, evaluate ``closure``, tell. Returns the mean loss (0-dim).
 
         ``closure`` is either a torch-style zero-argument closure (called once per member
         under ``torch.no_grad()``, with the member loaded into the parameters) or a
-        population objective (called once with the :class:`Population`).
+        population objective (called once with the :class:`Population`). The step hooks
+        fire around it as torch's optimizers fire them (a pre-hook may return new
+        ``(args, kwargs)``); a failed generation fires no post-hook.
         """
+        args, kwargs = (self, closure), {}
+        for hook in (*global_hooks("pre"), *self._optimizer_step_pre_hooks.values()):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(
+                        f"a step pre-hook returned {result!r} (expected None or a tuple "
+                        "(new_args, new_kwargs))"
+                    )
+                args, kwargs = result
+        closure = args[1] if len(args) > 1 else kwargs.get("closure")
+        if profiler_enabled():
+            name = f"Optimizer.step#{type(self).__name__}.step"
+            with torch.autograd.profiler.record_function(name):
+                out = self._step(closure)
+                self._optimizer_step_code()
+        else:
+            out = self._step(closure)
+        for hook in (*self._optimizer_step_post_hooks.values(), *global_hooks("post")):
+            hook(self, args, kwargs)
+        return out
+
+    def _step(self, closure: Callable | None) -> Tensor:
         if closure is None:
             raise ValueError(
                 f"{type(self).__name__}.step() needs a closure: a zero-argument function "
