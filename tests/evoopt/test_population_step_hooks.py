@@ -78,3 +78,22 @@ def test_a_removed_hook_no_longer_fires():
     handle.remove()
     opt.ask()
     assert extra == [1]
+
+
+def test_step_is_a_profiler_range_as_torchs_optimizers_steps_are():
+    x = torch.nn.Parameter(torch.ones(3))
+    opt = evoopt.SNES([x], seed=0)
+    with torch.profiler.profile() as prof:
+        opt.step(sphere_pop)
+    assert "Optimizer.step#SNES.step" in {e.name for e in prof.events()}
+    assert not hasattr(type(opt).step, "hooked")  # no torch wrapper: step fires the hooks
+
+
+def test_a_pre_hook_may_replace_the_closure_as_with_torchs_optimizers():
+    x = torch.nn.Parameter(torch.full((4,), 1.0))
+    opt = evoopt.SNES([x], seed=0)
+    seen = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: ((o, lambda pop: seen.append(1) or
+                                                         sphere_pop(pop)), kwargs))
+    opt.step(lambda pop: torch.full((len(pop),), math.nan))  # replaced: no all-NaN error
+    assert seen == [1] and opt.generation == 1
