@@ -140,7 +140,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         seed: int | None = None,
     ):
         if popsize is not None:
-            self._check_popsize(popsize)
+            popsize = self._check_popsize(popsize)  # an int (a numpy integer becomes one)
         if not isinstance(maximize, bool):
             raise ValueError(f"Invalid maximize: {maximize!r} (expected True or False)")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
