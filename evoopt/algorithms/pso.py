@@ -56,7 +56,7 @@ from torch import Tensor
 from ..checks import check_choice, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
-from .de import (
+from ._steady_state import (
     box,
     check_box,
     check_loaded_population,
