@@ -128,6 +128,7 @@ from .._layout import _numpy_ok
 from .._state import STATE_KEY
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ._pycma import (  # noqa: F401  (_QUIET, _SMALL, _LARGE: read by tests and benches)
     _DISTRIBUTION,
     _LARGE,
@@ -148,10 +149,8 @@ from ._pycma import (  # noqa: F401  (_QUIET, _SMALL, _LARGE: read by tests and 
 
 __all__ = ["CMAES", "cmaes_default_popsize"]
 
-# options evoopt sets itself; a user's value for them is refused with the reason
-def cmaes_default_popsize(num_params: int) -> int:
-    """``4 + floor(3 ln D)`` (Hansen 2016, Table 1), as pycma computes it."""
-    return 4 + int(3 * math.log(num_params))
+#: ``4 + floor(3 ln D)`` (Hansen 2016, Table 1), as pycma computes it
+cmaes_default_popsize = standard_popsize
 
 
 @register("cmaes")

@@ -55,6 +55,7 @@ from torch import Tensor
 from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ..shaping import all_tied, by_rank
 from .sep_cma import check_saved_sigma
 
@@ -166,7 +167,7 @@ class CRFMNES(PopulationOptimizer):
     @classmethod
     def default_popsize(cls, num_params: int) -> int:
         """``4 + floor(3 ln D)`` (the base rounds it up to even)."""
-        return 4 + math.floor(3 * math.log(num_params))
+        return standard_popsize(num_params)
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
         check_positive("lr", group["lr"], allow_zero=not initial)

@@ -56,6 +56,7 @@ from torch import Tensor
 from ..checks import check_int, check_positive, check_range
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ._inner import InnerOptimizerMixin
 
 __all__ = ["GuidedES"]
@@ -96,7 +97,7 @@ class GuidedES(InnerOptimizerMixin, PopulationOptimizer):
 
     @classmethod
     def default_popsize(cls, num_params: int) -> int:
-        return 4 + int(3 * math.log(num_params))
+        return standard_popsize(num_params)
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
         check_positive("lr", group["lr"], allow_zero=not initial)  # a schedule may reach 0

@@ -47,6 +47,7 @@ from torch import Tensor
 from ..checks import check_int, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ..shaping import all_tied, by_rank
 from .sep_cma import check_saved_sigma
 
@@ -67,7 +68,7 @@ class LMMAESConstants:
 
 def default_num_directions(num_params: int) -> int:
     """``m = 4 + floor(3 ln D)`` (Algorithm 1)."""
-    return 4 + math.floor(3 * math.log(num_params))
+    return standard_popsize(num_params)
 
 
 def lm_ma_es_constants(num_params: int, popsize: int, num_directions: int) -> LMMAESConstants:
@@ -147,7 +148,7 @@ class LMMAES(PopulationOptimizer):
     @classmethod
     def default_popsize(cls, num_params: int) -> int:
         """``4 + floor(3 ln D)`` (Algorithm 1)."""
-        return 4 + math.floor(3 * math.log(num_params))
+        return standard_popsize(num_params)
 
     def _group_added(self) -> None:
         m = self._num_directions_arg

@@ -60,6 +60,7 @@ from torch import Tensor
 from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ..shaping import all_tied, by_rank
 
 __all__ = [
@@ -165,7 +166,7 @@ class SepCMAES(PopulationOptimizer):
     @classmethod
     def default_popsize(cls, num_params: int) -> int:
         """``4 + floor(3 ln D)`` (tutorial Table 1)."""
-        return 4 + math.floor(3 * math.log(num_params))
+        return standard_popsize(num_params)
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
         # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)

@@ -39,6 +39,7 @@ from torch import Tensor
 from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ..shaping import nes_utilities
 
 __all__ = ["SNES"]
@@ -48,7 +49,7 @@ def snes_defaults(num_params: int) -> dict[str, float]:
     """The paper's defaults for dimension ``D = num_params`` (JMLR 2014, Table 1)."""
     d = num_params
     return {
-        "popsize": 4 + math.floor(3 * math.log(d)),  # Table 1, lambda
+        "popsize": standard_popsize(d),  # Table 1, lambda
         "lr": 1.0,  # Table 1, eta_mu
         "sigma_lr": (3 + math.log(d)) / (5 * math.sqrt(d)),  # Table 1, eta_sigma (SNES)
     }

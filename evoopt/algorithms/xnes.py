@@ -48,6 +48,7 @@ from torch import Tensor
 from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
+from ._defaults import standard_popsize
 from ..shaping import nes_utilities
 
 __all__ = ["XNES"]
@@ -58,7 +59,7 @@ def xnes_defaults(num_params: int) -> dict[str, float]:
     d = num_params
     rate = (9 + 3 * math.log(d)) / (5 * d * math.sqrt(d))  # Table 1, eta_sigma = eta_B (xNES)
     return {
-        "popsize": 4 + math.floor(3 * math.log(d)),  # Table 1, lambda
+        "popsize": standard_popsize(d),  # Table 1, lambda
         "lr": 1.0,  # Table 1, eta_mu
         "sigma_lr": rate,
         "b_lr": rate,
