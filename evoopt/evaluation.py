@@ -313,15 +313,19 @@ class PopulationObjective:
         loss = _few_class_cross_entropy(self.loss_fn, self.reduce, out, loss_inputs)
         if loss is not None:
             return loss
-        f = vmap(lambda o: self._reduced_loss(o, loss_inputs), in_dims=(0,),
-                 randomness=self.randomness, chunk_size=self.chunk_size)
+        loss = self._vmap(lambda o: self._reduced_loss(o, loss_inputs), out)
+        return self._check_output(loss, P)
+
+    def _vmap(self, fn: Callable, arg) -> Tensor:
+        """``fn`` over the leading dim of ``arg`` with torch.func.vmap (this objective's
+        randomness and chunk size); vmap's own failures become a message naming the culprit."""
+        f = vmap(fn, in_dims=(0,), randomness=self.randomness, chunk_size=self.chunk_size)
         try:
-            loss = f(out)
+            return f(arg)
         except RuntimeError as e:
             if _is_vmap_error(e):
                 raise _vmap_failure(self.model, e, "vmap_objective", self.loss_fn) from e
             raise
-        return self._check_output(loss, P)
 
     def _factored(self, pop: FactoredPopulation) -> Tensor:
         """A factored population: one shared forward with the low-rank corrections
@@ -358,14 +362,7 @@ class PopulationObjective:
             return self._loss_of_outputs(out, inputs[k:], P)
         arg = _by_name(self.model, by_id)
         _check_no_running_stats_update(self.model)
-        f = vmap(lambda p: self._member_loss(p, inputs), in_dims=(0,),
-                 randomness=self.randomness, chunk_size=self.chunk_size)
-        try:
-            loss = f(arg)
-        except RuntimeError as e:
-            if _is_vmap_error(e):
-                raise _vmap_failure(self.model, e, "vmap_objective", self.loss_fn) from e
-            raise
+        loss = self._vmap(lambda p: self._member_loss(p, inputs), arg)
         return self._check_output(loss, P)
 
 
