@@ -70,6 +70,16 @@ def _wall(device):
     return time.perf_counter()
 
 
+def _fastest(device, fn, rounds: int = 3) -> float:
+    """The shortest wall time of ``rounds`` calls of ``fn`` (synchronised on CUDA)."""
+    times = []
+    for _ in range(rounds):
+        t0 = _wall(device)
+        fn()
+        times.append(_wall(device) - t0)
+    return min(times)
+
+
 def _env_rate(device, args, compile):
     require("gymnasium")
     envs = require("rl.envs")
@@ -81,13 +91,8 @@ def _env_rate(device, args, compile):
     actions = [torch.randint(0, 2, (n,), generator=gen, device=device) for _ in range(8)]
     for k in range(5):  # warm-up (and compilation)
         env.step(actions[k % 8])
-    best = 0.0
-    for _ in range(3):
-        t0 = _wall(device)
-        for k in range(args.steps):
-            env.step(actions[k % 8])
-        best = max(best, n * args.steps / (_wall(device) - t0))
-    return f"{best:.3g} steps/s"
+    t = _fastest(device, lambda: [env.step(actions[k % 8]) for k in range(args.steps)])
+    return f"{n * args.steps / t:.3g} steps/s"
 
 
 def cartpole_eager(device, args):
@@ -114,12 +119,8 @@ def _warp_rate(device, args, capture):
     actions = [torch.rand(n, 6, generator=gen, device=device) * 2 - 1 for _ in range(8)]
     for k in range(3):  # kernels (compile or cache load) and the recording
         env.step(actions[k])
-    best = 0.0
-    for _ in range(3):
-        t0 = _wall(device)
-        for k in range(args.warp_steps):
-            env.step(actions[k % 8])
-        best = max(best, n * args.warp_steps / (_wall(device) - t0))
+    t = _fastest(device, lambda: [env.step(actions[k % 8]) for k in range(args.warp_steps)])
+    best = n * args.warp_steps / t
     return f"{best:.3g} steps/s ({best * env.frame_skip:.3g} physics steps/s), {n} worlds"
 
 
@@ -147,13 +148,8 @@ def lowrank_generation(device, args):
     big = x.repeat(P, 1)
 
     def best(fn):
-        fn()
-        times = []
-        for _ in range(3):
-            t0 = _wall(device)
-            fn()
-            times.append(_wall(device) - t0)
-        return min(times)
+        fn()  # warm-up
+        return _fastest(device, fn)
 
     gen = best(lambda: opt.step(objective))
     with torch.no_grad():
