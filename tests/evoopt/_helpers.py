@@ -22,6 +22,21 @@ def rastrigin(x):
     return 10 * x.shape[-1] + (x**2 - 10 * (2 * math.pi * x).cos()).sum(-1)
 
 
+def ellipsoid(x):
+    """sum_i 10**(6 (i - 1) / (D - 1)) x_i**2 (separable, condition 1e6), rows of [..., D]."""
+    d = x.shape[-1]
+    scale = 10.0 ** (6 * torch.arange(d, dtype=torch.float64) / (d - 1))
+    return (scale.to(x.dtype) * x**2).sum(-1)
+
+
+def rotated_ellipsoid(x):
+    """The ellipsoid in a fixed rotated basis: not separable, so the directions must learn."""
+    d = x.shape[-1]
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.float64))
+    return ellipsoid(x @ q.to(x.dtype))
+
+
 def sphere_pop(pop):
     return sphere(pop.flat)
 

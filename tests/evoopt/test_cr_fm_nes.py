@@ -10,20 +10,7 @@ import torch
 import evoopt
 from evoopt.algorithms.cr_fm_nes import CRFMNES, cr_fm_nes_constants
 
-from ._helpers import rosenbrock, roundtrip
-
-
-def ellipsoid(x):
-    d = x.shape[-1]
-    scale = 10.0 ** (6 * torch.arange(d, dtype=torch.float64) / (d - 1))
-    return (scale.to(x.dtype) * x**2).sum(-1)
-
-
-def rotated_ellipsoid(x):
-    d = x.shape[-1]
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0),
-                                       dtype=torch.float64))
-    return ellipsoid(x @ q.to(x.dtype))
+from ._helpers import ellipsoid, rosenbrock, rotated_ellipsoid, roundtrip
 
 
 def _dot(a, b):

@@ -10,22 +10,7 @@ import torch
 import evoopt
 from evoopt.algorithms.lm_ma_es import LMMAES, _transform_diag, lm_ma_es_constants
 
-from ._helpers import rosenbrock, roundtrip
-
-
-def ellipsoid(x):
-    """sum_i 10**(6 (i - 1) / (D - 1)) x_i**2 on rows [..., D]."""
-    d = x.shape[-1]
-    scale = 10.0 ** (6 * torch.arange(d, dtype=torch.float64) / (d - 1))
-    return (scale.to(x.dtype) * x**2).sum(-1)
-
-
-def rotated_ellipsoid(x):
-    """The ellipsoid in a fixed rotated basis: not separable, so the directions must learn."""
-    d = x.shape[-1]
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0),
-                                       dtype=torch.float64))
-    return ellipsoid(x @ q.to(x.dtype))
+from ._helpers import ellipsoid, rosenbrock, rotated_ellipsoid, roundtrip
 
 
 def _algorithm_1(f, y, s, seed, generations, lr=1.0):

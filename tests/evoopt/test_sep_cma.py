@@ -13,14 +13,7 @@ import evoopt
 from evoopt.algorithms.sep_cma import SepCMAConstants, SepCMAES, sep_cma_constants, sep_cma_update
 from evoopt.shaping import by_rank
 
-from ._helpers import roundtrip
-
-
-def ellipsoid(x):
-    """sum_i 10**(6 (i - 1) / (D - 1)) x_i**2 (separable, condition 1e6), rows of [..., D]."""
-    d = x.shape[-1]
-    scale = 10.0 ** (6 * torch.arange(d, dtype=torch.float64) / (d - 1))
-    return (scale.to(x.dtype) * x**2).sum(-1)
+from ._helpers import ellipsoid, roundtrip
 
 
 def _pycma_diagonal(x0, sigma0, seed):
