@@ -281,6 +281,11 @@ class CMAES(PopulationOptimizer):
             )
 
     # ------------------------------------------------------------ pycma glue
+    def _generators(self) -> list[torch.Generator]:
+        """pycma draws from the private CPU sampler only (``self._gen`` is never used):
+        that is the stream a failed generation rewinds."""
+        return [self._sampler_gen]
+
     def _pycma_randn(self, *shape: int) -> np.ndarray:
         """pycma's ``randn`` option: N(0, 1) numbers from the private CPU generator."""
         return torch.randn(*shape, generator=self._sampler_gen, dtype=torch.float64).numpy()
