@@ -73,15 +73,22 @@ def evoopt_step(n: int, mode: str, seed: int):
     return gen
 
 
-def bench_step(n: int, mode: str, k: int, repeats: int) -> tuple[float, float]:
-    # fresh optimizers for each block: a run that has converged (and stopped) is not timed
-    times = ([], [])
+def bench_step(n: int, mode: str, k: int, repeats: int) -> tuple[float, float, float]:
+    """Median us per generation of each side and the median of the paired ratios: each
+    repeat times an evoopt block and a pycma block back to back (in alternating order), so
+    a ratio compares two blocks under the same load. Fresh optimizers for each block: a run
+    that has converged (and stopped) is not timed."""
+    times, ratios = ([], []), []
     for r in range(repeats):
-        for make, t in zip((evoopt_step, pycma_step), times):
-            gen = make(n, mode, r)
+        pair = [None, None]
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for side in order:
+            gen = (evoopt_step, pycma_step)[side](n, mode, r)
             per_gen(gen, 3)
-            t.append(per_gen(gen, k))
-    return statistics.median(times[0]), statistics.median(times[1])
+            pair[side] = per_gen(gen, k)
+            times[side].append(pair[side])
+        ratios.append(pair[0] / pair[1])
+    return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
 
 
 def pycma_direct(n: int, diagonal: bool, seed: int):
@@ -162,12 +169,13 @@ def main():
         f"torch threads {torch.get_num_threads()}, "
         f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}"
     )
-    print("part 1: us of CPU per generation through opt.step on Rosenbrock; ratio = evoopt / pycma")
+    print("part 1: us of CPU per generation through opt.step on Rosenbrock (medians); ratio = "
+          "median of paired block ratios evoopt / pycma")
     print(f"{'n':>6} {'objective':>11} {'evoopt':>9} {'pycma':>9} {'ratio':>6} {'target':>6}")
     for n, mode, target in ((10, "closure", 1.2), (10, "population", 1.1),
                             (100, "closure", None), (100, "population", 1.1)):
-        ours, ref = bench_step(n, mode, 60 if n == 10 else 40, repeats)
-        print(f"{n:>6} {mode:>11} {ours * 1e6:>9.1f} {ref * 1e6:>9.1f} {ours / ref:>6.2f} "
+        ours, ref, ratio = bench_step(n, mode, 40 if n == 10 else 30, 3 * repeats)
+        print(f"{n:>6} {mode:>11} {ours * 1e6:>9.1f} {ref * 1e6:>9.1f} {ratio:>6.2f} "
               f"{'' if target is None else target:>6}")
     if args.part1:
         return

@@ -151,13 +151,14 @@ def _has_bools(x) -> bool:
 
 
 
-def check_losses(losses, P: int) -> Tensor:
-    """Losses as a [P] float64 CPU tensor. Real numbers of any dtype are accepted
-    (floating or integer, tensors, numpy arrays or lists alike); booleans and complex
-    numbers are refused (a mask is not a loss)."""
+def check_losses(losses, P: int) -> np.ndarray:
+    """Losses as a [P] float64 numpy array of its own (a copy: the caller's tensor may
+    change). Real numbers of any dtype are accepted (floating or integer, tensors, numpy
+    arrays or lists alike); booleans and complex numbers are refused (a mask is not a
+    loss)."""
     if (type(losses) is Tensor and losses.is_cpu and losses.dtype == torch.float64
             and not losses.requires_grad and losses.shape == (P,)):
-        return torch.from_numpy(losses.numpy().copy())  # the common case, fewest torch calls
+        return losses.numpy().copy()  # the common case, fewest torch calls
     if not isinstance(losses, Tensor):
         if _has_bools(losses):
             raise ValueError(
@@ -185,23 +186,24 @@ def check_losses(losses, P: int) -> Tensor:
             f"integer{hint})"
         )
     if losses.dtype == torch.float64 and losses.device.type == "cpu":
-        return torch.from_numpy(losses.numpy().copy())  # one numpy copy: cheaper than .to
-    return losses.to(dtype=torch.float64, device="cpu")
+        return losses.numpy().copy()  # one numpy copy: cheaper than .to
+    return losses.to(dtype=torch.float64, device="cpu").numpy()
 
 
 class AllNonFinite(ValueError):
     """Every loss of a generation is NaN or infinite."""
 
 
-def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: torch.device,
-              nonfinite: str = "worst") -> tuple[Tensor, int, float, int]:
+def utilities(vals: list[float], maximize: bool, dtype: torch.dtype,
+              nonfinite: str = "worst") -> tuple[np.ndarray, int, float, int]:
     """From the user's losses ``vals`` (Python floats, one per member) to what an algorithm
     minimises: the losses in the minimising sign, non-finite ones replaced by a value worse
-    than every finite one (with a warning), scaled by a power of two where ``dtype`` would
-    overflow (every algorithm is invariant to a positive scale: ranks, or raw values
-    divided by their spread). With ``nonfinite="inf"`` non-finite losses become ``+inf``
-    instead, for algorithms that compare with losses of earlier generations (a steady-state
-    population: "worse than this generation" could still beat an old member). Returns
+    than every finite one (with a warning), as float64 numpy, scaled by a power of two where
+    ``dtype`` (that of the algorithm's update) would overflow (every algorithm is invariant
+    to a positive scale: ranks, or raw values divided by their spread). With
+    ``nonfinite="inf"`` non-finite losses become ``+inf`` instead, for algorithms that
+    compare with losses of earlier generations (a steady-state population: "worse than
+    this generation" could still beat an old member). Returns
     ``(u, best_index, mean_loss, num_nonfinite)``; raises :class:`AllNonFinite` when no
     loss is finite. Plain Python and numpy: after an algorithm's numpy work (pycma) each
     small torch op costs 10-25 us."""
@@ -235,10 +237,7 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype, device: tor
         big = float(np.abs(unp[np.isfinite(unp)]).max())
         if big > limit:
             unp = unp * 2.0 ** math.floor(math.log2(limit / big))
-    u = torch.from_numpy(unp)
-    if dtype != torch.float64 or device.type != "cpu":
-        u = u.to(device=device, dtype=dtype)
-    return u, best, mean_loss, nbad
+    return unp, best, mean_loss, nbad
 
 
 # ------------------------------------------------------- around a generation

@@ -1,6 +1,7 @@
-"""Hyperparameters read from the param groups, per coordinate of the search vector (a
-mixin of :class:`~evoopt.population.PopulationOptimizer`: it uses the optimizer's
-``param_groups``, ``_group_slices``, ``num_params``, ``_device`` and ``_dtype``)."""
+"""The param groups of a population optimizer (a mixin of
+:class:`~evoopt.population.PopulationOptimizer`): the search vector they make up (the
+layout, fixed at construction, and groups added later) and the hyperparameters read from
+them, per coordinate of the search vector."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._layout import is_searched, search_vector
 from ._state import STATE_KEY
 
 
@@ -20,7 +22,67 @@ def _rms(v: Tensor) -> float:
 
 
 class GroupMixin:
-    """Group hyperparameters as numbers or [D] vectors, and the search width."""
+    """The search vector of the groups, their hyperparameters as numbers or [D] vectors,
+    and the search width."""
+
+    def _build_layout(self) -> None:
+        """The search vector: every parameter of every group but the frozen ones, in
+        order. A frozen parameter (an ``nn.Parameter`` with ``requires_grad=False``) is left
+        out and never written, as torch's optimizers leave it alone; a plain tensor is
+        always searched (tensors default to ``requires_grad=False``: a black-box vector).
+        The set is fixed here (see :meth:`ask`)."""
+        sv = search_vector(self.param_groups)
+        self.layout = sv.layout
+        self._device, self._dtype = sv.layout.params[0].device, sv.layout.params[0].dtype
+        self._on_cpu = self._device.type == "cpu"  # (cached: read every generation)
+        self._cpu_float64 = self._on_cpu and self._dtype == torch.float64
+        self._searched, self._requires_grad = sv.searched, sv.flags
+        self._group_slices = sv.group_slices  # coordinate slice [a, b) of each group
+
+    def _check_frozen_unchanged(self) -> None:
+        """The search vector is fixed when the optimizer is built: a parameter frozen or
+        unfrozen since then would be written against the user's intent or never searched."""
+        flags = [is_searched(p) for g in self.param_groups for p in g["params"]]
+        if flags == self._requires_grad:
+            return
+        params = [p for g in self.param_groups for p in g["params"]]
+        i = next(i for i, (a, b) in enumerate(zip(flags, self._requires_grad)) if a != b)
+        names = [n for g in self.param_groups for n in (g.get("param_names") or [])]
+        name = names[i] if names else str(i)
+        change = ("frozen (requires_grad=False)" if not flags[i]
+                  else "unfrozen (requires_grad=True)")
+        raise ValueError(
+            f"Invalid parameter {name!r} (shape {tuple(params[i].shape)}): {change} after "
+            f"{type(self).__name__} was built; the search vector is fixed at construction. "
+            "Restore requires_grad, or build a new optimizer over the parameters to search"
+        )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        built = self.layout is not None
+        if built and self.state.get(STATE_KEY):
+            raise ValueError(
+                f"{type(self).__name__}: cannot add a param group after the first generation "
+                "(the search distribution is already built); add all groups before stepping"
+            )
+        self._check_group({**self.defaults, **param_group}, initial=True)  # before adding
+        super().add_param_group(param_group)
+        if not built:
+            return
+        try:
+            self._build_layout()
+            self._group_added()
+        except ValueError:  # refused (dtype, device, size...): leave the optimizer as it was
+            self.param_groups.pop()
+            self._build_layout()
+            raise
+        self.popsize = self.initial_popsize = self._resolve_popsize()  # D grew
+
+    @property
+    def num_params(self) -> int:
+        """D, the length of the flat search vector."""
+        return self.layout.num_params
+
+    # ------------------------------------------------------- group hyperparameters
 
     def group_values(self, key: str | Callable[[dict[str, Any]], float]) -> float | Tensor:
         """A hyperparameter read from the groups now: a float when all groups agree, else a

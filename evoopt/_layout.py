@@ -49,18 +49,45 @@ class ParamLayout:
 
     def load_(self, flat: Tensor) -> None:
         """Copy the [D] vector ``flat`` into the parameters in place (never rebinds them)."""
+        if len(self.params) == 1:  # the common black-box case: skip the split
+            dst, src = self._param_view(), self._source_view(flat)
+            if dst is not None and src is not None and dst.dtype == src.dtype:
+                np.copyto(dst, src)  # in place, no torch dispatch
+                return
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self.load_(flat)
-        if len(self.params) == 1:  # the common black-box case: skip the split
-            p = self.params[0]
-            if _numpy_ok(p) and _numpy_ok(flat) and p.dtype == flat.dtype and p.is_contiguous():
-                np.copyto(p.data.numpy().reshape(-1), flat.numpy())  # in place, no dispatch
-            else:
-                p.copy_(flat.view(self.shapes[0]))
+        if len(self.params) == 1:
+            self.params[0].copy_(flat.view(self.shapes[0]))
             return
         for p, v in zip(self.params, self.unflatten(flat)):
             p.copy_(v)
+
+    # numpy views for load_, kept between calls: ``Tensor.numpy()`` costs ~10 us right
+    # after an algorithm's numpy work (pycma), a ``data_ptr`` check a fraction of that
+    _dst: tuple | None = None
+    _src: tuple | None = None
+
+    def _param_view(self) -> np.ndarray | None:
+        """A flat numpy view of the single parameter, None where numpy cannot write it;
+        made again whenever the parameter's storage changes (``p.data = ...``)."""
+        p = self.params[0]
+        if not p.is_contiguous():
+            return None
+        ptr, cached = p.data_ptr(), self._dst
+        if cached is None or cached[0] != ptr:
+            view = p.detach().numpy().reshape(-1) if _numpy_ok(p) else None
+            cached = self._dst = (ptr, view)
+        return cached[1]
+
+    def _source_view(self, flat: Tensor) -> np.ndarray | None:
+        """A numpy view of ``flat`` (None where numpy has no such tensor), kept while
+        ``flat`` is the same tensor over the same storage (the state's ``mean``)."""
+        cached = self._src
+        if cached is None or cached[0] is not flat or cached[1] != flat.data_ptr():
+            view = flat.detach().numpy().reshape(-1) if _numpy_ok(flat) else None
+            cached = self._src = (flat, flat.data_ptr(), view)
+        return cached[2]
 
     def member_loader(self, flat: Tensor) -> Callable[[int], None]:
         """A function ``load(i)`` that copies row ``i`` of the [P, D] ``flat`` into the

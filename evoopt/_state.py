@@ -365,15 +365,17 @@ class CheckpointMixin:
             **{key: getattr(self, key) for key in self.settings},
         }
 
-    def _checkpoint_rng(self) -> Tensor:
-        """The generator state a checkpoint records. Between ask and tell it is the state
-        before that ask: a checkpoint never holds half a generation (the pending one is not
-        saved), so a run resumed from it asks that generation again and draws the same
-        members; a failed tell, which rewinds the generator, leaves the checkpoint as it was."""
-        for gen, state in self._rng_before_ask or ():
-            if gen is self._gen:
+    def _checkpoint_rng(self, gen: torch.Generator | None = None) -> Tensor:
+        """The state of ``gen`` (default ``self._gen``) a checkpoint records. Between ask and
+        tell it is the state before that ask: a checkpoint never holds half a generation (the
+        pending one is not saved), so a run resumed from it asks that generation again and
+        draws the same members; a failed tell, which rewinds the generator, leaves the
+        checkpoint as it was."""
+        gen = self._gen if gen is None else gen
+        for g, state in self._rng_before_ask or ():
+            if g is gen:
                 return state.clone()
-        return self._gen.get_state()
+        return gen.get_state()
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()

@@ -197,6 +197,7 @@ class CMAES(PopulationOptimizer):
     #: state entries whose keys depend on the run (pycma's termination reasons)
     free_form_state = ("last_stop", "stopped", "stop")
     loss_dtype = torch.float64  # pycma ranks and stops on unrounded fitness values
+    numpy_update = True  # pycma takes numpy
     #: the largest D for full (non-diagonal) CMA: pycma holds C and B (D x D float64) plus
     #: eigh's workspace, about 4 * 8 * D**2 bytes (3 GiB at 1e4, 12 GiB at 2e4), and one
     #: eigendecomposition costs O(D**3) (about 0.9 s per generation at D = 5000 on one core)
@@ -376,16 +377,14 @@ class CMAES(PopulationOptimizer):
             st["group_sigma"] = sigmas
         X = es.ask()
         flat = torch.from_numpy(np.array(X))  # float64 on the CPU
-        if self._dtype != torch.float64 or self._device.type != "cpu":
+        if not self._cpu_float64:
             flat = flat.to(device=self._device, dtype=self._dtype)
         return flat, X
 
-    def _update(self, st: dict[str, Any], u: Tensor, rows: Tensor, X: list) -> None:
+    def _update(self, st: dict[str, Any], un: np.ndarray, rows: Tensor, X: list) -> None:
         es = self.es
-        if not u.is_cpu or u.dtype != torch.float64:
-            u = u.to(device="cpu", dtype=torch.float64)
-        un = u.numpy()
-        if un.min() == un.max():  # an exact plateau: no information, no move (see docstring)
+        vals = un.tolist()  # (Python's min/max: two numpy reductions cost more at small P)
+        if min(vals) == max(vals):  # an exact plateau: no information, no move (docstring)
             before = snapshot_pycma(es)
             es.tell(X, un)
             _write_attrs(es, before, only=_DISTRIBUTION)
@@ -474,7 +473,8 @@ class CMAES(PopulationOptimizer):
         called), the parameters keep the final center, and the last generation's mean loss
         is returned. (A loop that runs until ``opt.num_evals`` reaches a budget must also
         end on ``opt.stopped``: the count no longer grows.)"""
-        if self.stopped:
+        st = self.state.get(STATE_KEY)
+        if st and st["stopped"]:
             mean_loss = self.last.mean_loss if self.last is not None else math.nan
             return torch.tensor(mean_loss, dtype=torch.float64)
         return super().step(closure)
@@ -522,7 +522,7 @@ class CMAES(PopulationOptimizer):
         if not st:
             return super().state_dict()
         st["pycma"] = snapshot_pycma(self.es)
-        st["sampler_rng"] = self._sampler_gen.get_state()
+        st["sampler_rng"] = self._checkpoint_rng(self._sampler_gen)  # before a pending ask
         try:
             return super().state_dict()
         finally:
@@ -587,12 +587,12 @@ class CMAES(PopulationOptimizer):
         """Everything, with pycma's live object (its ``randn`` option is bound to a
         ``torch.Generator``, which does not pickle) as a :func:`snapshot_pycma` and the
         generators as their states. A pending ask (no tell yet) is dropped, as in a
-        checkpoint: the copy resumes as of after that ask."""
+        checkpoint: the copy asks that generation again (the same members)."""
         d = dict(self.__dict__)
         d["es"] = snapshot_pycma(self.es) if self.es is not None else None
         d["_gen"] = (self._gen.device, self._gen.get_state())
-        d["_sampler_gen"] = self._sampler_gen.get_state()
-        d["_pending"] = d["_mean_np"] = None
+        d["_sampler_gen"] = self._checkpoint_rng(self._sampler_gen)
+        d["_pending"] = d["_mean_np"] = d["_rng_before_ask"] = d["_rng_after_ask"] = None
         d[_PICKLED] = True
         return d
 

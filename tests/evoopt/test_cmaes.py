@@ -471,9 +471,24 @@ def test_pickle_and_deepcopy_give_an_equal_working_optimizer(case, how):
         assert float(opt.tell(sphere(a.flat))) == float(twin.tell(sphere(b.flat)))
         assert torch.equal(x.detach(), x2.detach()) and opt.sigma == twin.sigma
     assert (twin.generation, twin.stop_conditions) == (opt.generation, opt.stop_conditions)
-    opt.ask()  # a pending ask is dropped by the copy, as by a checkpoint
+    pending = opt.ask()  # dropped by the copy, as by a checkpoint: the copy asks it again
+    twin = _pickled(opt, how)
     with pytest.raises(RuntimeError, match="without a pending ask"):
-        _pickled(opt, how).tell(torch.zeros(opt.popsize))
+        twin.tell(torch.zeros(opt.popsize))
+    assert torch.equal(twin.ask().flat, pending.flat)
+
+
+def test_a_checkpoint_between_ask_and_tell_asks_the_pending_generation_again():
+    x, opt = make(D=5, x0=0.0, sigma=0.5)
+    opt.step(lambda pop: sphere(pop.flat))
+    pending = opt.ask()
+    sd = opt.state_dict()
+    y, twin = make(D=5, x0=0.0, sigma=0.5)
+    twin.load_state_dict(sd)
+    assert torch.equal(twin.ask().flat, pending.flat)
+    losses = sphere(pending.flat)
+    assert float(twin.tell(losses)) == float(opt.tell(losses))
+    assert torch.equal(x.detach(), y.detach())
 
 
 def test_pickle_keeps_a_stopped_optimizer_stopped():
