@@ -68,6 +68,11 @@ class ParamLayout:
     _dst: tuple | None = None
     _src: tuple | None = None
 
+    def __getstate__(self) -> dict:
+        """Without the numpy views (a copy's tensors live elsewhere; an address that
+        happened to match would write a stale array)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dst", "_src")}
+
     def _param_view(self) -> np.ndarray | None:
         """A flat numpy view of the single parameter, None where numpy cannot write it;
         made again whenever the parameter's storage changes (``p.data = ...``)."""

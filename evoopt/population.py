@@ -38,7 +38,8 @@ never through attributes)::
     _init_state(st, mean)                     # fill the algorithm's entries of `st`
     _sample(st, gen) -> (rows, aux)           # rows: [P, D] members (or a Population);
                                               # aux: whatever _update needs of this draw
-    _update(st, losses, rows, aux)            # losses: [P] to minimise, finite
+    _update(st, losses, rows, aux)            # losses: [P] to minimise, finite (a
+                                              # tensor; numpy float64 if numpy_update)
 
 The base class calls ``_check_group(group, initial=True)`` on construction and
 :meth:`add_param_group` (the values as given), and ``_check_group(group, initial=False)``

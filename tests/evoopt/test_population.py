@@ -2,6 +2,7 @@
 search), so these checks do not depend on any registered algorithm."""
 
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -298,3 +299,27 @@ def test_load_copies_into_one_parameter_of_any_layout_and_dtype(dtype):
         opt = EliteRS([p], seed=0)
         opt.step(lambda: p.float().sum())
         assert torch.equal(p.detach().reshape(-1), opt.mean) and opt.best.dtype == dtype
+
+
+def test_load_keeps_following_a_parameter_or_source_whose_storage_changes():
+    """load_ keeps numpy views between calls (issue 12's CMA-ES overhead); they must
+    follow ``p.data = ...``, an in-place change of the source, and ``set_``."""
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    layout = ParamLayout([p])
+    flat = torch.arange(4, dtype=torch.float64)
+    layout.load_(flat)
+    assert torch.equal(p.detach(), flat)
+    p.data = torch.zeros(4, dtype=torch.float64)  # new storage
+    flat.mul_(2)  # the same source, changed in place
+    layout.load_(flat)
+    assert torch.equal(p.detach(), torch.arange(4, dtype=torch.float64) * 2)
+    flat.set_(torch.full((4,), 7.0, dtype=torch.float64))  # the source's storage swapped
+    layout.load_(flat)
+    assert torch.equal(p.detach(), torch.full((4,), 7.0, dtype=torch.float64))
+    p.data = torch.zeros(4, dtype=torch.float32)  # another dtype: the torch copy casts
+    layout.load_(flat)
+    assert p.dtype == torch.float32 and torch.equal(p.detach(), torch.full((4,), 7.0))
+    twin = pickle.loads(pickle.dumps(layout))  # the copy holds no views of the original
+    (q,) = twin.params
+    twin.load_(torch.ones(4, dtype=torch.float32))
+    assert torch.equal(q.detach(), torch.ones(4)) and torch.equal(p.detach(), torch.full((4,), 7.0))
