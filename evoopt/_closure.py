@@ -208,6 +208,27 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype,
     loss is finite. Plain Python and numpy: after an algorithm's numpy work (pycma) each
     small torch op costs 10-25 us."""
     P = len(vals)
+    total = sum(vals)
+    if math.isfinite(total):  # every loss finite (a NaN or inf makes the sum non-finite)
+        best = vals.index(max(vals) if maximize else min(vals))  # the first best, as below
+        unp, mean_loss, nbad = np.array(vals, dtype=np.float64), total / P, 0
+        if maximize:
+            unp = -unp
+    else:
+        unp, best, mean_loss, nbad = _nonfinite_utilities(vals, maximize, nonfinite)
+    if dtype != torch.float64:
+        # finite losses beyond the parameters' dtype would become inf in the cast
+        limit = torch.finfo(dtype).max / (4 * P)
+        big = float(np.abs(unp[np.isfinite(unp)]).max())
+        if big > limit:
+            unp = unp * 2.0 ** math.floor(math.log2(limit / big))
+    return unp, best, mean_loss, nbad
+
+
+def _nonfinite_utilities(vals: list[float], maximize: bool,
+                         nonfinite: str) -> tuple[np.ndarray, int, float, int]:
+    """:func:`utilities` where some loss is not finite (or the sum overflowed)."""
+    P = len(vals)
     finite = [math.isfinite(v) for v in vals]
     nbad = P - sum(finite)
     if nbad == P:
@@ -231,12 +252,6 @@ def utilities(vals: list[float], maximize: bool, dtype: torch.dtype,
     best = min(range(P), key=uvals.__getitem__)  # non-finite members are strictly worse
     mean_loss = sum(v for v, f in zip(vals, finite) if f) / (P - nbad)
     unp = np.array(uvals, dtype=np.float64)
-    if dtype != torch.float64:
-        # finite losses beyond the parameters' dtype would become inf in the cast
-        limit = torch.finfo(dtype).max / (4 * P)
-        big = float(np.abs(unp[np.isfinite(unp)]).max())
-        if big > limit:
-            unp = unp * 2.0 ** math.floor(math.log2(limit / big))
     return unp, best, mean_loss, nbad
 
 
