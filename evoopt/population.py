@@ -39,6 +39,7 @@ never through attributes)::
     _sample(st, gen) -> (rows, aux)           # rows: [P, D] members (or a Population);
                                               # aux: whatever _update needs of this draw
     _update(st, losses, rows, aux)            # losses: [P] to minimise, finite
+    # quality diversity (takes_descriptors): _update(..., descriptors=[P, k]), see the docs
 
 The base class calls ``_check_group(group, initial=True)`` on construction and
 :meth:`add_param_group` (the values as given), and ``_check_group(group, initial=False)``
@@ -75,6 +76,7 @@ from ._closure import (
     set_rng,
     utilities,
 )
+from ._closure import descriptor_kwargs, split_descriptors
 from ._groups import GroupMixin
 from ._layout import (
     Generation,
@@ -129,6 +131,8 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
     #: dtype of the losses ``_update`` receives (``None``: the parameters' dtype). CMA-ES
     #: asks for float64 so that pycma ranks and stops on unrounded fitness values.
     loss_dtype: torch.dtype | None = None
+    takes_descriptors: bool = False  #: _update takes descriptors=[P, k] (quality diversity)
+    plateau_invariant: bool = True  #: equal losses leave center and width (not MAP-Elites)
 
     def __init__(
         self,
@@ -326,8 +330,9 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
             hook(self, (self,), {})
         return self._ask()
 
-    def tell(self, losses) -> Tensor:
-        """Update the distribution from one loss per member of the last :meth:`ask`.
+    def tell(self, losses, descriptors=None) -> Tensor:
+        """Update the distribution from one loss per member of the last :meth:`ask` (and,
+        for a quality-diversity algorithm, ``descriptors`` [P, k], one row per member).
 
         Non-finite losses rank worst (with a warning). If every loss is non-finite, a
         ``ValueError`` is raised and the optimizer is left as it was before the
@@ -338,7 +343,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         step post-hooks fire, as ``hook(optimizer, (optimizer, losses), {})`` (see
         :meth:`ask`).
         """
-        out = self._tell(losses)
+        out = self._tell(losses, descriptors)
         for hook in (*self._optimizer_step_post_hooks.values(), *global_hooks('post')):
             hook(self, (self, losses), {})
         return out
@@ -389,12 +394,14 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
             self.layout.load_(st["mean"])
 
     @no_grad
-    def _tell(self, losses) -> Tensor:
+    def _tell(self, losses, descriptors=None) -> Tensor:
         if self._pending is None:
             raise RuntimeError(f"{type(self).__name__}.tell() called without a pending ask()")
         pop, rows, aux = self._pending
         P = len(pop)
         losses = check_losses(losses, P)
+        kw = descriptor_kwargs(self, pop, descriptors, losses) if (
+            descriptors is not None or self.takes_descriptors) else {}
         vals = losses.numpy().tolist()
         try:
             u, bi, mean_loss, nbad = utilities(
@@ -408,7 +415,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
                 "the optimizer's state is unchanged (check the objective)"
             ) from None
         st = self._st
-        self._update(st, u, rows, aux)
+        self._update(st, u, rows, aux, **kw)
         self._pending = None
         if self._rng_after_ask is not None:  # told again after a failed tell
             set_rng(self._rng_after_ask)
@@ -484,10 +491,10 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         pop = self._ask()
         try:
             if is_population_objective(closure):
-                losses = closure(pop)
+                out = closure(pop)
             else:
-                losses = evaluate_members(closure, pop, self.layout, type(self).__name__)
-            return self._tell(losses)
+                out = evaluate_members(closure, pop, self.layout, type(self).__name__)
+            return self._tell(*split_descriptors(out))
         except BaseException:  # a failed generation leaves the optimizer as it was
             self._rewind(keep_pending=False)
             raise
