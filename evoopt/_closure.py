@@ -153,7 +153,7 @@ def _as_float64(x, arg: str, what: str) -> Tensor:
     if _has_bools(x) or isinstance(x, (bool, np.bool_)):
         raise ValueError(f"Invalid {arg}: {what} holds booleans (expected real numbers)")
     try:
-        t = torch.as_tensor(x.detach() if isinstance(x, Tensor) else x)
+        t = x.detach() if isinstance(x, Tensor) else torch.as_tensor(x, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"Invalid {arg}: could not convert {what} ({type(x).__name__}) to a "
                          f"tensor ({e})") from None
