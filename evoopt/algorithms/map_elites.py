@@ -46,8 +46,10 @@ RMS deviation of the next children from ``m`` (ignoring the bounds): with the el
 chosen uniformly, ``E (x' - m)^2 = mean_e (x_e - m)^2 + lr^2 (sigma^2 + 2 line_sigma^2
 var_e(x_e))`` per coordinate.
 
-The archive is dense, as pyribs' ``GridArchive``: ``N x D`` parameters in the state (a
-checkpoint holds it), so keep ``N D`` within memory.
+``evoopt compare`` and ``bbob`` do not run it (their objectives return losses only and a
+spec cannot carry a descriptor function): the missing ``cells`` / ``descriptor_bounds`` refuse
+it at construction. The archive is dense, as pyribs' ``GridArchive``: ``N x D`` parameters
+in the state (a checkpoint holds it), so keep ``N D`` within memory.
 
 Example (the planar arm of Cully et al. 2015: the descriptor is the end effector)::
 

@@ -223,6 +223,33 @@ def test_descriptors_by_tell_objective_closure_or_function_give_the_same_archive
     assert as_dict(a) == as_dict(b) and len(a) > 5
 
 
+def _arm_losses(pop):
+    return arm_batched(pop)[0]
+
+
+@pytest.mark.ray
+def test_ray_evaluated_generations_give_the_same_archive():
+    ray = pytest.importorskip("ray")
+    from evoopt.distributed import RayEvaluator
+
+    def run(objective):
+        x = torch.zeros(D, dtype=torch.float64)
+        opt = make(x, line_sigma=0.2, descriptor=lambda pop: arm_batched(pop)[1])
+        for _ in range(4):
+            opt.step(objective)
+        return as_dict(opt.archive)
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with RayEvaluator(lambda: _arm_losses, num_actors=2, num_cpus_per_actor=0.5) as ev:
+            assert run(ev) == run(_arm_losses)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 # ------------------------------------------------------------------- bad input
 BAD_ARGS = [
     (dict(cells=0), r"Invalid cells: 0 \(expected an integer >= 1\)"),

@@ -163,7 +163,9 @@ ROWS = {
     # grid over [-5, 5]^2 (objectives here return losses only). Its budget goes to covering the
     # grid, not to one optimum: measured f(center) 0.013 .. 0.019 (sphere, 20,000 evals, seeds
     # 0-3, from f = 90); Rosenbrock 4.8 .. 8.4 at 60k (from 9) and Rastrigin 90 at 60k say
-    # nothing, so they are not in its budgets
+    # nothing, so they are not in its budgets. `evoopt compare` / `bbob` refuse it at
+    # construction (missing cells, descriptor_bounds): their objectives return losses only
+    # and a spec cannot carry a descriptor function; from Python pass descriptor=fn
     "map_elites": Row(
         dict(popsize=50, sigma=0.1, lr=1.0, cells=10, descriptor_bounds=[(-5.0, 5.0)] * 2,
              descriptor=_corners),
