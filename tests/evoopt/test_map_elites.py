@@ -460,3 +460,42 @@ def test_sphere_center_is_the_best_elite_and_improves():
         a = opt.archive
         assert torch.equal(x, a.solutions[torch.argmin(a.losses)])
     assert float(sphere(x)) < 0.2 * start
+
+
+def test_members_whose_closure_raises_stay_out_of_the_archive():
+    x = torch.zeros(D, dtype=torch.float64)
+    opt = make(x)
+    opt.step(arm)
+
+    def closure():  # the simulator fails for some members: they rank worst, the rest count
+        if x[0] > 0.2:
+            raise RuntimeError("the simulator crashed")
+        return arm_member(x.tolist())
+
+    before = as_dict(opt.archive)
+    with pytest.warns(RuntimeWarning, match="the closure raised for some members"):
+        opt.step(closure)
+    assert opt.last.num_nonfinite > 0
+    new = [e for c, e in as_dict(opt.archive).items() if before.get(c) != e]
+    assert new and all(x[0] <= 0.2 for x, _, _ in new)
+
+
+def test_a_descriptor_function_that_raises_fails_the_step_and_changes_nothing():
+    x = torch.zeros(D, dtype=torch.float64)
+    calls = []
+
+    def descriptor(pop):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ZeroDivisionError("descriptor broke")
+        return arm_batched(pop)[1]
+
+    opt = make(x, descriptor=descriptor)
+    opt.step(_arm_losses)
+    twin = copy.deepcopy(opt)
+    with pytest.raises(ZeroDivisionError, match="descriptor broke"):
+        opt.step(_arm_losses)
+    assert opt.generation == 1 and torch.equal(x, twin.mean)
+    opt.step(_arm_losses)
+    twin.step(_arm_losses)
+    assert as_dict(opt.archive) == as_dict(twin.archive)
