@@ -85,7 +85,7 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
     # the whole generation of pycma at n = 10 costs a few hundred); grad mode is set
     # before every call, as a no_grad block per call would
     out = [math.nan] * pop.popsize
-    descs: list = [None] * pop.popsize  # filled when the closure returns (loss, descriptor)
+    descs = None  # a list once the closure returns (loss, descriptor)
     first_error = None
     if type(pop) is Population:
         load = layout.member_loader(pop.flat)
@@ -108,6 +108,7 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
                 first_error = first_error or e
                 continue
             if type(loss) is tuple and len(loss) == 2:
+                descs = descs or [None] * pop.popsize
                 loss, descs[i] = loss
             out[i] = _closure_loss(loss)
     finally:
@@ -120,7 +121,7 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
             f"the closure raised for some members ({type(first_error).__name__}: "
             f"{first_error}); they rank worst", RuntimeWarning, stacklevel=user_stacklevel(),
         )
-    if any(d is not None for d in descs):
+    if descs is not None:
         return losses, member_descriptors(descs, losses)
     return losses
 
