@@ -7,10 +7,13 @@ import copy
 import math
 import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import evoopt
 from evoopt.algorithms import map_elites
@@ -500,3 +503,31 @@ def test_a_descriptor_function_that_raises_fails_the_step_and_changes_nothing():
     opt.step(_arm_losses)
     twin.step(_arm_losses)
     assert as_dict(opt.archive) == as_dict(twin.archive)
+
+
+# ----------------------------------------------------------------------- fuzzing
+_SPECIAL = [math.nan, math.inf, -math.inf, 1e300, -1e300, 5e-324, 0.0, -0.0, 1.0, -1.0, 0.999]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(_SPECIAL), min_size=32, max_size=32),
+       st.lists(st.sampled_from(_SPECIAL), min_size=16, max_size=16))
+def test_any_descriptors_either_raise_and_keep_the_state_or_keep_the_archive_sound(desc, loss):
+    x = torch.zeros(D, dtype=torch.float64)
+    opt = make(x)
+    opt.step(arm)
+    before = roundtrip(opt.state_dict())
+    opt.ask()
+    descriptors = torch.tensor(desc, dtype=torch.float64).reshape(16, 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.tell(torch.tensor(loss, dtype=torch.float64), descriptors=descriptors)
+    except ValueError as e:
+        assert re.match("Invalid descriptors|all 16 losses", str(e))
+        torch.testing.assert_close(opt.state_dict()["state"], before["state"], rtol=0, atol=0)
+        return
+    a = opt.archive
+    assert torch.isfinite(a.losses).all() and torch.isfinite(a.descriptors).all()
+    assert torch.equal(opt.cell_index(a.descriptors), a.cells)
+    assert torch.equal(x, a.solutions[torch.argmin(a.losses)])
