@@ -19,6 +19,7 @@ from .algorithms import (
     SNES,
     XNES,
     GuidedES,
+    MAPElites,
     OpenAIES,
     SepCMAES,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "SepCMAES",
     "LMMAES",
     "CRFMNES",
+    "MAPElites",
     # gradient-side optimizers
     "ClipUp",
     "KLAdaptive",

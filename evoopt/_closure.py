@@ -1,6 +1,8 @@
 """What a population optimizer's generation reads from the user and hands to the algorithm:
 the closure or population objective (:func:`is_population_objective`,
-:func:`evaluate_members`) and the losses (:func:`check_losses`, :func:`utilities`)."""
+:func:`evaluate_members`), the losses (:func:`check_losses`, :func:`utilities`) and, for a
+quality-diversity algorithm, the behaviour descriptors (:func:`split_descriptors`,
+:func:`descriptor_kwargs`)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from torch.optim import optimizer as _torch_optimizer
 
 from ._layout import Population
 
-__all__ = ["evaluate_members", "check_losses", "is_population_objective", "utilities"]
+__all__ = ["evaluate_members", "check_losses", "is_population_objective", "utilities",
+           "split_descriptors", "descriptor_kwargs"]
 
 #: files whose frames a warning skips to reach the user's code: evoopt's own and the
 #: step-hook wrappers of torch.optim
@@ -75,11 +78,14 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
     closure raises gets a NaN loss (so it ranks worst) unless every member raises.
     A closure that returns no loss, or that calls ``backward`` unguarded, is refused
     at the first member (the same for every member). ``name`` (the optimizer's class
-    name) goes into the messages. Returns [P] float64 losses on the CPU."""
+    name) goes into the messages. Returns [P] float64 losses on the CPU, or ``(losses,
+    descriptors)`` when the closure returns ``(loss, descriptor)`` pairs (see
+    :func:`member_descriptors`)."""
     # per member: no context-manager objects or small tensor ops (each costs microseconds,
     # the whole generation of pycma at n = 10 costs a few hundred); grad mode is set
     # before every call, as a no_grad block per call would
     out = [math.nan] * pop.popsize
+    descs = None  # a list once the closure returns (loss, descriptor)
     first_error = None
     if type(pop) is Population:
         load = layout.member_loader(pop.flat)
@@ -101,6 +107,9 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
             except Exception as e:  # noqa: BLE001 - one failing member must not lose the run
                 first_error = first_error or e
                 continue
+            if type(loss) is tuple and len(loss) == 2:
+                descs = descs or [None] * pop.popsize
+                loss, descs[i] = loss
             out[i] = _closure_loss(loss)
     finally:
         set_grad_enabled(prev)
@@ -112,7 +121,97 @@ def evaluate_members(closure: Callable, pop: Population, layout, name: str) -> T
             f"the closure raised for some members ({type(first_error).__name__}: "
             f"{first_error}); they rank worst", RuntimeWarning, stacklevel=user_stacklevel(),
         )
+    if descs is not None:
+        return losses, member_descriptors(descs, losses)
     return losses
+
+
+def member_descriptors(descs: list, losses: Tensor) -> Tensor:
+    """The [P, k] descriptors of a zero-argument closure's ``(loss, descriptor)`` pairs, one
+    row per member (a member whose closure raised gets a NaN row: its loss is NaN too)."""
+    rows = []
+    for i, (d, loss) in enumerate(zip(descs, losses.tolist())):
+        if d is None and math.isnan(loss):
+            rows.append(None)
+            continue
+        if d is None:
+            raise ValueError(
+                f"Invalid closure: member {i} returned a loss without a descriptor, others "
+                "(loss, descriptor) (expected the same form from every member)"
+            )
+        rows.append(_as_float64(d, "descriptor", f"member {i}'s descriptor").reshape(-1))
+    sizes = sorted({len(r) for r in rows if r is not None})
+    if len(sizes) != 1:
+        raise ValueError(f"Invalid descriptors: the members' descriptors have sizes {sizes} "
+                         "(expected one size k for every member)")
+    nan = torch.full((sizes[0],), math.nan, dtype=torch.float64)
+    return torch.stack([nan if r is None else r for r in rows])
+
+
+def _as_float64(x, arg: str, what: str) -> Tensor:
+    """``x`` (a tensor, array, list or number) as a float64 CPU tensor; booleans, complex
+    numbers and what is not numeric are refused with a ``ValueError`` naming ``arg``."""
+    if _has_bools(x) or isinstance(x, (bool, np.bool_)):
+        raise ValueError(f"Invalid {arg}: {what} holds booleans (expected real numbers)")
+    try:
+        t = x.detach() if isinstance(x, Tensor) else torch.as_tensor(x, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"Invalid {arg}: could not convert {what} ({type(x).__name__}) to a "
+                         f"tensor ({e})") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"Invalid {arg}: {what} has dtype {t.dtype} (expected real numbers)")
+    return t.to(dtype=torch.float64, device="cpu")
+
+
+def split_descriptors(out) -> tuple:
+    """``(losses, descriptors)`` from what a population objective (or
+    :func:`evaluate_members`) returned: a pair whose first item is not a number (a [P]
+    tensor, array or list of losses) is ``(losses, descriptors)``; anything else is the
+    losses alone (``descriptors`` None)."""
+    if type(out) is tuple and len(out) == 2:
+        first = out[0]
+        if not (isinstance(first, numbers.Number) or (isinstance(first, Tensor)
+                                                       and first.dim() == 0)):
+            return out
+    return out, None
+
+
+def descriptor_kwargs(opt, pop: Population, given, losses: Tensor) -> dict:
+    """What the base passes to ``_update`` besides the losses: ``{}`` for an algorithm that
+    takes no descriptors (``given`` must be None), else ``{"descriptors": [P, k]}`` (float64,
+    on the parameters' device) from ``given`` or, when None, from ``opt.descriptor(pop)``.
+    ``k`` is ``opt.num_descriptors``; every member with a finite loss needs finite values
+    (the others are never used: their rows may be NaN)."""
+    name = type(opt).__name__
+    if not opt.takes_descriptors:
+        if given is None:
+            return {}
+        raise ValueError(
+            f"Invalid descriptors: {name} takes no behaviour descriptors (got "
+            f"{type(given).__name__}); only a quality-diversity algorithm (e.g. MAPElites) "
+            "does. Tell the losses alone, or return the losses alone from the objective"
+        )
+    P, k = len(pop), opt.num_descriptors
+    if given is None:
+        if opt.descriptor is None:
+            raise ValueError(
+                f"Invalid descriptors: None ({name} needs one behaviour descriptor per member: "
+                f"tell(losses, descriptors=D) with D of shape ({P}, {k}), an objective "
+                f"returning (losses, descriptors), or descriptor=fn at construction)"
+            )
+        given = opt.descriptor(pop)
+    d = _as_float64(given, "descriptors", "the descriptors")
+    if d.dim() == 1 and k == 1:
+        d = d[:, None]
+    if d.shape != (P, k):
+        raise ValueError(f"Invalid descriptors: shape {tuple(d.shape)} (expected ({P}, {k}), "
+                         f"one {k}-dimensional descriptor per member)")
+    bad = torch.isfinite(losses) & ~torch.isfinite(d).all(1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(f"Invalid descriptors: member {i} has {d[i].tolist()} (expected "
+                         "finite values for every member with a finite loss)")
+    return {"descriptors": d.to(opt._device)}
 
 
 _NO_GRAD_BACKWARD = "does not require grad and does not have a grad_fn"

@@ -40,6 +40,7 @@ never through attributes)::
                                               # aux: whatever _update needs of this draw
     _update(st, losses, rows, aux)            # losses: [P] to minimise, finite (a
                                               # tensor; numpy float64 if numpy_update)
+    # quality diversity (takes_descriptors): _update(..., descriptors=[P, k]), see the docs
 
 The base class calls ``_check_group(group, initial=True)`` on construction and
 :meth:`add_param_group` (the values as given), and ``_check_group(group, initial=False)``
@@ -68,12 +69,14 @@ from torch.optim import Optimizer
 from ._closure import (
     AllNonFinite,
     check_losses,
+    descriptor_kwargs,
     evaluate_members,
     global_hooks,
     is_population_objective,
     no_grad,
     profiler_enabled,
     set_rng,
+    split_descriptors,
     utilities,
 )
 from ._groups import GroupMixin
@@ -132,6 +135,8 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
     #: (an update that runs in numpy, as pycma's: two conversions fewer per generation,
     #: each ~10 us right after the algorithm's own numpy work)
     numpy_update: bool = False
+    takes_descriptors: bool = False  #: _update takes descriptors=[P, k] (quality diversity)
+    plateau_invariant: bool = True  #: equal losses leave center and width (not MAP-Elites)
 
     def __init__(
         self,
@@ -273,8 +278,9 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
             hook(self, (self,), {})
         return self._ask()
 
-    def tell(self, losses) -> Tensor:
-        """Update the distribution from one loss per member of the last :meth:`ask`.
+    def tell(self, losses, descriptors=None) -> Tensor:
+        """Update the distribution from one loss per member of the last :meth:`ask` (and,
+        for a quality-diversity algorithm, ``descriptors`` [P, k], one row per member).
 
         Non-finite losses rank worst (with a warning). If every loss is non-finite, a
         ``ValueError`` is raised and the optimizer is left as it was before the
@@ -285,7 +291,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         step post-hooks fire, as ``hook(optimizer, (optimizer, losses), {})`` (see
         :meth:`ask`).
         """
-        out = self._tell(losses)
+        out = self._tell(losses, descriptors)
         for hook in (*self._optimizer_step_post_hooks.values(), *global_hooks('post')):
             hook(self, (self, losses), {})
         return out
@@ -336,13 +342,15 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
             self.layout.load_(st["mean"])
 
     @no_grad
-    def _tell(self, losses) -> Tensor:
+    def _tell(self, losses, descriptors=None) -> Tensor:
         if self._pending is None:
             raise RuntimeError(f"{type(self).__name__}.tell() called without a pending ask()")
         pop, rows, aux = self._pending
         P = len(pop)
         arr = check_losses(losses, P)
         losses, vals = torch.from_numpy(arr), arr.tolist()
+        kw = descriptor_kwargs(self, pop, descriptors, losses) if (
+            descriptors is not None or self.takes_descriptors) else {}
         dtype = self.loss_dtype or self._dtype
         try:
             u, bi, mean_loss, nbad = utilities(vals, self.maximize, dtype, self.nonfinite_loss)
@@ -361,7 +369,7 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         out = torch.from_numpy(np.array(mean_loss, dtype=np.float64))  # 0-dim
         st = self._st
         best = self._if_best(st, pop, vals[bi], bi)
-        self._update(st, u, rows, aux)
+        self._update(st, u, rows, aux, **kw)
         self._pending = None
         if self._rng_after_ask is not None:  # told again after a failed tell
             set_rng(self._rng_after_ask)
@@ -440,10 +448,10 @@ class PopulationOptimizer(GroupMixin, CheckpointMixin, Optimizer):
         pop = self._ask()
         try:
             if is_population_objective(closure):
-                losses = closure(pop)
+                out = closure(pop)
             else:
-                losses = evaluate_members(closure, pop, self.layout, type(self).__name__)
-            return self._tell(losses)
+                out = evaluate_members(closure, pop, self.layout, type(self).__name__)
+            return self._tell(*split_descriptors(out))
         except BaseException:  # a failed generation leaves the optimizer as it was
             self._rewind(keep_pending=False)
             raise

@@ -53,9 +53,14 @@ def sphere(pop):
     return (pop.flat.double() ** 2).sum(1)
 
 
+#: constructor arguments an algorithm cannot do without (MAP-Elites' grid and descriptor)
+KWARGS = {"map_elites": dict(sigma=0.5, cells=4, descriptor_bounds=[(-2.0, 2.0)] * 2,
+                             descriptor=lambda pop: pop.flat[:, :2])}
+
+
 def make(name, generations=1, seed=0):
     x = torch.nn.Parameter(torch.linspace(-1.0, 1.0, D))
-    opt = population_optimizers()[name]([x], popsize=P, seed=seed)
+    opt = population_optimizers()[name]([x], popsize=P, seed=seed, **KWARGS.get(name, {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(generations):

@@ -9,6 +9,7 @@ from .de import DE
 from .ga import GA
 from .guided_es import GuidedES
 from .lm_ma_es import LMMAES
+from .map_elites import MAPElites
 from .openai_es import OpenAIES
 from .pgpe import PGPE
 from .pso import PSO
@@ -17,4 +18,4 @@ from .snes import SNES
 from .xnes import XNES
 
 __all__ = ["OpenAIES", "PGPE", "SNES", "XNES", "CEM", "ARS", "CMAES", "DE", "PSO", "GA",
-           "GuidedES", "SepCMAES", "LMMAES", "CRFMNES"]
+           "GuidedES", "SepCMAES", "LMMAES", "CRFMNES", "MAPElites"]
