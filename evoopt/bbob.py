@@ -103,8 +103,10 @@ class _EvooptSolver:
         return self.opt.ask().flat.numpy()
 
     def tell(self, f: np.ndarray) -> None:
-        with warnings.catch_warnings():  # a stop is expected here: the caller restarts
+        with warnings.catch_warnings():  # a stop is expected here: the caller restarts;
+            # non-finite f-values are counted in the run (ProblemRun.nonfinite)
             warnings.filterwarnings("ignore", r".* stopped at generation", RuntimeWarning)
+            warnings.filterwarnings("ignore", r".* losses are NaN or infinite", RuntimeWarning)
             self.opt.tell(torch.from_numpy(f))
 
     @property
@@ -137,7 +139,8 @@ class _PycmaSolver:
 
 @dataclass
 class ProblemRun:
-    """What one optimizer did on one problem (``f_best``: the best f-value it evaluated)."""
+    """What one optimizer did on one problem (``f_best``: the best f-value it evaluated;
+    ``nonfinite``: evaluations that returned inf or NaN, members beyond float range)."""
 
     problem_id: str
     function: int
@@ -147,6 +150,7 @@ class ProblemRun:
     restarts: int
     f_best: float
     seconds: float
+    nonfinite: int = 0
 
 
 def _seed(seed: int, problem_id: str, start: int) -> int:
@@ -162,12 +166,13 @@ def _solver(spec: OptimizerSpec) -> type:
 def solve_problem(problem, spec: OptimizerSpec, budget: int, *, sigma0: float,
                   seed: int) -> ProblemRun:
     """Run ``spec`` on one (observed) cocoex problem for ``budget`` evaluations, with
-    independent restarts from uniform points in ``[-4, 4]^d`` whenever it stops early; stop
-    at the final target. A generation cut by the budget or the target is not told."""
+    independent restarts from uniform points in ``[-4, 4]^d`` whenever it stops early or
+    evaluates a generation with no finite f-value (it diverged: nothing to rank); stop at
+    the final target. A generation cut by the budget or the target is not told."""
     make = _solver(spec)
     d, t0 = problem.dimension, time.perf_counter()
     rng = np.random.default_rng(_seed(seed, problem.id, -1))
-    f_best, start = math.inf, 0
+    f_best, start, nonfinite = math.inf, 0, 0
 
     def done() -> bool:
         return problem.evaluations >= budget or bool(problem.final_target_hit)
@@ -183,15 +188,19 @@ def solve_problem(problem, spec: OptimizerSpec, budget: int, *, sigma0: float,
                 if done():
                     break
                 fs.append(problem(np.asarray(x, dtype=np.float64)))
-            f_best = min([f_best, *fs])
-            if len(fs) < len(X):
+            f = np.asarray(fs, dtype=np.float64)
+            finite = np.isfinite(f)
+            nonfinite += int(len(f) - finite.sum())
+            f_best = min([f_best, *f[finite].tolist()])
+            if len(fs) < len(X) or not finite.any():
                 break
-            solver.tell(np.asarray(fs, dtype=np.float64))
+            solver.tell(f)
         if problem.evaluations == before:  # a start that evaluates nothing would loop forever
             break
         start += 1
     return ProblemRun(problem.id, problem.id_function, d, problem.id_instance,
-                      problem.evaluations, start - 1, f_best, time.perf_counter() - t0)
+                      problem.evaluations, start - 1, f_best, time.perf_counter() - t0,
+                      nonfinite)
 
 
 # ------------------------------------------------------------------ the logs
@@ -278,6 +287,11 @@ class BBOBResult:
             evals = sum(r.evaluations for r in runs)
             lines.append(f"{label:<{width}}" + "".join(f"{c:>19}" for c in cells)
                          + f"{solved:>4}/{len(runs):<4}{evals:>11}{self.seconds[label]:>8.1f}s")
+        for label in all_counts:
+            bad = sum(r.nonfinite for r in self.runs[label])
+            if bad:
+                lines.append(f"{label}: {bad} evaluations returned inf or NaN (members beyond "
+                             "float range; ranked worst, a start with none finite restarted)")
         return "\n".join(lines)
 
 

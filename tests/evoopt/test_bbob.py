@@ -13,7 +13,16 @@ import pytest
 
 pytest.importorskip("cocoex")
 
-from evoopt.bbob import TARGETS, archive_note, benchmark, count_targets, main, read_precisions  # noqa: E402
+from evoopt.bbob import (  # noqa: E402
+    TARGETS,
+    _parse_spec,
+    archive_note,
+    benchmark,
+    count_targets,
+    main,
+    read_precisions,
+    solve_problem,
+)
 
 FUNCTIONS, INSTANCES, DIM, BUDGET = (1, 15), (1, 2), 2, 300  # sphere, Rastrigin; 300 d
 OPTIMIZERS = ("cmaes", "pycma")
@@ -158,3 +167,26 @@ def test_the_same_seed_gives_the_same_logs_and_another_seed_others(tmp_path):
     a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
     assert a == b
     assert a["pycma"] != c["pycma"] and a["snes"] != c["snes"]
+
+
+class _Diverged:
+    """A problem whose every f-value is inf (an optimizer whose members left float range):
+    the stand-in for cocoex's Problem that solve_problem reads."""
+
+    dimension, id, id_function, id_instance, final_target_hit = 2, "fake_f1_d2", 1, 1, False
+    initial_solution = [0.0, 0.0]
+
+    def __init__(self):
+        self.evaluations = 0
+
+    def __call__(self, x):
+        self.evaluations += 1
+        return math.inf
+
+
+@pytest.mark.parametrize("name", ["snes", "cmaes", "pycma"])
+def test_a_generation_with_no_finite_value_ends_the_start_and_is_counted(name):
+    run = solve_problem(_Diverged(), _parse_spec(name), 60, sigma0=2.0, seed=0)
+    assert run.evaluations == 60 and run.nonfinite == 60 and run.f_best == math.inf
+    popsize = {"snes": 6, "cmaes": 6, "pycma": 6}[name]  # 4 + floor(3 ln 2), rounded up even
+    assert run.restarts == 60 // popsize - 1  # every start ended after its first generation
