@@ -223,8 +223,14 @@ _BACKWARD_FIX = (
 )
 
 
+#: the dtypes of a loss tensor that need no further check before ``float()``
+_FLOAT_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
+
+
 def _closure_loss(loss) -> float:
     """The number a torch closure returned: a one-element tensor or a real number."""
+    if type(loss) is Tensor and loss.dtype in _FLOAT_DTYPES and loss.dim() == 0:
+        return float(loss)  # the common case, fewest torch calls (once per member)
     if isinstance(loss, Tensor):
         if loss.numel() != 1 or loss.dtype == torch.bool or loss.is_complex():
             raise ValueError(
