@@ -53,12 +53,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_int, check_positive, check_range
+from ..checks import check_int, check_range
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._steady_state import (
     box,
-    check_box,
+    check_group,
     check_loaded_population,
     check_start,
     finite_losses,
@@ -121,9 +121,7 @@ class GA(PopulationOptimizer):
         return 100
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        check_positive("lr", group["lr"], allow_zero=not initial)  # a schedule may reach 0
-        check_positive("sigma", group["sigma"])
-        check_box(group)
+        check_group(group, initial=initial)  # lr, sigma, lower < upper
 
     def _mutation_prob(self) -> float | Tensor:
         lr = self.group_values("lr")

@@ -82,7 +82,7 @@ from ..population import PopulationOptimizer
 from ..registry import register
 from ._steady_state import (
     box,
-    check_box,
+    check_group,
     check_loaded_population,
     check_start,
     initial_population,
@@ -181,9 +181,7 @@ class MAPElites(PopulationOptimizer):
         return 100
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        check_positive("lr", group["lr"], allow_zero=not initial)  # a schedule may reach 0
-        check_positive("sigma", group["sigma"])
-        check_box(group)
+        check_group(group, initial=initial)  # lr, sigma, lower < upper
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

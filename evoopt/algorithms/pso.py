@@ -58,7 +58,7 @@ from ..population import PopulationOptimizer
 from ..registry import register
 from ._steady_state import (
     box,
-    check_box,
+    check_group,
     check_loaded_population,
     check_start,
     finite_losses,
@@ -117,9 +117,7 @@ class PSO(PopulationOptimizer):
         return 10 + math.floor(2 * math.sqrt(num_params))
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        check_positive("lr", group["lr"], allow_zero=not initial)  # a schedule may reach 0
-        check_positive("sigma", group["sigma"])
-        check_box(group)
+        check_group(group, initial=initial)  # lr, sigma, lower < upper
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
