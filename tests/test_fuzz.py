@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from evoopt.registry import population_optimizers
 
+from .evoopt._helpers import REQUIRED_KWARGS
+
 NAMES = sorted(population_optimizers())
 P, D = 6, 4
 SETTINGS = settings(
@@ -53,14 +55,9 @@ def sphere(pop):
     return (pop.flat.double() ** 2).sum(1)
 
 
-#: constructor arguments an algorithm cannot do without (MAP-Elites' grid and descriptor)
-KWARGS = {"map_elites": dict(sigma=0.5, cells=4, descriptor_bounds=[(-2.0, 2.0)] * 2,
-                             descriptor=lambda pop: pop.flat[:, :2])}
-
-
 def make(name, generations=1, seed=0):
     x = torch.nn.Parameter(torch.linspace(-1.0, 1.0, D))
-    opt = population_optimizers()[name]([x], popsize=P, seed=seed, **KWARGS.get(name, {}))
+    opt = population_optimizers()[name]([x], popsize=P, seed=seed, **REQUIRED_KWARGS.get(name, {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(generations):

@@ -67,3 +67,14 @@ def centered_rank_reference(u):
         same = sum(w == v for w in vals)
         r[i] = (below + (same - 1) / 2) / (len(u) - 1) - 0.5
     return r
+
+
+def first_two(pop):
+    """A behaviour descriptor: each member's first two coordinates ([P, 2])."""
+    return pop.flat[:, :2]
+
+
+#: constructor arguments a registered algorithm cannot do without, for tests that build
+#: every one of them (MAP-Elites needs its grid and a descriptor)
+REQUIRED_KWARGS = {"map_elites": dict(sigma=0.5, cells=4, descriptor_bounds=[(-2.0, 2.0)] * 2,
+                                      descriptor=first_two)}

@@ -14,6 +14,8 @@ from evoopt.evaluation import batched_forward, loop_objective, vmap_objective
 from evoopt.population import ParamLayout, Population, PopulationOptimizer, is_population_objective
 from evoopt.registry import population_optimizers
 
+from ._helpers import REQUIRED_KWARGS
+
 P = 12
 
 
@@ -144,7 +146,8 @@ def test_registered_optimizers_step_the_same_with_vmap_objective_and_closure(nam
         torch.manual_seed(0)
         # D = 43: cheap for full-covariance methods
         model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
-        opt = population_optimizers()[name](model.parameters(), popsize=8, seed=0)
+        opt = population_optimizers()[name](model.parameters(), popsize=8, seed=0,
+                                            **REQUIRED_KWARGS.get(name, {}))
         objective = vmap_objective(model, F.cross_entropy, x, y)
         for _ in range(3):
             opt.step(objective if use_objective else (lambda: F.cross_entropy(model(x), y)))
