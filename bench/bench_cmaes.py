@@ -129,8 +129,8 @@ def evoopt_hooks_only(n: int, diagonal: bool, seed: int):
 
     def gen():
         st = opt._st
-        flat = opt._sample(st, opt._gen)
-        opt._update(st, (flat**2).sum(-1))
+        flat, X = opt._sample(st, opt._gen)
+        opt._update(st, (flat**2).sum(-1).numpy(), flat, X)  # numpy_update: numpy losses
 
     return gen
 
