@@ -114,7 +114,6 @@ on numpy's BLAS threads; on a loaded machine set ``OPENBLAS_NUM_THREADS=1`` (or 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -123,12 +122,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..checks import check_choice, check_int, check_positive
-from .._closure import user_stacklevel
 from .._layout import _numpy_ok
 from .._state import STATE_KEY
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
+from ._stopping import StopsForGood
 from ._pycma import (  # noqa: F401  (_QUIET, _SMALL, _LARGE: read by tests and benches)
     _DISTRIBUTION,
     _LARGE,
@@ -154,7 +153,7 @@ cmaes_default_popsize = standard_popsize
 
 
 @register("cmaes")
-class CMAES(PopulationOptimizer):
+class CMAES(StopsForGood, PopulationOptimizer):
     r"""CMA-ES (Hansen & Ostermeier 2001) through pycma, with IPOP/BIPOP restarts.
 
     Args:
@@ -196,6 +195,8 @@ class CMAES(PopulationOptimizer):
     min_popsize = 2
     #: state entries whose keys depend on the run (pycma's termination reasons)
     free_form_state = ("last_stop", "stopped", "stop")
+    stop_what = "pycma's termination conditions"
+    stop_remedy = "pass restarts= or looser options (tolfun, tolx, ...)"
     loss_dtype = torch.float64  # pycma ranks and stops on unrounded fitness values
     numpy_update = True  # pycma takes numpy
     #: the largest D for full (non-diagonal) CMA: pycma holds C and B (D x D float64) plus
@@ -394,7 +395,8 @@ class CMAES(PopulationOptimizer):
         if stop:
             restart = self.restarts and not _USER_STOPS & stop.keys()
             if not (restart and self._restart(st, stop)):
-                self._stop_for_good(st, stop)
+                note = " and no restart is left" if self.restarts else ""
+                self._stop_for_good(st, _plain_stop(stop), note)
         view = self._mean_view(st["mean"])
         if view is not None:  # no dispatch; bfloat16 (no numpy dtype) takes the torch copy
             np.copyto(view, self._center(), casting="unsafe")
@@ -438,56 +440,7 @@ class CMAES(PopulationOptimizer):
         )
         return True
 
-    def _stop_for_good(self, st: dict[str, Any], stop) -> None:
-        """pycma stopped and no restart follows: latch the reasons, warn once."""
-        st["stopped"] = _plain_stop(stop)
-        left = " and no restart is left" if self.restarts else ""
-        warnings.warn(
-            f"CMAES stopped at generation {st['generation'] + 1}: pycma's termination "
-            f"conditions {st['stopped']}{left}; the parameters keep the final center and "
-            "further step() calls are no-ops and ask() raises (check opt.stopped)",
-            RuntimeWarning,
-            stacklevel=user_stacklevel(),
-        )
-
-    # ------------------------------------------- ask / tell / step once stopped
-    def _check_not_stopped(self) -> None:
-        st = self.state.get(STATE_KEY)
-        if st and st["stopped"]:
-            raise RuntimeError(
-                f"CMAES has stopped (pycma's termination conditions {st['stopped']}, see "
-                "opt.stopped): it samples no further generations and the parameters hold its "
-                "final center; end the loop when opt.stopped is non-empty, or pass restarts= "
-                "or looser options (tolfun, tolx, ...) to search on"
-            )
-
-    def ask(self):
-        """As :meth:`PopulationOptimizer.ask`; raises ``RuntimeError`` once :attr:`stopped`
-        is non-empty (an ask/tell loop ends on ``opt.stopped``, as pycma's on ``es.stop()``)."""
-        self._check_not_stopped()
-        return super().ask()
-
-    def step(self, closure=None) -> Tensor:
-        """As :meth:`PopulationOptimizer.step`. Once :attr:`stopped` is non-empty it is a
-        no-op, as torch's LBFGS is once converged: nothing is evaluated (the closure is not
-        called), the parameters keep the final center, and the last generation's mean loss
-        is returned. (A loop that runs until ``opt.num_evals`` reaches a budget must also
-        end on ``opt.stopped``: the count no longer grows.)"""
-        st = self.state.get(STATE_KEY)
-        if st and st["stopped"]:
-            mean_loss = self.last.mean_loss if self.last is not None else math.nan
-            return torch.tensor(mean_loss, dtype=torch.float64)
-        return super().step(closure)
-
     # ------------------------------------------------------------ properties
-    @property
-    def stopped(self) -> dict[str, Any]:
-        """Empty while the search goes on; once pycma's ``stop()`` is non-empty and no
-        restart follows, pycma's termination conditions (reason -> pycma's value) of the
-        final run. Latched: it stays set, also across ``state_dict``/``load_state_dict``."""
-        st = self.state.get(STATE_KEY)
-        return dict(st["stopped"]) if st else {}
-
     @property
     def current_sigma(self) -> float:
         """The search width the next generation samples with, as one number: the

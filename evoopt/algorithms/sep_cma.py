@@ -61,6 +61,7 @@ from ..checks import check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
+from ._stopping import StopsForGood, check_stop_options, termination
 from ..shaping import all_tied, by_rank
 
 __all__ = [
@@ -136,7 +137,7 @@ def check_saved_sigma(name: str, sigma) -> None:
 
 
 @register("sep_cma")
-class SepCMAES(PopulationOptimizer):
+class SepCMAES(StopsForGood, PopulationOptimizer):
     r"""sep-CMA-ES (Ros & Hansen 2008): CMA-ES with a diagonal covariance, in torch.
 
     Args:
@@ -146,20 +147,30 @@ class SepCMAES(PopulationOptimizer):
         sigma: each group's initial search width (default 0.1); the learned step size
             multiplies it, and a scheduled change rescales what was learned.
         popsize: members per generation; ``None`` (default): ``4 + floor(3 ln D)``. >= 2.
+        stop: CMA-ES's termination criteria (:mod:`evoopt.algorithms._stopping`: tolfun,
+            tolx, tolupsigma, tolconditioncov, noeffectcoord, tolflatfitness, with pycma's
+            defaults), a dict overriding some (``{"tolx": 1e-8}``; 0 or None: off), or
+            ``False`` for none. Once one holds, :attr:`stopped` says which, ``step`` is a
+            no-op and ``ask`` raises (as :class:`~evoopt.CMAES` with pycma's criteria).
         maximize: maximise the objective.
         seed: seed of the private generator.
 
     State (``state["population"]``): ``mean``, ``C`` (the diagonal), ``p_c``, ``p_s`` [D] in
     the parameters' dtype; ``sigma`` (the learned step size, a float, starts at 1);
-    ``sigma_group`` [D] (the groups' ``sigma`` it refers to).
+    ``sigma_group`` [D] (the groups' ``sigma`` it refers to); ``stopped``, ``f_hist`` and
+    ``flat`` for the termination criteria.
     """
 
     min_popsize = 2
     vector_state = ("C", "p_c", "p_s", "sigma_group")
     param_dtype_state = ("C", "p_c", "p_s", "sigma_group")
+    free_form_state = ("stopped", "f_hist")
+    loss_dtype = torch.float64  # tolfun compares unrounded losses
 
     def __init__(self, params, lr: float = 1.0, sigma: float = 0.1, *,
-                 popsize: int | None = None, maximize: bool = False, seed: int | None = None):
+                 popsize: int | None = None, stop: dict | bool | None = None,
+                 maximize: bool = False, seed: int | None = None):
+        self.stop = check_stop_options(stop)
         defaults = dict(lr=lr, sigma=sigma)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
 
@@ -189,6 +200,7 @@ class SepCMAES(PopulationOptimizer):
         st["sigma"] = 1.0
         st["C"] = torch.ones_like(mean)
         st["p_c"], st["p_s"] = torch.zeros_like(mean), torch.zeros_like(mean)
+        st["stopped"], st["f_hist"], st["flat"] = {}, [], 0
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, Tensor]:
         self.sigma_ratio(st)  # a scheduled sigma is used from now on (s multiplies)
@@ -198,9 +210,14 @@ class SepCMAES(PopulationOptimizer):
         return torch.addcmul(st["mean"], scale, z), z  # mean + sigma * s * sqrt(C) * z
 
     def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, z: Tensor) -> None:
-        if all_tied(losses):  # an exact plateau says nothing: keep the distribution
-            return
-        k = sep_cma_constants(self.num_params, self.popsize)
-        w = by_rank(losses, torch.tensor(k.weights, dtype=losses.dtype, device=losses.device))
-        w = w.to(z.dtype)
-        sep_cma_update(st, w, z, k, self.group_values("lr"), st["sigma_group"])
+        if not all_tied(losses):  # an exact plateau says nothing: keep the distribution
+            k = sep_cma_constants(self.num_params, self.popsize)
+            w = by_rank(losses, torch.tensor(k.weights, dtype=losses.dtype, device=losses.device))
+            w = w.to(z.dtype)
+            sep_cma_update(st, w, z, k, self.group_values("lr"), st["sigma_group"])
+        if self.stop:
+            s = st["sigma"] * st["sigma_group"]
+            reasons = termination(self.stop, st, losses, widths=s * st["C"].sqrt(), C=st["C"],
+                                  pc_widths=s * st["p_c"].abs())
+            if reasons:
+                self._stop_for_good(st, reasons)

@@ -230,3 +230,65 @@ def test_a_corrupt_checkpoint_is_refused_and_the_state_kept(key, value, match):
     with pytest.raises(ValueError, match=match):
         fresh.load_state_dict(sd)
     assert fresh.state_dict()["state"] == {} and torch.equal(y.detach(), torch.ones(4).double())
+
+
+# ------------------------------------------------------------- termination criteria
+def _run_until_stopped(opt, f, gens):
+    with pytest.warns(RuntimeWarning, match="SepCMAES stopped at generation"):
+        for _ in range(gens):
+            opt.step(lambda pop: f(pop.flat))
+            if opt.stopped:
+                return
+
+
+def test_stops_for_good_at_convergence_and_stays_stopped():
+    x = torch.nn.Parameter(torch.full((8,), 3.0, dtype=torch.float64))
+    opt = SepCMAES([x], sigma=1.0, seed=0)
+    sphere = lambda X: X.square().sum(-1)  # noqa: E731
+    _run_until_stopped(opt, sphere, 3000)
+    assert set(opt.stopped) & {"tolfun", "tolx"}, opt.stopped
+    assert float(sphere(x.detach())) < 1e-10  # stopped where it had converged
+    gen, center = opt.generation, x.detach().clone()
+    assert float(opt.step(lambda pop: sphere(pop.flat))) == opt.last.mean_loss  # a no-op
+    assert opt.generation == gen and torch.equal(x.detach(), center)
+    with pytest.raises(RuntimeError, match=r"SepCMAES has stopped \(CMA-ES's termination "
+                       r"criteria .*or pass looser stop= criteria"):
+        opt.ask()
+    twin = SepCMAES([torch.nn.Parameter(torch.zeros(8, dtype=torch.float64))], sigma=1.0)
+    twin.load_state_dict(roundtrip(opt.state_dict()))
+    assert twin.stopped == opt.stopped  # latched across checkpoints
+
+
+def test_the_criteria_can_be_loosened_or_switched_off():
+    ones = lambda X: torch.ones(len(X), dtype=torch.float64)  # noqa: E731 - a plateau
+    for stop in (False, {"tolfun": 0, "tolflatfitness": None}):
+        opt = SepCMAES([torch.zeros(4, dtype=torch.float64)], sigma=1.0, seed=0, stop=stop)
+        for _ in range(30):
+            opt.step(lambda pop: ones(pop.flat))
+        assert opt.stopped == {} and opt.generation == 30
+    opt = SepCMAES([torch.zeros(4, dtype=torch.float64)], sigma=1.0, seed=0)
+    _run_until_stopped(opt, ones, 5)  # the defaults end a plateau at once, as pycma's
+    assert opt.stopped == {"tolfun": 1e-11} and opt.generation == 1
+    x = torch.full((4,), 3.0, dtype=torch.float64)  # a looser tolx ends a sphere run early
+    opt = SepCMAES([x], sigma=1.0, seed=0, stop={"tolx": 1e-3})
+    _run_until_stopped(opt, lambda X: X.square().sum(-1), 2000)
+    assert "tolx" in opt.stopped and 1e-9 < float(x.square().sum()) < 1e-3
+
+
+def test_a_diverging_run_stops_on_tolupsigma():
+    x = torch.zeros(4, dtype=torch.float64)  # a linear loss without a minimum: sigma grows
+    opt = SepCMAES([x], sigma=1.0, seed=0, stop={"tolupsigma": 1e6})
+    _run_until_stopped(opt, lambda X: X.sum(-1), 2000)
+    assert "tolupsigma" in opt.stopped and bool(torch.isfinite(x).all())
+    assert opt._st["sigma"] * float(opt._st["C"].max()) ** 0.5 > 1e6
+
+
+@pytest.mark.parametrize("stop, match", [
+    ("yes", r"Invalid stop: 'yes' \(expected a dict"),
+    ({"tolfoo": 1}, r"Invalid stop: unknown criteria \['tolfoo'\]"),
+    ({"tolx": -1.0}, r"Invalid stop: tolx=-1.0 \(expected a number >= 0"),
+    ({"tolx": "1e-3"}, r"Invalid stop: tolx='1e-3'"),
+])
+def test_bad_stop_options(stop, match):
+    with pytest.raises(ValueError, match=match):
+        SepCMAES([torch.zeros(3)], stop=stop)
