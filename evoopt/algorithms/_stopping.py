@@ -70,12 +70,13 @@ def check_stop_options(stop) -> dict[str, Any]:
 
 
 def termination(opts: dict[str, Any], st: dict[str, Any], losses: Tensor, *, widths: Tensor,
-                C: Tensor, pc_widths: Tensor | None = None) -> dict[str, Any]:
+                C: Tensor | None = None, pc_widths: Tensor | None = None) -> dict[str, Any]:
     """The criteria of ``opts`` (:func:`check_stop_options`) that hold after an update:
     ``losses`` ([P], minimised) of the generation, ``widths`` the [D] ``sigma_i`` the next
-    generation samples with, ``C`` the [D] diagonal (for the condition and ``tolupsigma``),
-    ``pc_widths`` the [D] ``sigma s |p_c|`` (None: no evolution path). Keeps the history it
-    needs in ``st`` (``f_hist``, ``flat``: plain Python, checkpointed)."""
+    generation samples with, ``C`` the [D] diagonal (for the condition and ``tolupsigma``;
+    None: an identity, no condition to check), ``pc_widths`` the [D] ``sigma s |p_c|``
+    (None: no evolution path). Keeps the history it needs in ``st`` (``f_hist``, ``flat``:
+    plain Python, checkpointed)."""
     P, D = losses.shape[0], widths.shape[0]
     f = torch.sort(losses.detach().to("cpu", torch.float64)).values.tolist()
     hist = [*st["f_hist"], f[0]][-(10 + math.ceil(30 * D / P)):]
@@ -83,11 +84,14 @@ def termination(opts: dict[str, Any], st: dict[str, Any], losses: Tensor, *, wid
     st["flat"] = st["flat"] + 1 if f[0] == f[int(0.75 * P)] else 0
     # the [D] reductions in one transfer (one device sync per generation)
     mean = st["mean"]
-    stats = torch.stack([
-        widths.max(), C.max(), C.min(),
-        (pc_widths.max() if pc_widths is not None else widths.new_zeros(())),
-        (mean + 0.2 * widths == mean).any().to(widths.dtype),
-    ]).tolist()
+    zero, one = widths.new_zeros(()), widths.new_ones(())
+    stats = torch.stack([t.to(widths.dtype) for t in (
+        widths.max(),
+        C.max() if C is not None else one,
+        C.min() if C is not None else one,
+        pc_widths.max() if pc_widths is not None else zero,
+        (mean + 0.2 * widths == mean).any(),
+    )]).tolist()
     wmax, cmax, cmin, pcmax, noeffect = stats
     sigma = st["sigma"]
     checks = {

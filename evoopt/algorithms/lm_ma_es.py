@@ -48,6 +48,7 @@ from ..checks import check_int, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
+from ._stopping import StopsForGood, check_stop_options, termination
 from ..shaping import all_tied, by_rank
 from .sep_cma import check_saved_sigma
 
@@ -110,7 +111,7 @@ def _transform_diag(M: Tensor, c_d: tuple[float, ...], k: int) -> Tensor:
 
 
 @register("lm_ma_es")
-class LMMAES(PopulationOptimizer):
+class LMMAES(StopsForGood, PopulationOptimizer):
     r"""LM-MA-ES (Loshchilov, Glasmachers, Beyer 2019, Algorithm 1), in torch.
 
     Args:
@@ -121,25 +122,35 @@ class LMMAES(PopulationOptimizer):
         popsize: members per generation; ``None`` (default): ``4 + floor(3 ln D)``. >= 2.
         num_directions: ``m``, the number of direction vectors; ``None`` (default):
             ``4 + floor(3 ln D)``.
+        stop: CMA-ES's termination criteria (:mod:`evoopt.algorithms._stopping`, pycma's
+            defaults, on the widths ``sigma s``: the maps' diagonal, of order 1, costs
+            O(m^2 D) to form), a dict overriding some (0 or None: off), or ``False`` for
+            none. Below ``D = 2 P`` the paper's rates are capped (module docstring)
+            and the step size can random-walk; ``tolupsigma`` then ends a diverging run.
         maximize: maximise the objective.
         seed: seed of the private generator.
 
     State (``state["population"]``): ``mean``, ``p_s`` [D], ``M`` [m, D] in the parameters'
     dtype; ``sigma`` (the learned step size, a float, starts at 1); ``sigma_group`` [D];
     ``num_updates``: the paper's ``t``, the updates so far (a generation on an exact plateau
-    changes nothing, so it does not count: the maps of unlearned vectors stay out).
+    changes nothing, so it does not count: the maps of unlearned vectors stay out);
+    ``stopped``, ``f_hist`` and ``flat`` for the termination criteria.
     """
 
     settings = ("num_directions",)
     min_popsize = 2
     vector_state = ("p_s", "sigma_group")
     param_dtype_state = ("p_s", "M", "sigma_group")
+    free_form_state = ("stopped", "f_hist")
+    loss_dtype = torch.float64  # tolfun compares unrounded losses
 
     def __init__(self, params, lr: float = 1.0, sigma: float = 0.1, *,
                  popsize: int | None = None, num_directions: int | None = None,
-                 maximize: bool = False, seed: int | None = None):
+                 stop: dict | bool | None = None, maximize: bool = False,
+                 seed: int | None = None):
         if num_directions is not None:
             check_int("num_directions", num_directions, minimum=1)
+        self.stop = check_stop_options(stop)
         self._num_directions_arg = num_directions
         defaults = dict(lr=lr, sigma=sigma)
         super().__init__(params, defaults, popsize=popsize, maximize=maximize, seed=seed)
@@ -188,6 +199,7 @@ class LMMAES(PopulationOptimizer):
         st["sigma"], st["num_updates"] = 1.0, 0  # t of Algorithm 1 (a plateau skips one)
         st["p_s"] = torch.zeros_like(mean)
         st["M"] = mean.new_zeros(self.num_directions, self.num_params)
+        st["stopped"], st["f_hist"], st["flat"] = {}, [], 0
 
     def _sample(self, st: dict[str, Any], gen: torch.Generator) -> tuple[Tensor, tuple]:
         self.sigma_ratio(st)  # a scheduled sigma is used from now on (s multiplies)
@@ -197,9 +209,15 @@ class LMMAES(PopulationOptimizer):
         return torch.addcmul(st["mean"], st["sigma"] * st["sigma_group"], d), (z, d)
 
     def _update(self, st: dict[str, Any], losses: Tensor, rows: Tensor, aux: tuple) -> None:
-        if all_tied(losses):  # an exact plateau says nothing: keep the distribution
-            return
-        z, d = aux
+        if not all_tied(losses):  # an exact plateau says nothing: keep the distribution
+            self._algorithm_1(st, losses, *aux)
+        if self.stop:  # on sigma s: the maps' diagonal (order 1) costs O(m^2 D) to form
+            reasons = termination(self.stop, st, losses, widths=st["sigma"] * st["sigma_group"])
+            if reasons:
+                self._stop_for_good(st, reasons)
+
+    def _algorithm_1(self, st: dict[str, Any], losses: Tensor, z: Tensor, d: Tensor) -> None:
+        """One update of Algorithm 1 (module docstring) from the members' draws."""
         k = self._constants()
         w = by_rank(losses, torch.tensor(k.weights, dtype=losses.dtype, device=losses.device))
         w = w.to(z.dtype)

@@ -110,7 +110,7 @@ def test_rotated_cigar_40d_is_learned():
     # from 4e7 to 0.31 .. 1.52 (seeds 0-2) in 20,000 evaluations; sep-CMA-ES reaches 1.8 .. 5.4
     x = torch.nn.Parameter(torch.ones(40, dtype=torch.float64))
     opt = LMMAES([x], sigma=1.0, seed=0)
-    while opt.num_evals < 20_000:
+    while opt.num_evals < 20_000 and not opt.stopped:
         opt.step(lambda pop: rotated_cigar(pop.flat))
     assert float(rotated_cigar(x.detach())) < 5.0
 
@@ -120,7 +120,7 @@ def test_rosenbrock_10d_within_20000_evals():
     # ends in the 10-D function's local minimum (f = 3.99), as CMA-ES runs sometimes do
     x = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))
     opt = LMMAES([x], sigma=1.0, seed=0)
-    while opt.num_evals < 20_000:
+    while opt.num_evals < 20_000 and not opt.stopped:
         opt.step(lambda pop: rosenbrock(pop.flat))
     assert float(rosenbrock(x.detach())) < 1e-10
 
@@ -201,7 +201,7 @@ def test_a_corrupt_checkpoint_is_refused(key, value, match):
 
 def test_an_exact_plateau_does_not_count_as_an_update():
     x = torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
-    opt = LMMAES([x], sigma=0.5, seed=0)
+    opt = LMMAES([x], sigma=0.5, seed=0, stop=False)  # (the defaults stop on a plateau)
     width = opt.current_sigma
     for _ in range(5):
         opt.step(lambda pop: torch.ones(len(pop), dtype=torch.float64))
@@ -209,3 +209,18 @@ def test_an_exact_plateau_does_not_count_as_an_update():
     assert st["num_updates"] == 0 and opt.generation == 5 and opt.current_sigma == width
     opt.step(lambda pop: ellipsoid(pop.flat))
     assert st["num_updates"] == 1
+
+
+def test_a_diverging_small_problem_stops_on_tolupsigma_instead_of_overflowing():
+    # D = 2 < 2 P: the paper's rates are capped at 1 and the step size random-walks; on a
+    # linear loss it grows until the members overflow (inf losses: bbob's f5 did). The
+    # termination criteria end the run first.
+    x = torch.zeros(2, dtype=torch.float64)
+    opt = LMMAES([x], sigma=1.0, seed=0)
+    with pytest.warns(RuntimeWarning, match=r"LMMAES stopped at generation \d+: CMA-ES's "
+                      r"termination criteria \{'tolupsigma': 1e\+20\}"):
+        for _ in range(20_000):
+            opt.step(lambda pop: pop.flat.sum(-1))
+            if opt.stopped:
+                break
+    assert opt.stopped == {"tolupsigma": 1e20} and bool(torch.isfinite(x).all())

@@ -151,7 +151,7 @@ def test_ellipsoid_20d_condition_1e6_reaches_1e8_within_7000_evals(seed):
     # defaults, active weights) 4,392-4,752 from the same start.
     x = torch.nn.Parameter(torch.ones(20, dtype=torch.float64))
     opt = SepCMAES([x], sigma=1.0, seed=seed)
-    while opt.num_evals < 7_000 and not opt.best_loss < 1e-8:
+    while opt.num_evals < 7_000 and not opt.best_loss < 1e-8 and not opt.stopped:
         opt.step(lambda pop: ellipsoid(pop.flat))
     assert opt.best_loss < 1e-8
     c = opt.state["population"]["C"]
