@@ -16,13 +16,15 @@ optimizer, and the ratio of evoopt's CMA-ES count to pycma's (issue 14's target:
 noise; they run the same algorithm from different random numbers). COCO data folders go to
 ``runs/bench_bbob/`` for ``python -m cocopp``.
 
-Measured at the default size (seed 0, 216 problems per optimizer, 944 s on the loaded 2-core
-machine), targets reached of 11,016 (problem x target pairs), by group sep / mod / ill / multi /
-weak: evoopt cmaes 4,740 (1195 / 969 / 1234 / 776 / 566), 34 problems solved to 1e-8;
-pycma 4,520 (1200 / 914 / 1202 / 636 / 568), 30 solved; snes 3,514 (1355 / 564 / 502 / 640 /
-453), 17 solved. evoopt cmaes / pycma = 1.049 (the same algorithm from other random numbers:
-equal up to noise, as the issue's target asks); wall time 622 s vs 151 s (evoopt's torch
-interface and per-start construction around pycma, on a machine shared by 8 processes).
+Measured at ``--dimensions 2,5,10,20 --budget 1000`` (288 problems, 14,688 problem x target
+pairs per optimizer; two processes on the shared 2-core box, 1,647 s and 961 s), targets
+reached, all groups: evoopt cmaes 9,246 (62.9%), pycma 9,397 (64.0%), ratio 0.984; seed 1:
+9,176 vs 9,168, ratio 1.001 (pycma's own two seeds differ by 2.5%: equal up to noise);
+``cmaes:diagonal=True`` 6,047 (41.2%) vs the native ``sep_cma`` 6,082 (41.4%, 1.006 of it;
+0.908 before sep-CMA stopped on CMA-ES's termination criteria, so that this command restarts
+it); de 5,793, pso 5,786, snes 5,378, lm_ma_es 5,135 (35.0%; made for large D, 0.1% of its
+evaluations overflowed at d = 2). At the default size (200 d, d = 2, 5, 10): cmaes 43.0%,
+pycma 41.0%, snes 31.9% (an earlier tree).
 
 Run: ``PYTHONPATH=. python bench/bench_bbob.py`` (about 15 minutes on the loaded 2-core
 machine at the default size); ``--quick`` runs d = 2 only; other arguments go to
