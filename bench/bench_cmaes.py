@@ -8,10 +8,11 @@ with the same objective code (the same torch Rosenbrock, once per member or once
 Targets: closure <= 1.2x and population <= 1.1x at n = 10, population <= 1.1x at n = 100.
 Each ratio is the median of paired ratios: an evoopt block and a pycma block back to back.
 
-Measured (2-core shared box, 3 runs; the spread is the box's load): n = 10 population
-1.11 / 1.13 / 1.16 (was 1.25-1.30 before issue 12's last changes: fewer torch calls per
+Measured (2-core shared box, 5 runs; the spread is the box's load): n = 10 population
+1.06-1.16, median 1.13 (was 1.25-1.30 before issue 12's last changes: fewer torch calls per
 generation, numpy losses for pycma, record tensors made before the update, cached numpy
-views in ``load_``), closure 1.19 / 1.16 / 1.25; n = 100 population 1.07 / 1.10 / 1.15.
+views in ``load_``), closure 1.16-1.25, median 1.19; n = 100 population 1.07-1.15, median
+1.10.
 What is left is spread thin: each first torch call after pycma's numpy work costs ~10 us
 (cold caches), and the base class makes a handful (losses, the rng state, the record).
 
