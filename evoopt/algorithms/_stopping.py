@@ -13,7 +13,8 @@ default values and names, on a diagonal model ``sigma_i = sigma s_i sqrt(C_i)`` 
 groups' ``sigma``, ``sigma``: the learned step size, which starts at 1)::
 
     tolfun           max - min of this generation's losses, and of the best losses of the
-                     last 10 + ceil(30 D / P) generations, both < tolfun           (1e-11)
+                     last 10 + ceil(30 D / P) generations (at most 10,000), both
+                     < tolfun                                                      (1e-11)
     tolx             every sigma_i < tolx and every sigma s_i |p_c,i| < tolx       (1e-11)
     tolupsigma       sigma sqrt(max_i C_i) > tolupsigma: the learned width grew
                      tolupsigma-fold (diverging)                                   (1e20)
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,36 +72,37 @@ def check_stop_options(stop) -> dict[str, Any]:
 
 
 def termination(opts: dict[str, Any], st: dict[str, Any], losses: Tensor, *, widths: Tensor,
-                C: Tensor | None = None, pc_widths: Tensor | None = None) -> dict[str, Any]:
+                C: Tensor | None = None,
+                pc_widths: Callable[[], Tensor] | None = None) -> dict[str, Any]:
     """The criteria of ``opts`` (:func:`check_stop_options`) that hold after an update:
     ``losses`` ([P], minimised) of the generation, ``widths`` the [D] ``sigma_i`` the next
     generation samples with, ``C`` the [D] diagonal (for the condition and ``tolupsigma``;
-    None: an identity, no condition to check), ``pc_widths`` the [D] ``sigma s |p_c|``
-    (None: no evolution path). Keeps the history it needs in ``st`` (``f_hist``, ``flat``:
-    plain Python, checkpointed)."""
+    None: an identity, no condition to check), ``pc_widths`` a function returning the [D]
+    ``sigma s |p_c|`` (called only once every ``sigma_i < tolx``; None: no evolution path).
+    Keeps the history it needs in ``st`` (``f_hist``, at most 10,000 generations, and
+    ``flat``: plain Python, checkpointed). A few passes over [D] and two device syncs."""
     P, D = losses.shape[0], widths.shape[0]
-    f = torch.sort(losses.detach().to("cpu", torch.float64)).values.tolist()
-    hist = [*st["f_hist"], f[0]][-(10 + math.ceil(30 * D / P)):]
-    st["f_hist"] = hist
+    f = sorted(losses.tolist())
+    hist = st["f_hist"]  # (a private list: state_dict and load_state_dict copy the state)
+    hist.append(f[0])
+    del hist[:-min(10 + math.ceil(30 * D / P), 10_000)]
     st["flat"] = st["flat"] + 1 if f[0] == f[int(0.75 * P)] else 0
-    # the [D] reductions in one transfer (one device sync per generation)
     mean = st["mean"]
-    zero, one = widths.new_zeros(()), widths.new_ones(())
-    stats = torch.stack([t.to(widths.dtype) for t in (
-        widths.max(),
-        C.max() if C is not None else one,
-        C.min() if C is not None else one,
-        pc_widths.max() if pc_widths is not None else zero,
-        (mean + 0.2 * widths == mean).any(),
-    )]).tolist()
-    wmax, cmax, cmin, pcmax, noeffect = stats
-    sigma = st["sigma"]
+    parts = [*torch.aminmax(widths), mean.abs().max()]
+    if C is not None:
+        parts += [*torch.aminmax(C)]
+    stats = torch.stack([t.to(torch.float64) for t in parts]).tolist()  # one sync
+    wmin, wmax, mabs = stats[:3]
+    cmin, cmax = stats[3:] if C is not None else (1.0, 1.0)
+    sigma, eps = st["sigma"], torch.finfo(mean.dtype).eps
     checks = {
         "tolfun": lambda v: f[-1] - f[0] < v and max(hist) - min(hist) < v,
-        "tolx": lambda v: wmax < v and pcmax < v,
+        "tolx": lambda v: wmax < v and (pc_widths is None or float(pc_widths().max()) < v),
         "tolupsigma": lambda v: sigma * math.sqrt(cmax) > v,
         "tolconditioncov": lambda v: cmax > v * cmin,
-        "noeffectcoord": lambda v: bool(noeffect),
+        # no coordinate can be below its mean's resolution while 0.2 min sigma_i > |m| eps
+        "noeffectcoord": lambda v: 0.2 * wmin <= mabs * eps and bool(
+            (mean + 0.2 * widths == mean).any()),
         "tolflatfitness": lambda v: st["flat"] > v,
     }
     return {k: v for k, v in opts.items() if checks[k](v)}

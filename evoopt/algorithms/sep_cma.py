@@ -218,6 +218,6 @@ class SepCMAES(StopsForGood, PopulationOptimizer):
         if self.stop:
             s = st["sigma"] * st["sigma_group"]
             reasons = termination(self.stop, st, losses, widths=s * st["C"].sqrt(), C=st["C"],
-                                  pc_widths=s * st["p_c"].abs())
+                                  pc_widths=lambda: s * st["p_c"].abs())
             if reasons:
                 self._stop_for_good(st, reasons)
