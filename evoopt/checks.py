@@ -23,7 +23,9 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_choice", "check_int", "check_kwargs", "check_positive", "check_range"]
+__all__ = [
+    "check_choice", "check_int", "check_kwargs", "check_lr_sigma", "check_positive", "check_range",
+]
 
 
 def _is_real(value) -> bool:
@@ -38,6 +40,13 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
         expected = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"Invalid {name}: {value!r} (expected a finite number {expected})")
     return float(value)
+
+
+def check_lr_sigma(group: dict, *, initial: bool) -> None:
+    """A param group's ``lr`` > 0 as given (``initial``), >= 0 once running (a schedule may
+    anneal it to 0), and ``sigma`` > 0: the check of most population optimizers."""
+    check_positive("lr", group["lr"], allow_zero=not initial)
+    check_positive("sigma", group["sigma"])
 
 
 def check_range(name: str, value, low: float, high: float, *, low_open=False, high_open=False):

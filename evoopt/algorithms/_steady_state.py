@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_positive
+from ..checks import check_lr_sigma
 from ..population import PopulationOptimizer
 from ..shaping import all_tied
 
@@ -19,8 +19,7 @@ from ..shaping import all_tied
 def check_group(group: dict[str, Any], *, initial: bool) -> None:
     """A group of a steady-state algorithm: ``lr`` > 0 (0 allowed once running: a schedule
     may reach it), ``sigma`` > 0 and the box (:func:`check_box`)."""
-    check_positive("lr", group["lr"], allow_zero=not initial)
-    check_positive("sigma", group["sigma"])
+    check_lr_sigma(group, initial=initial)
     check_box(group)
 
 

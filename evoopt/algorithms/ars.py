@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_int, check_positive
+from ..checks import check_int, check_lr_sigma
 from ..population import PopulationOptimizer
 from ..registry import register
 
@@ -115,9 +115,7 @@ class ARS(PopulationOptimizer):
         return self.popsize // 2
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-        check_positive("lr", group["lr"], allow_zero=not initial)
-        check_positive("sigma", group["sigma"])
+        check_lr_sigma(group, initial=initial)  # lr 0 only once running
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:

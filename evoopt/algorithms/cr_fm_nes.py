@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_positive
+from ..checks import check_lr_sigma
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -170,8 +170,7 @@ class CRFMNES(PopulationOptimizer):
         return standard_popsize(num_params)
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        check_positive("lr", group["lr"], allow_zero=not initial)
-        check_positive("sigma", group["sigma"])
+        check_lr_sigma(group, initial=initial)  # lr 0 only once running
 
     def _adapted_width(self, st: dict[str, Any]) -> Tensor | None:
         """``sigma s d sqrt(1 + v^2)``: the square roots of ``diag(A A^T)`` times the scale;

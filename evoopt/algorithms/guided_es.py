@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_int, check_positive, check_range
+from ..checks import check_int, check_lr_sigma, check_positive, check_range
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -100,8 +100,7 @@ class GuidedES(InnerOptimizerMixin, PopulationOptimizer):
         return standard_popsize(num_params)
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        check_positive("lr", group["lr"], allow_zero=not initial)  # a schedule may reach 0
-        check_positive("sigma", group["sigma"])
+        check_lr_sigma(group, initial=initial)  # lr 0 only once running
 
     def _init_state(self, st: dict[str, Any], mean: Tensor) -> None:
         st["surrogates"] = torch.zeros(self.subspace_dim, mean.numel(), dtype=mean.dtype,

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_int, check_positive
+from ..checks import check_int, check_lr_sigma
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -166,9 +166,7 @@ class LMMAES(StopsForGood, PopulationOptimizer):
         self.num_directions = default_num_directions(self.num_params) if m is None else m
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-        check_positive("lr", group["lr"], allow_zero=not initial)
-        check_positive("sigma", group["sigma"])
+        check_lr_sigma(group, initial=initial)  # lr 0 only once running
 
     def _constants(self) -> LMMAESConstants:
         return lm_ma_es_constants(self.num_params, self.popsize, self.num_directions)

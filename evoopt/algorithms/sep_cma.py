@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_positive
+from ..checks import check_lr_sigma
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -180,9 +180,7 @@ class SepCMAES(StopsForGood, PopulationOptimizer):
         return standard_popsize(num_params)
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-        check_positive("lr", group["lr"], allow_zero=not initial)
-        check_positive("sigma", group["sigma"])
+        check_lr_sigma(group, initial=initial)  # lr 0 only once running
 
     def _adapted_width(self, st: dict[str, Any]) -> Tensor:
         """``sigma * s * sqrt(C)``: the standard deviation of each coordinate."""

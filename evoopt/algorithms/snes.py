@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import check_positive
+from ..checks import check_lr_sigma, check_positive
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -105,9 +105,7 @@ class SNES(PopulationOptimizer):
         return snes_defaults(num_params)["popsize"]
 
     def _check_group(self, group: dict[str, Any], *, initial: bool) -> None:
-        # lr = 0 is refused when given, accepted later (a schedule may anneal it to 0)
-        check_positive("lr", group["lr"], allow_zero=not initial)
-        check_positive("sigma", group["sigma"])
+        check_lr_sigma(group, initial=initial)  # lr 0 only once running
         if group["sigma_lr"] is not None:
             check_positive("sigma_lr", group["sigma_lr"], allow_zero=True)
 
