@@ -78,3 +78,18 @@ def first_two(pop):
 #: every one of them (MAP-Elites needs its grid and a descriptor)
 REQUIRED_KWARGS = {"map_elites": dict(sigma=0.5, cells=4, descriptor_bounds=[(-2.0, 2.0)] * 2,
                                       descriptor=first_two)}
+
+
+def assert_resumes_exactly(fresh, f, before: int = 5, after: int = 5) -> None:
+    """``fresh(seed) -> (x, opt)``: a run checkpointed after ``before`` steps of the
+    population objective ``f`` (through ``torch.save`` / ``weights_only`` load) and resumed
+    in an optimizer built with another seed takes the same next ``after`` steps, bit for bit."""
+    x, full = fresh(9)
+    for _ in range(before):
+        full.step(f)
+    ckpt = roundtrip(full.state_dict())
+    expected = [float(full.step(f)) for _ in range(after)]
+    y, resumed = fresh(1)
+    resumed.load_state_dict(ckpt)
+    assert [float(resumed.step(f)) for _ in range(after)] == expected
+    assert torch.equal(x.detach(), y.detach())

@@ -10,7 +10,7 @@ import torch
 import evoopt
 from evoopt.algorithms.cr_fm_nes import CRFMNES, cr_fm_nes_constants
 
-from ._helpers import ellipsoid, rosenbrock, rotated_ellipsoid, roundtrip
+from ._helpers import assert_resumes_exactly, ellipsoid, rosenbrock, rotated_ellipsoid, roundtrip
 
 
 def _dot(a, b):
@@ -164,15 +164,7 @@ def test_exact_resume_through_torch_save(dtype):
         x = torch.nn.Parameter(torch.full((7,), 2.0, dtype=dtype))
         return x, CRFMNES([x], sigma=0.5, seed=seed)
 
-    x, full = fresh(9)
-    for _ in range(5):
-        full.step(lambda pop: ellipsoid(pop.flat))
-    ckpt = roundtrip(full.state_dict())
-    expected = [float(full.step(lambda pop: ellipsoid(pop.flat))) for _ in range(5)]
-    y, resumed = fresh(1)
-    resumed.load_state_dict(ckpt)
-    assert [float(resumed.step(lambda pop: ellipsoid(pop.flat))) for _ in range(5)] == expected
-    assert torch.equal(x.detach(), y.detach())
+    assert_resumes_exactly(fresh, lambda pop: ellipsoid(pop.flat))
 
 
 BAD = [

@@ -13,7 +13,7 @@ import evoopt
 from evoopt.algorithms.sep_cma import SepCMAConstants, SepCMAES, sep_cma_constants, sep_cma_update
 from evoopt.shaping import by_rank
 
-from ._helpers import ellipsoid, roundtrip
+from ._helpers import assert_resumes_exactly, ellipsoid, roundtrip
 
 
 def _pycma_diagonal(x0, sigma0, seed):
@@ -175,15 +175,7 @@ def test_exact_resume_through_torch_save(dtype):
         x = torch.nn.Parameter(torch.full((7,), 2.0, dtype=dtype))
         return x, SepCMAES([x], sigma=0.5, seed=seed)
 
-    x, full = fresh(9)
-    for _ in range(5):
-        full.step(lambda pop: ellipsoid(pop.flat))
-    ckpt = roundtrip(full.state_dict())
-    expected = [float(full.step(lambda pop: ellipsoid(pop.flat))) for _ in range(5)]
-    y, resumed = fresh(1)
-    resumed.load_state_dict(ckpt)
-    assert [float(resumed.step(lambda pop: ellipsoid(pop.flat))) for _ in range(5)] == expected
-    assert torch.equal(x.detach(), y.detach())
+    assert_resumes_exactly(fresh, lambda pop: ellipsoid(pop.flat))
 
 
 BAD = [
