@@ -147,12 +147,7 @@ def _check_population_state(opt: PopulationOptimizer, st: dict[str, Any]) -> Non
     state has (same kind; tensors of the same shape and finite), the ``vector_state``
     entries ([D]), then the algorithm's own checks."""
     name, D = type(opt).__name__, opt.num_params
-    mean = st.get("mean")
-    if not isinstance(mean, Tensor) or mean.shape != (D,):
-        raise ValueError(
-            f"{name}.load_state_dict: saved mean has shape "
-            f"{getattr(mean, 'shape', None)}, expected ({D},)"
-        )
+    check_saved_shapes(name, st, {"mean": (D,)})
     for key in ("generation", "num_evals"):
         v = st.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -170,14 +165,21 @@ def _check_population_state(opt: PopulationOptimizer, st: dict[str, Any]) -> Non
         if key not in st:
             raise ValueError(f"{name}.load_state_dict: the saved state lacks {key!r}")
         _check_entry(name, key, ref, st[key])
-    for key in opt.vector_state:
-        v = st.get(key)
-        if not isinstance(v, Tensor) or v.shape != (D,):
-            raise ValueError(
-                f"{name}.load_state_dict: saved {key} has shape "
-                f"{getattr(v, 'shape', None)}, expected ({D},)"
-            )
+    check_saved_shapes(name, st, {key: (D,) for key in opt.vector_state})
     opt._check_loaded_state(st)
+
+
+def check_saved_shapes(name: str, st: dict[str, Any], shapes: dict[str, tuple],
+                       note: str = "") -> None:
+    """Every ``key`` of ``shapes`` in the saved state ``st`` is a tensor of that shape, else a
+    ``ValueError`` naming the optimizer ``name``, the entry, the saved shape and the expected
+    one (``note``: what the sizes are)."""
+    for key, shape in shapes.items():
+        v = st.get(key)
+        if not isinstance(v, Tensor) or tuple(v.shape) != tuple(shape):
+            got = tuple(v.shape) if isinstance(v, Tensor) else None
+            raise ValueError(f"{name}.load_state_dict: saved {key} has shape {got}, expected "
+                             f"{tuple(shape)}{note}")
 
 
 def _check_entry(name: str, key: str, ref, v) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_lr_sigma
+from .._state import check_saved_shapes
 from ..population import PopulationOptimizer
 from ..shaping import all_tied
 
@@ -95,11 +96,4 @@ def check_loaded_population(name: str, st: dict[str, Any], P: int, D: int,
     ``D`` filled in), and the flag that says whether the population exists."""
     if not isinstance(st.get("initialized"), bool):
         raise ValueError(f"{name}.load_state_dict: saved initialized is not True or False")
-    for key, shape in shapes.items():
-        v = st.get(key)
-        if not isinstance(v, Tensor) or tuple(v.shape) != shape:
-            raise ValueError(
-                f"{name}.load_state_dict: saved {key} has shape "
-                f"{tuple(getattr(v, 'shape', ())) if isinstance(v, Tensor) else None}, "
-                f"expected {shape} (popsize {P}, {D} coordinates)"
-            )
+    check_saved_shapes(name, st, shapes, f" (popsize {P}, {D} coordinates)")

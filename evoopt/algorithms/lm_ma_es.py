@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_int, check_lr_sigma
+from .._state import check_saved_shapes
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -178,12 +179,8 @@ class LMMAES(StopsForGood, PopulationOptimizer):
         return st["sigma"] * st["sigma_group"] * diag.sqrt()
 
     def _check_loaded_state(self, st: dict[str, Any]) -> None:
-        M, shape = st.get("M"), (self.num_directions, self.num_params)
-        if not isinstance(M, Tensor) or tuple(M.shape) != shape:
-            raise ValueError(
-                f"LMMAES.load_state_dict: saved M has shape {getattr(M, 'shape', None)}, "
-                f"expected {shape} (num_directions x D)"
-            )
+        check_saved_shapes("LMMAES", st, {"M": (self.num_directions, self.num_params)},
+                           " (num_directions x D)")
         t = st.get("num_updates")
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_lr_sigma, check_positive
+from .._state import check_saved_shapes
 from ..population import PopulationOptimizer
 from ..registry import register
 from ._defaults import standard_popsize
@@ -194,11 +195,4 @@ class XNES(PopulationOptimizer):
     # ------------------------------------------------------------ checkpoint
     def _check_loaded_state(self, st: dict[str, Any]) -> None:
         D = self.num_params
-        shapes = {"sigma": (), "B": (D, D), "sigma_group": (D,)}
-        for key, shape in shapes.items():
-            v = st.get(key)
-            if not isinstance(v, Tensor) or tuple(v.shape) != shape:
-                raise ValueError(
-                    f"XNES.load_state_dict: saved {key} has shape {getattr(v, 'shape', None)}, "
-                    f"expected {shape}"
-                )
+        check_saved_shapes("XNES", st, {"sigma": (), "B": (D, D), "sigma_group": (D,)})
