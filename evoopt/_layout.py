@@ -50,7 +50,7 @@ class ParamLayout:
     def load_(self, flat: Tensor) -> None:
         """Copy the [D] vector ``flat`` into the parameters in place (never rebinds them)."""
         if len(self.params) == 1:  # the common black-box case: skip the split
-            dst, src = self._param_view(), self._source_view(flat)
+            dst, src = self._param_view(), self.numpy_view(flat)
             if dst is not None and src is not None and dst.dtype == src.dtype:
                 np.copyto(dst, src)  # in place, no torch dispatch
                 return
@@ -85,9 +85,10 @@ class ParamLayout:
             cached = self._dst = (ptr, view)
         return cached[1]
 
-    def _source_view(self, flat: Tensor) -> np.ndarray | None:
-        """A numpy view of ``flat`` (None where numpy has no such tensor), kept while
-        ``flat`` is the same tensor over the same storage (the state's ``mean``)."""
+    def numpy_view(self, flat: Tensor) -> np.ndarray | None:
+        """A flat numpy view of ``flat`` (None where numpy has no such tensor), kept while
+        ``flat`` is the same tensor over the same storage (the state's ``mean``, which
+        :meth:`load_` reads and CMA-ES writes every generation)."""
         cached = self._src
         if cached is None or cached[0] is not flat or cached[1] != flat.data_ptr():
             view = flat.detach().numpy().reshape(-1) if _numpy_ok(flat) else None

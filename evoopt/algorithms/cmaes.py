@@ -122,7 +122,6 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..checks import check_choice, check_int, check_positive
-from .._layout import _numpy_ok
 from .._state import STATE_KEY
 from ..population import PopulationOptimizer
 from ..registry import register
@@ -235,7 +234,6 @@ class CMAES(StopsForGood, PopulationOptimizer):
         self._sampler_gen = torch.Generator()
         self._sampler_gen.manual_seed(self.seed)
         self._lr_seen: list | None = None
-        self._mean_np: tuple | None = None
         self.es = None
 
     @classmethod
@@ -397,19 +395,11 @@ class CMAES(StopsForGood, PopulationOptimizer):
             if not (restart and self._restart(st, stop)):
                 note = " and no restart is left" if self.restarts else ""
                 self._stop_for_good(st, _plain_stop(stop), note)
-        view = self._mean_view(st["mean"])
+        view = self.layout.numpy_view(st["mean"])  # cached between generations
         if view is not None:  # no dispatch; bfloat16 (no numpy dtype) takes the torch copy
             np.copyto(view, self._center(), casting="unsafe")
         else:
             st["mean"].copy_(torch.from_numpy(np.asarray(self._center(), dtype=np.float64)))
-
-    def _mean_view(self, mean: Tensor) -> np.ndarray | None:
-        """A numpy view of the state's ``mean`` (None where numpy has no such tensor),
-        kept while ``mean`` is the same object: ``Tensor.numpy()`` costs microseconds."""
-        cached = self._mean_np
-        if cached is None or cached[0] is not mean:
-            cached = self._mean_np = (mean, mean.numpy() if _numpy_ok(mean) else None)
-        return cached[1]
 
     def _restart(self, st: dict[str, Any], stop) -> bool:
         """IPOP / BIPOP as in pycma's ``fmin`` (``incpopsize=2``); False when no restart
@@ -545,7 +535,7 @@ class CMAES(StopsForGood, PopulationOptimizer):
         d["es"] = snapshot_pycma(self.es) if self.es is not None else None
         d["_gen"] = (self._gen.device, self._gen.get_state())
         d["_sampler_gen"] = self._checkpoint_rng(self._sampler_gen)
-        d["_pending"] = d["_mean_np"] = d["_rng_before_ask"] = d["_rng_after_ask"] = None
+        d["_pending"] = d["_rng_before_ask"] = d["_rng_after_ask"] = None
         d[_PICKLED] = True
         return d
 
